@@ -1,0 +1,49 @@
+# Every target installs what it needs into a local virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test unit smoke bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: setup.cfg setup.py | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Serve the API at http://127.0.0.1:$(PORT) with auto-reload and the token dev-token.
+run: install
+	$(BIN)/flask --app wsgi token seed-dev
+	GUNICORN_RELOAD=1 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## The whole suite: unit and HTTP tests, then the curl smoke test on real gunicorn.
+test: unit smoke
+
+unit: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+smoke: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/smoke.sh
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m tests.bench.engine_bench
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check app tests wsgi.py gunicorn.conf.py
+
+clean:
+	rm -rf $(VENV) var *.egg-info .pytest_cache .ruff_cache .hypothesis

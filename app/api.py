@@ -1,0 +1,132 @@
+"""The ``/v1`` blueprint: thin views over validation, the engine and the store.
+
+Checks run in SPEC §6's order: routing (404/405, before this blueprint sees the
+request), size (413), token (401/403), content type (415), JSON (400000) in
+``before_request``; then body checks (400xxx), balance (402) in the views.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from .engine import Run, new_run_id
+from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
+from .jsonbody import parse_json, read_body
+from .nodes import NODE_TYPES
+from .store import DuplicateRun, InsufficientBalance
+from .validation import Invalid, Limits, check_request
+
+bp = Blueprint("api", __name__)
+run_log = logging.getLogger("app.runs")
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+@bp.before_request
+def admit() -> None:
+    """Size, token, content type and JSON, in that order."""
+    config = current_app.config
+    raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
+    g.token = _authenticate()
+    if request.method in BODY_METHODS:
+        if not _is_json(request.mimetype):
+            raise ApiError(415)
+        g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
+        if not isinstance(g.body, dict):
+            raise ApiError(400, message="Body must be a JSON object")
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def _authenticate():
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise ApiError(401, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+    token = current_app.extensions["store"].token(secret)
+    if token is None:
+        raise ApiError(401, headers={
+            "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
+    if not token.enabled:
+        raise ApiError(403)
+    return token
+
+
+@bp.errorhandler(Invalid)
+def invalid(error: Invalid):
+    return error_response(400, error.code, CODE_MESSAGES[error.code], errors=error.errors)
+
+
+def _limits() -> Limits:
+    config = current_app.config
+    return Limits(max_nodes=config["MAX_NODES"], run_deadline_ms=config["RUN_DEADLINE_MS"])
+
+
+@bp.post("/runs/sync")
+def run_sync():
+    """Validate, reserve the worst-case cost, run, store, answer."""
+    config, store = current_app.config, current_app.extensions["store"]
+    plan = check_request(g.body, _limits())
+    run_id = plan.run_id or new_run_id()
+    try:
+        store.start_run(run_id, g.token.id, g.request_id, plan.worst_case_cu,
+                        {"runId": run_id, "status": "running"})
+    except DuplicateRun:
+        raise ApiError(400, DUPLICATE_RUN_ID, "runId already used",
+                       errors={"runId": [f"A run named {run_id!r} exists already."]}) from None
+    except InsufficientBalance as short:
+        raise ApiError(402, balance=short.balance, required=short.required) from None
+    run = Run(plan, run_id, settings={"OUTBOUND_ALLOW": config["OUTBOUND_ALLOW"]},
+              deadline_ms=config["RUN_DEADLINE_MS"])
+    try:
+        body = run.execute()
+    except BaseException:
+        store.finish_run(run_id, {"runId": run_id, "status": "failure", "totalCu": 0,
+                                  "error": {"code": "INTERNAL", "message": "Run aborted."}})
+        raise
+    store.finish_run(run_id, body)
+    run_log.info("run finished", extra={
+        "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
+        "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
+        "errorCode": (body["error"] or {}).get("code")})
+    return jsonify(body)
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str):
+    """A stored run, only to the token that made it."""
+    body = current_app.extensions["store"].run(run_id, g.token.id)
+    if body is None:
+        raise ApiError(404, message=f"No run named {run_id!r}")
+    return jsonify(body)
+
+
+@bp.post("/workflows/validate")
+def validate_workflow():
+    """Every check of SPEC §2, nothing run, nothing charged."""
+    plan = check_request(g.body, _limits(), validate_only=True)
+    return jsonify({"valid": True, "nodeCount": len(plan.nodes), "levels": plan.levels})
+
+
+@bp.get("/node-types")
+def node_types():
+    """Every node type with its payload fields."""
+    return jsonify({"nodeTypes": [
+        {"type": name, "payload": describe(module.Payload())}
+        for name, module in NODE_TYPES.items()]})
+
+
+def describe(schema) -> dict:
+    """A payload schema as ``{field: {type, required, default}}``."""
+    out = {}
+    for name, field in schema.fields.items():
+        entry = {"type": type(field).__name__.rstrip("_").lower(), "required": field.required}
+        default = field.load_default
+        if not callable(default) and repr(default) != "<marshmallow.missing>":
+            entry["default"] = default
+        out[name] = entry
+    return out

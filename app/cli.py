@@ -1,0 +1,75 @@
+"""Operator commands: ``flask --app wsgi token …``."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+token_cli = AppGroup("token", help="Create, list, top up and disable API tokens.")
+
+DEV_TOKEN = "dev-token"
+DEV_BALANCE = 1_000_000
+
+
+def _store():
+    return current_app.extensions["store"]
+
+
+@token_cli.command("create")
+@click.argument("name")
+@click.option("--balance", type=click.IntRange(0), default=0, show_default=True,
+              help="Starting compute-unit balance.")
+def create(name: str, balance: int) -> None:
+    """Create a token and print its secret (shown only this once)."""
+    if any(t.name == name for t in _store().tokens()):
+        raise click.ClickException(f"a token named {name!r} exists already")
+    click.echo(_store().create_token(name, balance))
+
+
+@token_cli.command("list")
+def list_tokens() -> None:
+    """List tokens with their balances."""
+    click.echo(f"{'NAME':<24} {'BALANCE':>12}  STATE")
+    for token in _store().tokens():
+        state = "enabled" if token.enabled else "disabled"
+        click.echo(f"{token.name:<24} {token.balance:>12}  {state}")
+
+
+@token_cli.command("top-up")
+@click.argument("name")
+@click.argument("amount", type=click.IntRange(1))
+def top_up(name: str, amount: int) -> None:
+    """Add AMOUNT compute units to a token's balance."""
+    token = _store().top_up(name, amount)
+    if token is None:
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"{name}: balance {token.balance}")
+
+
+@token_cli.command("disable")
+@click.argument("name")
+def disable(name: str) -> None:
+    """Disable a token (its requests get 403)."""
+    if not _store().set_enabled(name, False):
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"{name}: disabled")
+
+
+@token_cli.command("enable")
+@click.argument("name")
+def enable(name: str) -> None:
+    """Enable a disabled token again."""
+    if not _store().set_enabled(name, True):
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"{name}: enabled")
+
+
+@token_cli.command("seed-dev")
+def seed_dev() -> None:
+    """Development only: make 'dev-token' usable with at least 1,000,000 CU."""
+    token = _store().ensure_token(DEV_TOKEN, DEV_TOKEN, DEV_BALANCE)
+    click.echo(f"{DEV_TOKEN}: balance {token.balance}")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(token_cli)

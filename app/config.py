@@ -1,0 +1,67 @@
+"""Every setting in one place: defaults, read from the environment once.
+
+Each setting ``NAME`` can be set as the environment variable ``RUNNER_NAME``.
+A value that does not parse stops the start-up with a message naming it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+MIB = 1024 * 1024
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be between {low} and {high}" if high else f"must be ≥ {low}")
+        return value
+    return parse
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# name: (default, parser of the environment's text)
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
+    "STORE_PATH": ("var/runner.sqlite3", str),
+    "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
+    "LOG_LEVEL": ("INFO", str.upper),
+    "LOG_MAX_BYTES": (10 * MIB, _int(0)),
+    "LOG_BACKUPS": (5, _int(0)),
+    "MAX_BODY_BYTES": (1 * MIB, _int(1)),
+    "MAX_JSON_DEPTH": (64, _int(1, 512)),
+    "MAX_NODES": (20, _int(2, 1000)),
+    "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),
+    "RUN_RETENTION_DAYS": (30, _int(1)),
+    # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
+    "OUTBOUND_ALLOW": ([], _list),
+}
+
+
+def defaults() -> dict[str, Any]:
+    return {name: default for name, (default, _) in SETTINGS.items()}
+
+
+def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The settings given in the environment, parsed; ``ValueError`` names a bad one."""
+    found = {}
+    for name, (_, parse) in SETTINGS.items():
+        text = environ.get(f"RUNNER_{name}")
+        if text is None:
+            continue
+        try:
+            found[name] = parse(text)
+        except ValueError as error:
+            raise ValueError(f"RUNNER_{name}={text!r}: {error}") from None
+    return found
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the environment, then ``overrides`` (tests)."""
+    settings = defaults()
+    settings.update(from_env())
+    settings.update(overrides or {})
+    return settings

@@ -1,0 +1,85 @@
+"""One error envelope (SPEC §6) and the app-level handlers that produce it."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("app.errors")
+
+# HTTP status → (our code, default message)
+HTTP_CODES = {
+    400: (400000, "Malformed request body"),
+    401: (401000, "Missing or unknown API token"),
+    402: (402000, "Compute-unit balance too low"),
+    403: (403000, "API token is disabled"),
+    404: (404000, "Not found"),
+    405: (405000, "Method not allowed"),
+    413: (413000, "Request body too large"),
+    415: (415000, "Content type must be application/json"),
+    429: (429000, "Too many concurrent runs for this token"),
+    500: (500000, "Internal server error"),
+}
+
+# Validation codes, in the order that picks the envelope's ``code`` (SPEC §2).
+ROOT_NOT_MANUAL = 400229
+INVALID_DEFINITION = 400228
+INVALID_PAYLOAD = 400230
+INVALID_RUN_ID = 400078
+DUPLICATE_RUN_ID = 400079
+CODE_PRECEDENCE = (ROOT_NOT_MANUAL, INVALID_DEFINITION, INVALID_PAYLOAD, INVALID_RUN_ID)
+CODE_MESSAGES = {
+    ROOT_NOT_MANUAL: "Root node must be of type 'manual'",
+    INVALID_DEFINITION: "Invalid workflow definition",
+    INVALID_PAYLOAD: "Invalid payload",
+    INVALID_RUN_ID: "Malformed runId",
+}
+
+
+class ApiError(Exception):
+    """An error response: HTTP status, our code, message and extra body fields."""
+
+    def __init__(self, status: int, code: int | None = None, message: str | None = None,
+                 headers: dict | None = None, **extra):
+        default_code, default_message = HTTP_CODES[status]
+        super().__init__(message or default_message)
+        self.status = status
+        self.code = code or default_code
+        self.message = message or default_message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(status: int, code: int, message: str, headers: dict | None = None,
+                   **extra):
+    """The JSON envelope every error uses."""
+    body = {"code": code, "message": message, "requestId": g.get("request_id")}
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register(app: Flask) -> None:
+    """JSON handlers for our errors, Werkzeug's (404/405/413/…) and anything else."""
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return error_response(error.status, error.code, error.message, error.headers,
+                              **error.extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        code, message = HTTP_CODES.get(status, (status * 1000, error.name))
+        headers = {}
+        if status == 405 and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return error_response(status, code, message, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unhandled error")
+        return error_response(500, 500000, HTTP_CODES[500][1])

@@ -1,0 +1,81 @@
+"""Reading a request body safely: bounded size, strict JSON, bounded depth."""
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from .errors import ApiError
+
+CHUNK = 64 * 1024
+DRAIN_FACTOR = 8  # read (and drop) up to 8× the limit so the 413 reaches the client
+
+
+def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
+    """The whole body, or 413 once it exceeds ``limit`` bytes.
+
+    A body declared too large, or found too large while reading (chunked
+    bodies have no length), is drained up to a bound before answering: gunicorn's
+    sync worker closes the socket right after the response, and closing it with
+    unread data makes the kernel reset the connection, so the client would
+    see a reset instead of the 413.
+    """
+    if content_length is not None and content_length > limit:
+        _drain(stream, limit * DRAIN_FACTOR)
+        raise ApiError(413, message=f"Request body exceeds {limit} bytes")
+    parts, size = [], 0
+    while True:
+        chunk = stream.read(min(CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            _drain(stream, limit * DRAIN_FACTOR)
+            raise ApiError(413, message=f"Request body exceeds {limit} bytes")
+
+
+def _drain(stream: IO[bytes], budget: int) -> None:
+    while budget > 0:
+        chunk = stream.read(min(CHUNK, budget))
+        if not chunk:
+            return
+        budget -= len(chunk)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """Strict JSON (no NaN/Infinity) nested at most ``max_depth`` levels, else 400."""
+    try:
+        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ApiError(400, message=f"Body is not valid JSON: {error}") from None
+    if depth_exceeds(value, max_depth):
+        raise _too_deep(max_depth)
+    return value
+
+
+def _too_deep(max_depth: int) -> ApiError:
+    return ApiError(400, message=f"JSON is nested deeper than {max_depth} levels")
+
+
+def depth_exceeds(value: Any, max_depth: int) -> bool:
+    """True when containers nest deeper than ``max_depth`` (the top level is 1)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False

@@ -1,0 +1,89 @@
+"""JSON-lines logging for the app and gunicorn, set up once per process.
+
+Every record carries the request id of the request it belongs to (a context
+variable that the engine copies into node threads). Handlers are created in
+the process that uses them, after gunicorn's fork: concurrent-log-handler
+locks the shared file so lines from several workers never interleave.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.config
+import os
+import time
+from typing import Any, Mapping
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
+                                                                        default=None)
+
+# Attributes every LogRecord has; anything else was passed in ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, requestId, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        rid = getattr(record, "requestId", None) or request_id.get()
+        if rid:
+            entry["requestId"] = rid
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def config_dict(settings: Mapping[str, Any]) -> dict:
+    """The one logging dict, for the app (and gunicorn's own loggers)."""
+    handlers: dict[str, dict] = {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                   "stream": "ext://sys.stdout"},
+    }
+    path = settings.get("LOG_FILE")
+    if path:
+        handlers["file"] = {
+            "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
+            "formatter": "json", "filename": path, "encoding": "utf-8",
+            "maxBytes": settings.get("LOG_MAX_BYTES", 10 * 1024 * 1024),
+            "backupCount": settings.get("LOG_BACKUPS", 5),
+        }
+    level = settings.get("LOG_LEVEL", "INFO")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": handlers,
+        "loggers": {
+            "app": {"level": level, "handlers": list(handlers), "propagate": False},
+            "gunicorn.error": {"level": "INFO", "handlers": list(handlers),
+                               "propagate": False},
+        },
+    }
+
+
+_configured: tuple | None = None
+
+
+def configure(settings: Mapping[str, Any]) -> None:
+    """Install the handlers in this process: once, again after a fork or a change."""
+    global _configured
+    path = settings.get("LOG_FILE")
+    key = (os.getpid(), path, settings.get("LOG_LEVEL"))
+    if _configured == key:
+        return
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    logging.config.dictConfig(config_dict(settings))
+    _configured = key

@@ -1,0 +1,125 @@
+"""What every node type shares: its error value, its run context, strict JSON fields.
+
+A node type is a module with:
+
+- ``Payload``: a ``PayloadSchema`` subclass describing the payload (checked on
+  literal values at validation and on resolved values before each attempt);
+- ``run(data, ctx) -> dict``: the handler; ``data`` is the loaded payload
+  (defaults applied, unknown keys dropped); it returns the node's result or
+  raises ``NodeError``;
+- optionally ``MAX_TIMEOUT_MS`` (default 60000), ``TIMEOUT_FIELD`` (a payload
+  key, in ms, that also limits the attempt), ``INLINE = True`` for pure,
+  quick handlers that may run on the scheduling thread, and
+  ``CONDITION_FIELDS`` (payload keys holding a condition whose object keys are
+  expressions too).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+DEFAULT_MAX_TIMEOUT_MS = 60_000
+
+
+class NodeError(Exception):
+    """A node's failure as a value: ``{code, message, retryable}``."""
+
+    def __init__(self, code: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.code, self.message, self.retryable = code, message, retryable
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+@dataclass
+class NodeContext:
+    """What a handler may use besides its payload; never Flask's globals."""
+
+    run_id: str
+    node_id: str
+    deadline: float  # time.monotonic() by which this attempt must end
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    resolve: Callable[[str], Any] = lambda text: text
+    logger: logging.Logger = logging.getLogger("app.nodes")
+
+    def time_left(self) -> float:
+        """Seconds until this attempt must end (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class PayloadSchema(Schema):
+    """Unknown payload keys are accepted and ignored (SPEC §1)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+# Strict JSON fields: marshmallow's own accept "5" for an Integer and
+# "yes" for a Boolean; a workflow payload must carry the JSON type itself.
+
+class Str(fields.String):
+    pass
+
+
+class Bool(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Not a valid boolean.")
+        return value
+
+
+class Int(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("Not a valid integer.")
+        return value
+
+
+class Num(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError("Not a valid number.")
+        return value
+
+
+class Obj(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise ValidationError("Not a valid object.")
+        return value
+
+
+class Arr(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise ValidationError("Not a valid array.")
+        return value
+
+
+class Any_(fields.Raw):
+    """Any JSON value, null included."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_none", True)
+        super().__init__(**kwargs)
+
+
+def iso_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and ``Z``."""
+    return iso(time.time())
+
+
+def iso(epoch_seconds: float) -> str:
+    """``epoch_seconds`` as ISO 8601 UTC with milliseconds and ``Z``."""
+    whole = int(epoch_seconds)
+    millis = int((epoch_seconds - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"

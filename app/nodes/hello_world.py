@@ -1,0 +1,12 @@
+"""``hello-world``: placeholder until implemented (see the issue on node types)."""
+from __future__ import annotations
+
+from .base import NodeContext, NodeError, PayloadSchema
+
+
+class Payload(PayloadSchema):
+    pass
+
+
+def run(data: dict, ctx: NodeContext) -> dict:
+    raise NodeError("INTERNAL", "Node type 'hello-world' is not implemented yet.")

@@ -1,0 +1,22 @@
+"""``log``: write a message to the service log and return it.
+
+A message that is not a string (a number from a lone expression, say) is
+written as text by the expression language's rules rather than refused.
+"""
+from __future__ import annotations
+
+from ..expressions import to_text
+from .base import Any_, NodeContext, PayloadSchema, iso_now
+
+INLINE = True
+
+
+class Payload(PayloadSchema):
+    message = Any_(required=True)
+
+
+def run(data: dict, ctx: NodeContext) -> dict:
+    """Log ``message`` with the run and node ids."""
+    message = to_text(data["message"])
+    ctx.logger.info(message, extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
+    return {"message": message, "loggedAt": iso_now()}

@@ -1,0 +1,19 @@
+"""``manual``: the root node. Its result is the request payload plus ``triggeredAt``.
+
+The engine builds the root's result itself (it is the trigger, not an
+attempt); this module exists so the type is listed and validated like any other.
+"""
+from __future__ import annotations
+
+from .base import NodeContext, PayloadSchema
+
+INLINE = True
+
+
+class Payload(PayloadSchema):
+    pass
+
+
+def run(data: dict, ctx: NodeContext) -> dict:
+    """Not called by the engine; see the module docstring."""
+    raise NotImplementedError("the root node is run by the engine")

@@ -1,0 +1,131 @@
+"""Request shapes (SPEC §1–§2) as marshmallow schemas, and their error paths.
+
+Shapes only: graph, expression and payload rules that need the whole
+definition live in ``validation``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
+
+from .nodes.base import Any_, Arr, Bool, Int, Num, Obj, Str
+
+NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
+RUN_ID = r"^run_[A-Za-z0-9_]{1,64}$"
+INPUT_TYPES = ("string", "number", "boolean", "object", "array")
+
+
+class RetrySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    maxAttempts = Int(load_default=3, validate=validate.Range(1, 10))
+    initialDelayMs = Int(load_default=1000, validate=validate.Range(0, 3_600_000))
+    backoffRate = Num(load_default=2, validate=validate.Range(1, 100))
+    maxDelayMs = Int(load_default=30_000, validate=validate.Range(0, 3_600_000))
+    retryOn = fields.List(Str(), load_default=None)
+
+
+class NodeSchema(Schema):
+    """A node; display and B3OS-cloud keys (title, connector, …) are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = Str(required=True)
+    payload = Obj(load_default=dict)
+    children = fields.List(Str(), load_default=list)
+    branch = Str(validate=validate.OneOf(("then", "else")))
+    continueOnError = Bool(load_default=False)
+    timeoutMs = Int(validate=validate.Range(min=1))
+    retry = fields.Nested(RetrySchema)
+
+
+class InputSchemaItem(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    key = Str(required=True)
+    type = Str(required=True, validate=validate.OneOf(INPUT_TYPES))
+    required = Bool(load_default=False)
+    description = Str(allow_none=True)
+
+
+class VariableDefSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = Str(required=True)
+    type = Str(allow_none=True)
+    default = Any_(load_default=None)
+    description = Str(allow_none=True)
+
+
+class DefinitionSchema(Schema):
+    """``nodes`` is checked node by node in ``validation`` so errors name the node."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    nodes = Obj(required=True)
+    inputSchema = fields.List(fields.Nested(InputSchemaItem), load_default=list)
+    props = Obj(load_default=dict)
+    variableDefs = fields.List(fields.Nested(VariableDefSchema), load_default=list)
+    triggerNodeIds = fields.List(Str(), validate=validate.Equal(
+        ["root"], error="Must be [\"root\"] or absent for a synchronous run."))
+    blockExpansions = Obj()
+    sensitivePropKeys = fields.List(Str(), load_default=list)
+
+
+class RunRequestSchema(Schema):
+    """The body of ``POST /v1/runs/sync``; unknown top-level keys are refused."""
+
+    class Meta:
+        unknown = RAISE
+
+    definition = Obj(required=True)
+    payload = Obj(load_default=dict)
+    propValues = Obj(load_default=dict)
+    runId = Str(validate=validate.Regexp(RUN_ID, error="Must match ^run_[A-Za-z0-9_]{{1,64}}$."))
+    timeoutMs = Int()
+
+
+class ValidateRequestSchema(RunRequestSchema):
+    """The body of ``POST /v1/workflows/validate``: a ``name`` is accepted too."""
+
+    name = Any_()
+
+
+class RunSchema(Schema):
+    """The sync response and the stored run (SPEC §1), for documentation and dumps."""
+
+    class Meta:
+        unknown = INCLUDE
+        ordered = True
+
+    runId = Str()
+    status = Str()
+    durationMs = Int()
+    totalCu = Int()
+    error = Obj(allow_none=True)
+    executionState = Obj()
+
+
+def flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested error dict → ``{"a.b[1].c": [messages]}``."""
+    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
+        return {prefix: list(errors)}
+    if not isinstance(errors, dict):
+        return {prefix: [str(errors)]}
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        if isinstance(key, int):
+            path = f"{prefix}[{key}]"
+        elif key == "_schema":
+            path = prefix
+        else:
+            path = f"{prefix}.{key}" if prefix else str(key)
+        for sub, messages in flatten(value, path).items():
+            flat.setdefault(sub, []).extend(messages)
+    return flat

@@ -1,0 +1,209 @@
+"""Tokens, compute-unit balances and run records, in SQLite (SPEC §8).
+
+Shared by every gunicorn worker through one database file in WAL mode; each
+process opens its own connection on first use (SQLite is not fork-safe).
+Balances only ever change inside ``BEGIN IMMEDIATE`` transactions with
+conditional updates, so concurrent runs can never drive one below zero.
+Only hashes of tokens are stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+SCHEMA = [  # index = migration number; user_version = how many have run
+    """
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        balance INTEGER NOT NULL CHECK (balance >= 0),
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        token_id INTEGER NOT NULL REFERENCES tokens(id),
+        request_id TEXT,
+        status TEXT NOT NULL,
+        reserved INTEGER NOT NULL,
+        total_cu INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX runs_created_at ON runs (created_at);
+    """,
+]
+
+
+class DuplicateRun(Exception):
+    """A run with this id exists already."""
+
+
+class InsufficientBalance(Exception):
+    def __init__(self, balance: int, required: int):
+        super().__init__(f"balance {balance} < required {required}")
+        self.balance, self.required = balance, required
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    name: str
+    balance: int
+    enabled: bool
+
+
+def token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.RLock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            if os.path.dirname(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _transaction(self):
+        return _Transaction(self)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema."""
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(SCHEMA[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    # -- tokens ------------------------------------------------------------------
+
+    def token(self, secret: str) -> Token | None:
+        """The token with this secret; looked up by hash, so nothing compares secrets."""
+        with self._lock:
+            row = self._db().execute("SELECT * FROM tokens WHERE hash = ?",
+                                     (token_hash(secret),)).fetchone()
+        return _token(row) if row else None
+
+    def tokens(self) -> list[Token]:
+        with self._lock:
+            rows = self._db().execute("SELECT * FROM tokens ORDER BY name").fetchall()
+        return [_token(row) for row in rows]
+
+    def create_token(self, name: str, balance: int, secret: str | None = None) -> str:
+        """Store a new token; returns its secret (shown once, never stored)."""
+        secret = secret or "wr_" + secrets.token_urlsafe(32)
+        with self._transaction() as db:
+            db.execute("INSERT INTO tokens (name, hash, balance, created_at) VALUES (?, ?, ?, ?)",
+                       (name, token_hash(secret), balance, time.time()))
+        return secret
+
+    def ensure_token(self, name: str, secret: str, min_balance: int) -> Token:
+        """Create the token if absent, enable it and top it up to ``min_balance``."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO tokens (name, hash, balance, created_at) "
+                           "VALUES (?, ?, ?, ?)", (name, token_hash(secret), min_balance,
+                                                   time.time()))
+            else:
+                db.execute("UPDATE tokens SET hash = ?, enabled = 1, balance = MAX(balance, ?) "
+                           "WHERE name = ?", (token_hash(secret), min_balance, name))
+        return self.token(secret)
+
+    def top_up(self, name: str, amount: int) -> Token | None:
+        with self._transaction() as db:
+            db.execute("UPDATE tokens SET balance = balance + ? WHERE name = ?", (amount, name))
+            row = db.execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
+        return _token(row) if row else None
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        with self._transaction() as db:
+            changed = db.execute("UPDATE tokens SET enabled = ? WHERE name = ?",
+                                 (int(enabled), name)).rowcount
+        return bool(changed)
+
+    # -- runs --------------------------------------------------------------------
+
+    def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
+                  body: dict) -> None:
+        """Record a run and reserve its worst-case cost, or raise and change nothing."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                raise DuplicateRun(run_id)
+            if not db.execute("UPDATE tokens SET balance = balance - ? "
+                              "WHERE id = ? AND balance >= ?",
+                              (reserve, token_id, reserve)).rowcount:
+                balance = db.execute("SELECT balance FROM tokens WHERE id = ?",
+                                     (token_id,)).fetchone()[0]
+                raise InsufficientBalance(balance, reserve)
+            db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
+                       "created_at, body) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                       (run_id, token_id, request_id, reserve, time.time(), json.dumps(body)))
+
+    def finish_run(self, run_id: str, body: dict) -> None:
+        """Store the final state, charge ``totalCu`` and release the rest, atomically."""
+        with self._transaction() as db:
+            row = db.execute("SELECT token_id, reserved FROM runs WHERE id = ?",
+                             (run_id,)).fetchone()
+            db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
+                       (row["reserved"] - body["totalCu"], row["token_id"]))
+            db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
+                       "finished_at = ?, body = ? WHERE id = ?",
+                       (body["status"], body["totalCu"], time.time(), json.dumps(body), run_id))
+
+    def run(self, run_id: str, token_id: int) -> dict | None:
+        """A stored run, only for the token that made it."""
+        with self._lock:
+            row = self._db().execute("SELECT body FROM runs WHERE id = ? AND token_id = ?",
+                                     (run_id, token_id)).fetchone()
+        return json.loads(row["body"]) if row else None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), holding the process lock."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.db = self.store._db()
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
+        return self.db
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            self.db.execute("ROLLBACK" if kind else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+def _token(row: sqlite3.Row) -> Token:
+    return Token(id=row["id"], name=row["name"], balance=row["balance"],
+                 enabled=bool(row["enabled"]))

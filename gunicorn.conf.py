@@ -1,0 +1,74 @@
+"""gunicorn settings, production and ``make run`` alike. Environment overrides:
+BIND or PORT, WEB_CONCURRENCY, GUNICORN_RELOAD=1, RUNNER_RUN_DEADLINE_MS."""
+import multiprocessing
+import os
+import sys
+import threading
+import traceback
+
+# -- Server socket --------------------------------------------------------------
+bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+backlog = 2048
+
+# -- Workers --------------------------------------------------------------------
+# "sync" is the only worker whose `timeout` bounds a single request: it tells the
+# master it is alive only between requests, so a run stuck past `timeout` gets the
+# worker killed (SIGABRT, then SIGKILL). One request per worker process also keeps
+# runs from sharing memory or the GIL.
+worker_class = "sync"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+
+# -- Timeouts -------------------------------------------------------------------
+# The hard limit must stay above the run deadline (60 s by default), so a run
+# always ends by its own deadline and answers before gunicorn kills it.
+_run_deadline = int(os.environ.get("RUNNER_RUN_DEADLINE_MS", "60000")) / 1000
+timeout = int(_run_deadline + 30)
+# A restart (HUP, deploy) lets runs in flight finish: at least the run deadline.
+graceful_timeout = int(_run_deadline + 15)
+keepalive = 5
+
+# -- Recycling ------------------------------------------------------------------
+# Fresh workers now and then bound any slow leak; jitter keeps them from all
+# restarting at once.
+max_requests = 2000
+max_requests_jitter = 200
+
+# -- Development -----------------------------------------------------------------
+reload = os.environ.get("GUNICORN_RELOAD") == "1"
+
+# -- Logging --------------------------------------------------------------------
+# gunicorn's own messages are JSON lines on stdout; the app adds the shared file
+# in each worker (see post_fork). The app logs one summary line per run, so the
+# access log stays off unless asked for.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "app.logconfig.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stdout"}},
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+    },
+}
+
+
+# -- Hooks ------------------------------------------------------------------------
+def post_fork(server, worker):
+    """Logging handlers (the shared file among them) belong to each worker process."""
+    from app import config, logconfig
+
+    logconfig.configure(config.load())
+
+
+def worker_abort(worker):
+    """On the hard timeout (SIGABRT): log every thread's stack, to see what hung."""
+    frames = sys._current_frames()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in frames.items():
+        stack = "".join(traceback.format_stack(frame))
+        worker.log.error("worker timeout: thread %s (%s)\n%s", names.get(ident, "?"),
+                         ident, stack)

@@ -1,0 +1,23 @@
+"""Shared fixtures: an app on a temporary SQLite store, a client, a funded token."""
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from tests.helpers import DEV_AUTH
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app({
+        "TESTING": True,
+        "STORE_PATH": str(tmp_path / "runner.sqlite3"),
+        "LOG_FILE": str(tmp_path / "log" / "app.log"),
+    })
+    app.extensions["store"].ensure_token("dev", DEV_AUTH["Authorization"].split()[1], 1_000_000)
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
