@@ -6,7 +6,8 @@ A value that does not parse stops the start-up with a message naming it.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 MIB = 1024 * 1024
 

@@ -102,7 +102,7 @@ class Run:
                 return
 
     def _expire(self, now: float) -> None:
-        for node_id, (attempt, limit, cancelled) in list(self.running.items()):
+        for node_id, (_, limit, cancelled) in list(self.running.items()):
             if now >= limit and now < self.deadline:
                 cancelled.set()
                 del self.running[node_id]

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Union
+from typing import Any
 
 MISSING = object()  # a path that leads nowhere (distinct from a JSON null)
 
-Segment = Union[str, int]
+Segment = str | int
 
 
 class ExpressionError(ValueError):
@@ -119,6 +120,8 @@ def _holes(text: str):
     while pos >= 0:
         found = _HOLE_REST.match(text, pos + 2)
         if found is None:
+            if text.find("}}", pos + 2) >= 0:  # it closes, but a quote inside does not
+                raise ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
             return
         yield pos, found.end(), found.group(1)
         pos = text.find("{{", found.end())

@@ -1,7 +1,7 @@
 """Pure graph helpers over ``{node_id: [child_id, …]}`` mappings."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 Edges = Mapping[str, Sequence[str]]
 
@@ -34,7 +34,7 @@ def find_cycle(edges: Edges) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif colour[child] == GREY:
-                return path[path.index(child):] + [child]
+                return [*path[path.index(child):], child]
             elif colour[child] == WHITE:
                 colour[child] = GREY
                 path.append(child)

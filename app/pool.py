@@ -14,7 +14,8 @@ import contextvars
 import os
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 IDLE_SECONDS = 60.0
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
 
-from .nodes.base import Any_, Arr, Bool, Int, Num, Obj, Str
+from .nodes.base import Any_, Bool, Int, Num, Obj, Str
 
 NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 RUN_ID = r"^run_[A-Za-z0-9_]{1,64}$"

@@ -1,8 +1,9 @@
 """A node's run state and the small pure rules over it (SPEC §1, §3)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .expressions import MISSING
 from .nodes.base import iso

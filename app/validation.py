@@ -7,17 +7,24 @@ path (``definition.nodes.check.children[1]``) and with its error code.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from marshmallow import Schema, ValidationError
 
 from . import errors, graph
 from .expressions import ExpressionError, Path, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
-from .schemas import (NODE_ID, DefinitionSchema, NodeSchema, RunRequestSchema,
-                      ValidateRequestSchema, flatten)
+from .schemas import (
+    NODE_ID,
+    DefinitionSchema,
+    NodeSchema,
+    RunRequestSchema,
+    ValidateRequestSchema,
+    flatten,
+)
 
 NAMESPACES = {"$nodes", "$trigger", "$props", "$inputs", "$vars", "$run", "$workflow"}
 JSON_TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,),
@@ -232,8 +239,9 @@ def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]
     inputs = {item["key"] for item in definition["inputSchema"]}
     for node_id, node in nodes.items():
         module = NODE_TYPES.get(node.get("type"))
-        if module is None or "payload" not in node:
-            continue
+        if module is None or "payload" not in node or (
+                node_id == "root" and node["type"] != "manual"):
+            continue  # reported already: unknown type, or a root that is not manual
         where = f"definition.nodes.{node_id}.payload"
         payload = node["payload"]
         literal_errors = _literal_only(module.Payload().validate(payload), payload)

@@ -21,3 +21,19 @@ def app(tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def test_nodes(monkeypatch):
+    """Register the test-only node types of ``tests.testnodes``."""
+    from app.nodes import NODE_TYPES
+    from tests import testnodes
+
+    for name, module in testnodes.TEST_TYPES.items():
+        monkeypatch.setitem(NODE_TYPES, name, module)
+    testnodes.barrier.reset()
+    testnodes.events.clear()
+    testnodes.attempt_times.clear()
+    testnodes.release.clear()
+    yield testnodes
+    testnodes.release.set()

@@ -1,0 +1,209 @@
+"""The HTTP surface: envelope, check order, auth, CU, stored runs (SPEC §1, §6–§8)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from tests.helpers import DEV_AUTH, definition, post_run
+
+TWO_NODES = {"definition": definition("root>greet", greet={
+    "type": "log", "payload": {"message": "Incoming: {{root.result.message}}"}}),
+    "payload": {"message": "hello"}}
+BIG = 1024 * 1024
+
+
+def raw_post(client, data, content_type="application/json", headers=DEV_AUTH,
+             path="/v1/runs/sync"):
+    return client.post(path, data=data, content_type=content_type, headers=headers)
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.json
+    assert body["code"] == code and body["message"] and body["requestId"]
+    assert response.headers["X-Request-ID"] == body["requestId"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+def test_a_run_answers_with_the_full_state(client):
+    response = post_run(client, TWO_NODES)
+    assert response.status_code == 200
+    body = response.json
+    assert list(body) == ["runId", "status", "durationMs", "totalCu", "error", "executionState"]
+    assert body["status"] == "success" and body["error"] is None and body["totalCu"] == 1
+    assert list(body["executionState"]) == ["root", "greet"]
+    assert body["executionState"]["greet"]["input"] == {"message": "Incoming: hello"}
+
+
+def test_generated_run_ids_are_time_sortable_and_unique(client):
+    ids = [post_run(client, TWO_NODES).json["runId"] for _ in range(3)]
+    assert len(set(ids)) == 3
+    assert all(i.startswith("run_") and len(i) == 30 for i in ids)
+    assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)  # the millisecond prefix
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.get("/v1/nothing", headers=DEV_AUTH), 404, 404000)
+    assert_error(client.get("/nothing"), 404, 404000)
+    response = client.delete("/v1/runs/sync", headers=DEV_AUTH)
+    assert_error(response, 405, 405000)
+    assert "POST" in response.headers["Allow"]
+
+
+def test_get_runs_sync_is_a_lookup_of_a_run_named_sync(client):
+    assert_error(client.get("/v1/runs/sync", headers=DEV_AUTH), 404, 404000)
+
+
+def test_size_is_checked_before_the_token(client):
+    assert_error(raw_post(client, b" " * (BIG + 1), headers={}), 413, 413000)
+    assert_error(raw_post(client, b"{}" + b" " * (BIG - 2)), 400, 400228)  # exactly the limit
+
+
+def test_oversized_body_without_content_length(app):
+    # What gunicorn hands over for Transfer-Encoding: chunked: no CONTENT_LENGTH, and a
+    # stream it terminates itself.
+    environ = EnvironBuilder(path="/v1/runs/sync", method="POST", headers=DEV_AUTH,
+                             content_type="application/json").get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(b" " * (BIG + 10)), "wsgi.input_terminated": True})
+    body, status, _ = run_wsgi_app(app, environ, buffered=True)
+    assert status.startswith("413")
+    assert json.loads(b"".join(body))["code"] == 413000
+
+
+def test_body_limit_is_configurable(app):
+    app.config["MAX_BODY_BYTES"] = 100
+    assert_error(raw_post(app.test_client(), json.dumps(TWO_NODES)), 413, 413000)
+
+
+def test_token_is_required(client, app):
+    response = raw_post(client, json.dumps(TWO_NODES), headers={})
+    assert_error(response, 401, 401000)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = raw_post(client, json.dumps(TWO_NODES), headers={"Authorization": "Bearer nope"})
+    assert_error(response, 401, 401000)
+    assert "invalid_token" in response.headers["WWW-Authenticate"]
+    app.extensions["store"].create_token("off", 10, secret="off-token")
+    app.extensions["store"].set_enabled("off", False)
+    assert_error(raw_post(client, json.dumps(TWO_NODES),
+                          headers={"Authorization": "Bearer off-token"}), 403, 403000)
+
+
+def test_token_is_checked_before_content_type(client):
+    assert_error(raw_post(client, "x", content_type="text/plain", headers={}), 401, 401000)
+    assert_error(raw_post(client, json.dumps(TWO_NODES), content_type="text/plain"), 415, 415000)
+    assert raw_post(client, json.dumps(TWO_NODES),
+                    content_type="application/json; charset=utf-8").status_code == 200
+
+
+@pytest.mark.parametrize("data", [b"{", b"[]", b"3", b'"x"', b'{"a": NaN}', b"\xff\xfe{",
+                                  b"[" * 5000 + b"]" * 5000, b""])
+def test_bodies_that_are_not_a_json_object(client, data):
+    assert_error(raw_post(client, data), 400, 400000)
+
+
+def test_depth_limit_counts_the_body_as_level_one(client):
+    def nested(levels):  # {"a": {"a": … {} …}} with `levels` objects
+        return "{" + '"a":{' * (levels - 1) + "}" * levels
+
+    assert_error(raw_post(client, nested(65)), 400, 400000)
+    body = assert_error(raw_post(client, nested(64)), 400, 400228)  # deep enough, but invalid
+    assert "a" in body["errors"]
+
+
+def test_validation_errors_use_the_envelope(client):
+    body = assert_error(post_run(client, {"definition": {"nodes": {"root": {"type": "log"}}},
+                                          "runId": "bad"}), 400, 400229)
+    assert body["message"] == "Root node must be of type 'manual'"
+    assert set(body["errors"]) == {"definition.nodes.root.type", "runId"}
+
+
+def test_request_id_is_accepted_or_generated(client):
+    response = post_run(client, TWO_NODES, **{"X-Request-ID": "abc.DEF_1-2"})
+    assert response.headers["X-Request-ID"] == "abc.DEF_1-2"
+    response = post_run(client, {}, **{"X-Request-ID": "bad id!"})
+    assert response.headers["X-Request-ID"] not in ("", "bad id!")
+    assert response.json["requestId"] == response.headers["X-Request-ID"]
+
+
+def test_unexpected_errors_are_500000_without_traceback(app):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("internal detail")
+
+    response = app.test_client().get("/boom")
+    body = assert_error(response, 500, 500000)
+    assert "internal detail" not in json.dumps(body)
+
+
+# -- compute units and stored runs -----------------------------------------------------
+
+def balance(app, name="dev"):
+    return next(t.balance for t in app.extensions["store"].tokens() if t.name == name)
+
+
+def test_balance_is_charged_exactly_total_cu(app, client):
+    before = balance(app)
+    body = {"definition": definition("root>a", "a>b", a={"type": "log", "payload": {
+        "message": "x"}, "retry": {"maxAttempts": 5}}, b={"type": "log", "payload": {
+            "message": "y"}})}
+    assert post_run(client, body).json["totalCu"] == 2
+    assert balance(app) == before - 2  # the reservation of 6 was released
+
+
+def test_balance_below_worst_case_is_402_after_body_checks(app, client):
+    store = app.extensions["store"]
+    store.create_token("poor", 3, secret="poor-token")
+    poor = {"Authorization": "Bearer poor-token"}
+    body = {"definition": definition("root>a", a={"type": "log", "payload": {"message": "x"},
+                                                  "retry": {"maxAttempts": 4}})}
+    response = client.post("/v1/runs/sync", json=body, headers=poor)
+    assert assert_error(response, 402, 402000)["balance"] == 3
+    assert response.json["required"] == 4
+    invalid = client.post("/v1/runs/sync", json={"definition": {}}, headers=poor)
+    assert_error(invalid, 400, 400228)
+    body["definition"]["nodes"]["a"]["retry"]["maxAttempts"] = 3
+    assert client.post("/v1/runs/sync", json=body, headers=poor).status_code == 200
+    assert balance(app, "poor") == 2
+
+
+def test_stored_runs_are_visible_only_to_their_token(app, client):
+    run = post_run(client, TWO_NODES).json
+    stored = client.get(f"/v1/runs/{run['runId']}", headers=DEV_AUTH)
+    assert stored.status_code == 200 and stored.json == run
+    app.extensions["store"].create_token("other", 10, secret="other-token")
+    other = client.get(f"/v1/runs/{run['runId']}", headers={"Authorization": "Bearer other-token"})
+    assert_error(other, 404, 404000)
+
+
+def test_client_run_ids_cannot_be_reused(client):
+    body = {**TWO_NODES, "runId": "run_mine_1"}
+    assert post_run(client, body).json["runId"] == "run_mine_1"
+    again = assert_error(post_run(client, body), 400, 400079)
+    assert "runId" in again["errors"]
+
+
+def test_validate_endpoint_runs_checks_and_charges_nothing(app, client):
+    before = balance(app)
+    response = client.post("/v1/workflows/validate", headers=DEV_AUTH,
+                           json={**TWO_NODES, "name": "greeting"})
+    assert response.json == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]]}
+    assert balance(app) == before
+    bad = client.post("/v1/workflows/validate", headers=DEV_AUTH, json={"definition": {}})
+    assert_error(bad, 400, 400228)
+
+
+def test_each_run_logs_one_summary_line(app, client, tmp_path):
+    run = post_run(client, TWO_NODES, **{"X-Request-ID": "req-summary"}).json
+    lines = [json.loads(line) for line in
+             (tmp_path / "log" / "app.log").read_text().splitlines()]
+    summary = [entry for entry in lines if entry["message"] == "run finished"]
+    assert len(summary) == 1
+    assert summary[0]["runId"] == run["runId"] and summary[0]["requestId"] == "req-summary"
+    assert summary[0]["status"] == "success" and summary[0]["nodeCount"] == 2
+    node_log = [e for e in lines if e.get("nodeId") == "greet"]
+    assert node_log and node_log[0]["requestId"] == "req-summary"

@@ -1,0 +1,217 @@
+"""Every rule of SPEC §1–§2 that is checked before anything runs."""
+from __future__ import annotations
+
+import pytest
+
+from app.validation import Invalid, Limits, check_request
+from tests.helpers import definition
+
+
+def problems(body: dict, limits: Limits | None = None) -> tuple[int, dict]:
+    with pytest.raises(Invalid) as caught:
+        check_request(body, limits or Limits())
+    return caught.value.code, caught.value.errors
+
+
+def log(message="hi", **extra):
+    return {"type": "log", "payload": {"message": message}, **extra}
+
+
+def test_a_valid_definition_gives_a_plan_in_level_order():
+    plan = check_request({"definition": definition("root>b", "root>a", "a>c", a=log(), b=log(),
+                                                   c=log())}, Limits())
+    assert list(plan.nodes) == ["root", "a", "b", "c"]  # level, then position in nodes
+    assert plan.levels == [["root"], ["a", "b"], ["c"]]
+
+
+def test_unknown_top_level_keys_are_rejected_at_the_key():
+    code, errors = problems({"definition": definition(), "surprise": 1})
+    assert code == 400228 and "surprise" in errors
+
+
+def test_unknown_keys_inside_definition_nodes_and_payloads_are_ignored():
+    body = {"definition": {**definition("root>a", a={**log(), "title": "x", "connector": {}}),
+                           "somethingNew": True}}
+    body["definition"]["nodes"]["a"]["payload"]["extra"] = 1
+    check_request(body, Limits())
+
+
+def test_root_missing():
+    code, errors = problems({"definition": {"nodes": {"a": log()}}})
+    assert code == 400228 and "definition.nodes.root" in errors
+
+
+def test_root_of_another_type_is_400229_and_not_also_an_unknown_type():
+    code, errors = problems({"definition": {"nodes": {"root": {"type": "webhook"}}}})
+    assert code == 400229
+    assert errors == {"definition.nodes.root.type": [
+        "The root node must be of type 'manual', not 'webhook'."]}
+
+
+def test_manual_is_only_for_root():
+    _, errors = problems({"definition": definition("root>a", a={"type": "manual"})})
+    assert "definition.nodes.a.type" in errors
+
+
+def test_children_must_exist_and_are_located_by_index():
+    _, errors = problems({"definition": definition("root>a", "root>ghost", a=log())})
+    assert errors == {"definition.nodes.root.children[1]": ["Unknown node 'ghost'."]}
+
+
+def test_self_loop_and_cycles_are_named():
+    _, errors = problems({"definition": definition("root>a", "a>a", a=log())})
+    assert errors["definition.nodes.a.children[0]"] == ["Node 'a' lists itself as a child."]
+    _, errors = problems({"definition": definition("root>a", "a>b", "b>c", "c>a",
+                                                   a=log(), b=log(), c=log())})
+    (message,) = [m for ms in errors.values() for m in ms]
+    assert message.startswith("Cycle: ") and all(n in message for n in "abc")
+
+
+def test_every_node_must_be_reachable_from_root():
+    _, errors = problems({"definition": definition("root>a", a=log(), island=log())})
+    assert errors == {"definition.nodes.island": ["Not reachable from root."]}
+
+
+def test_at_most_max_nodes_counting_root():
+    nodes = {f"n{i}": log() for i in range(20)}
+    edges = [f"root>n{i}" for i in range(20)]
+    _, errors = problems({"definition": definition(*edges, **nodes)})
+    assert "21" in errors["definition.nodes"][0]
+    check_request({"definition": definition(*edges[:19], **dict(list(nodes.items())[:19]))},
+                  Limits())
+    check_request({"definition": definition(*edges, **nodes)}, Limits(max_nodes=21))
+
+
+def test_unknown_types_list_the_known_ones_and_wait_is_refused():
+    _, errors = problems({"definition": definition("root>a", "root>w", a={"type": "nope"},
+                                                   w={"type": "wait"})})
+    assert "Known types:" in errors["definition.nodes.a.type"][0]
+    assert "http-request" in errors["definition.nodes.a.type"][0]
+    assert "not supported" in errors["definition.nodes.w.type"][0]
+
+
+def test_branch_is_required_exactly_on_children_of_if_nodes():
+    cond = {"$and": []}
+    _, errors = problems({"definition": definition(
+        "root>check", "check>yes", "check>no", "root>other",
+        check={"type": "if", "payload": {"condition": cond}},
+        yes=log(branch="then"), no=log(), other=log(branch="else"))})
+    assert set(errors) == {"definition.nodes.no.branch", "definition.nodes.other.branch"}
+    _, errors = problems({"definition": definition(
+        "root>check", "check>yes", check={"type": "if", "payload": {"condition": cond}},
+        yes=log(branch="maybe"))})
+    assert set(errors) == {"definition.nodes.yes.branch"}
+
+
+def test_node_field_types():
+    _, errors = problems({"definition": definition("root>a", a={
+        "type": "log", "payload": [], "children": "b", "continueOnError": "yes", "timeoutMs": 0,
+        "retry": {"maxAttempts": 11, "backoffRate": 0.5}})})
+    assert set(errors) >= {"definition.nodes.a.payload", "definition.nodes.a.children",
+                           "definition.nodes.a.continueOnError", "definition.nodes.a.timeoutMs",
+                           "definition.nodes.a.retry.maxAttempts",
+                           "definition.nodes.a.retry.backoffRate"}
+
+
+def test_node_ids_must_match_the_pattern():
+    _, errors = problems({"definition": definition("root>bad id", **{"bad id": log()})})
+    assert "definition.nodes.bad id" in errors
+
+
+def test_literal_payload_values_are_checked_against_the_type_schema():
+    _, errors = problems({"definition": definition("root>a", a={"type": "log", "payload": {}})})
+    assert errors == {"definition.nodes.a.payload.message": ["Missing data for required field."]}
+
+
+def test_expressions_must_parse():
+    _, errors = problems({"definition": definition("root>a", a=log("{{ root. }}"))})
+    assert list(errors) == ["definition.nodes.a.payload.message"]
+
+
+def test_expressions_may_only_reference_ancestors():
+    body = {"definition": definition(
+        "root>a", "root>b", "a>c",
+        a=log("{{b.result.message}}"),            # sibling
+        b=log("{{c.result.message}}"),            # not related
+        c=log({"deep": ["{{a.result.message}} {{ghost.result}} {{$nodes.c.result}}"]}))}
+    _, errors = problems(body)
+    assert "not an ancestor" in errors["definition.nodes.a.payload.message"][0]
+    assert "not an ancestor" in errors["definition.nodes.b.payload.message"][0]
+    deep = errors["definition.nodes.c.payload.message.deep[0]"]
+    assert any("unknown node 'ghost'" in m for m in deep)
+    assert any("'c' is not an ancestor of 'c'" in m for m in deep)
+    assert len(deep) == 2  # a is an ancestor of c
+
+
+def test_namespaces_and_declared_inputs():
+    body = {"definition": {**definition("root>a", a=log(
+        "{{$props.x}} {{$vars.v}} {{$run.id}} {{$workflow.id}} {{$trigger.body.q}} "
+        "{{$inputs.q}} {{$inputs.undeclared}} {{$oops.x}}")),
+        "inputSchema": [{"key": "q", "type": "string"}]}}
+    _, errors = problems(body)
+    (where,) = errors
+    assert len(errors[where]) == 2
+    assert "'undeclared' is not declared" in errors[where][0]
+    assert "unknown namespace '$oops'" in errors[where][1]
+
+
+def test_payload_must_satisfy_input_schema_with_400230():
+    schema = [{"key": "price", "type": "number", "required": True},
+              {"key": "tags", "type": "array"}, {"key": "on", "type": "boolean"}]
+    body = {"definition": {**definition(), "inputSchema": schema},
+            "payload": {"tags": "x", "on": 1}}
+    code, errors = problems(body)
+    assert code == 400230
+    assert set(errors) == {"payload.price", "payload.tags", "payload.on"}
+    body["payload"] = {"price": True}
+    assert set(problems(body)[1]) == {"payload.price"}  # a boolean is not a number
+    body["payload"] = {"price": 2.5, "tags": [], "on": False}
+    check_request(body, Limits())
+
+
+def test_payload_and_prop_values_must_be_objects():
+    code, errors = problems({"definition": definition(), "payload": [], "propValues": 1})
+    assert code == 400230 and set(errors) == {"payload", "propValues"}
+
+
+def test_run_id_format_is_400078():
+    code, errors = problems({"definition": definition(), "runId": "nope"})
+    assert code == 400078 and set(errors) == {"runId"}
+    for good in ("run_a", "run_" + "x" * 64):
+        assert check_request({"definition": definition(), "runId": good}, Limits()).run_id == good
+    assert problems({"definition": definition(), "runId": "run_" + "x" * 65})[0] == 400078
+
+
+def test_timeout_ms_range():
+    for bad in (0, 60_001, "5", 1.5):
+        assert "timeoutMs" in problems({"definition": definition(), "timeoutMs": bad})[1]
+    assert check_request({"definition": definition(), "timeoutMs": 60_000}, Limits()).timeout_ms
+
+
+def test_trigger_node_ids_must_be_root_or_absent():
+    body = {"definition": {**definition(), "triggerNodeIds": ["other"]}}
+    assert "definition.triggerNodeIds" in problems(body)[1]
+    body["definition"]["triggerNodeIds"] = ["root"]
+    check_request(body, Limits())
+
+
+def test_every_problem_is_listed_and_the_code_follows_precedence():
+    body = {"definition": {"nodes": {"root": {"type": "log", "children": ["ghost"]}},
+                           "inputSchema": [{"key": "k", "type": "string", "required": True}]},
+            "runId": "bad"}
+    code, errors = problems(body)
+    assert code == 400229
+    assert set(errors) == {"definition.nodes.root.type", "definition.nodes.root.children[0]",
+                           "payload.k", "runId"}
+    body["definition"]["nodes"]["root"]["type"] = "manual"
+    assert problems(body)[0] == 400228
+    del body["definition"]["nodes"]["root"]["children"]
+    assert problems(body)[0] == 400230
+    del body["definition"]["inputSchema"]
+    assert problems(body)[0] == 400078
+
+
+def test_definition_must_be_present_and_an_object():
+    assert "definition" in problems({})[1]
+    assert "definition" in problems({"definition": []})[1]
+    assert "definition.nodes" in problems({"definition": {}})[1]
