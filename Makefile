@@ -40,7 +40,7 @@ smoke: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/smoke.sh
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m tests.bench.engine_bench
+	$(BIN)/python -m bench.engine
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app tests wsgi.py gunicorn.conf.py

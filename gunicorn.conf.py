@@ -36,11 +36,16 @@ max_requests_jitter = 200
 # -- Development -----------------------------------------------------------------
 reload = os.environ.get("GUNICORN_RELOAD") == "1"
 
+# -- Control socket ---------------------------------------------------------------
+# gunicorn ≥ 24 listens on ~/.gunicorn/gunicorn.ctl by default; several instances
+# on one host (make run, tests, blue/green) would fight over it, and we manage the
+# server with signals.
+control_socket_disable = True
+
 # -- Logging --------------------------------------------------------------------
-# gunicorn's own messages are JSON lines on stdout; the app adds the shared file
-# in each worker (see post_fork). The app logs one summary line per run, so the
-# access log stays off unless asked for.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# gunicorn's own messages and its access lines are JSON lines on stdout; the app
+# adds the shared log file in each worker (see post_fork), where each run also
+# leaves one summary line.
 errorlog = "-"
 logconfig_dict = {
     "version": 1,

@@ -22,6 +22,7 @@ timer firing, or the run deadline. Invariants:
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from .expressions import MISSING, Path, resolve, resolve_string, walk
-from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso
+from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, schema_of
 from .pool import pool
 from .schemas import flatten
 from .state import NodeState, node_view, skip_reason
@@ -143,17 +144,20 @@ class Run:
         state.begin_attempt(time.time(), time.monotonic())
         try:
             state.input = resolve(node.payload, self.scope.lookup)
-            data = node.module.Payload().load(state.input)
+            data = schema_of(node.module.Payload).load(state.input)
         except ValidationError as error:
             messages = "; ".join(f"{k or 'payload'}: {' '.join(v)}"
                                  for k, v in flatten(error.messages).items())
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", messages))
             return None
         limit = time.monotonic() + self._limit_ms(node, data) / 1000
+        inline = getattr(node.module, "INLINE", False)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
+                          # an inline handler cannot be interrupted: no event to build
+                          cancelled=_NEVER_CANCELLED if inline else threading.Event(),
                           settings=self.settings, resolve=self.scope.resolve_key,
-                          logger=logging.getLogger(f"app.nodes.{node.type}"))
-        if getattr(node.module, "INLINE", False):
+                          logger=_node_logger(node.type))
+        if inline:
             return node_id, data, ctx
         self.running[node_id] = (state.attempts, limit, ctx.cancelled)
         pool().submit(_run_pooled, node, data, ctx, state.attempts, self.outcomes)
@@ -259,6 +263,14 @@ class Run:
             "error": error,
             "executionState": execution,
         }
+
+
+_NEVER_CANCELLED = threading.Event()
+
+
+@functools.lru_cache(maxsize=None)
+def _node_logger(node_type: str) -> logging.Logger:
+    return logging.getLogger(f"app.nodes.{node_type}")
 
 
 def _call(node: PlanNode, data: dict, ctx: NodeContext) -> Any:

@@ -17,6 +17,7 @@ from marshmallow import Schema, ValidationError
 from . import errors, graph
 from .expressions import ExpressionError, Path, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
+from .nodes.base import schema_of
 from .schemas import (
     NODE_ID,
     DefinitionSchema,
@@ -244,7 +245,7 @@ def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]
             continue  # reported already: unknown type, or a root that is not manual
         where = f"definition.nodes.{node_id}.payload"
         payload = node["payload"]
-        literal_errors = _literal_only(module.Payload().validate(payload), payload)
+        literal_errors = _literal_only(schema_of(module.Payload).validate(payload), payload)
         problems.extend(flatten(literal_errors, where), errors.INVALID_DEFINITION)
         for path, text in _expression_strings(payload, where, module):
             try:

@@ -15,6 +15,7 @@ A node type is a module with:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -59,6 +60,12 @@ class PayloadSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+
+@functools.cache
+def schema_of(payload_class: type[Schema]) -> Schema:
+    """One shared instance per payload schema: building one costs more than a load."""
+    return payload_class()
 
 
 # Strict JSON fields: marshmallow's own accept "5" for an Integer and
@@ -122,4 +129,9 @@ def iso(epoch_seconds: float) -> str:
     """``epoch_seconds`` as ISO 8601 UTC with milliseconds and ``Z``."""
     whole = int(epoch_seconds)
     millis = int((epoch_seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return _iso_seconds(whole) + f".{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_seconds(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
