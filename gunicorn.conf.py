@@ -62,6 +62,39 @@ logconfig_dict = {
 
 
 # -- Hooks ------------------------------------------------------------------------
+def _store():
+    from app import config
+    from app.store import Store
+
+    return Store(config.load()["STORE_PATH"])
+
+
+def on_starting(server):
+    """Before any worker: schema up to date, runs orphaned by a crash aborted, old runs gone."""
+    from app import config
+
+    store = _store()
+    try:
+        store.migrate()
+        aborted = store.abort_orphans()
+        store.prune(config.load()["RUN_RETENTION_DAYS"] * 86400)
+    finally:
+        store.close()
+    if aborted:
+        server.log.warning("aborted %d run(s) left running by a previous start", aborted)
+
+
+def child_exit(server, worker):
+    """A worker is gone (killed, hard timeout, recycled): its unfinished runs are aborted."""
+    store = _store()
+    try:
+        aborted = store.abort_runs_of_worker(worker.pid)
+    finally:
+        store.close()
+    if aborted:
+        server.log.warning("worker %s exited mid-run: aborted %d run(s)", worker.pid, aborted)
+
+
 def post_fork(server, worker):
     """Logging handlers (the shared file among them) belong to each worker process."""
     from app import config, logconfig

@@ -7,6 +7,7 @@ request), size (413), token (401/403), content type (415), JSON (400000) in
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -14,7 +15,7 @@ from .engine import Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .nodes import NODE_TYPES
-from .store import DuplicateRun, InsufficientBalance
+from .store import DuplicateRun, InsufficientBalance, TooManyRuns
 from .validation import Invalid, Limits, check_request
 
 bp = Blueprint("api", __name__)
@@ -72,14 +73,19 @@ def run_sync():
     config, store = current_app.config, current_app.extensions["store"]
     plan = check_request(g.body, _limits())
     run_id = plan.run_id or new_run_id()
+    # Past this moment a run still marked running is dead: gunicorn kills a worker
+    # `timeout` (deadline + 30 s) into a request.
+    expires_at = time.time() + config["RUN_DEADLINE_MS"] / 1000 + 60
     try:
-        store.start_run(run_id, g.token.id, g.request_id, plan.worst_case_cu,
-                        {"runId": run_id, "status": "running"})
+        store.start_run(run_id, g.token.id, g.request_id, plan.worst_case_cu, expires_at,
+                        config["MAX_CONCURRENT_RUNS"])
     except DuplicateRun:
         raise ApiError(400, DUPLICATE_RUN_ID, "runId already used",
                        errors={"runId": [f"A run named {run_id!r} exists already."]}) from None
     except InsufficientBalance as short:
         raise ApiError(402, balance=short.balance, required=short.required) from None
+    except TooManyRuns:
+        raise ApiError(429, headers={"Retry-After": "1"}) from None
     run = Run(plan, run_id, settings={"OUTBOUND_ALLOW": config["OUTBOUND_ALLOW"]},
               deadline_ms=config["RUN_DEADLINE_MS"])
     try:
@@ -89,11 +95,23 @@ def run_sync():
                                   "error": {"code": "INTERNAL", "message": "Run aborted."}})
         raise
     store.finish_run(run_id, body)
+    _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
     run_log.info("run finished", extra={
         "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
         "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
         "errorCode": (body["error"] or {}).get("code")})
     return jsonify(body)
+
+
+_next_prune = 0.0
+
+
+def _prune_now_and_then(store, retention_days: int) -> None:
+    """Delete runs past their retention, at most once an hour per worker."""
+    global _next_prune
+    if time.monotonic() >= _next_prune:
+        _next_prune = time.monotonic() + 3600
+        store.prune(retention_days * 86400)
 
 
 @bp.get("/runs/<run_id>")

@@ -37,6 +37,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "MAX_NODES": (20, _int(2, 1000)),
     "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),
     "RUN_RETENTION_DAYS": (30, _int(1)),
+    "MAX_CONCURRENT_RUNS": (10, _int(0)),  # per token; 0 = no limit
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _list),
 }

@@ -36,15 +36,22 @@ SCHEMA = [  # index = migration number; user_version = how many have run
         total_cu INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL,
         finished_at REAL,
+        worker_pid INTEGER,
+        expires_at REAL,
         body TEXT NOT NULL
     );
     CREATE INDEX runs_created_at ON runs (created_at);
+    CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running';
     """,
 ]
 
 
 class DuplicateRun(Exception):
     """A run with this id exists already."""
+
+
+class TooManyRuns(Exception):
+    """The token has as many runs in flight as it may."""
 
 
 class InsufficientBalance(Exception):
@@ -106,6 +113,11 @@ class Store:
                                      (token_hash(secret),)).fetchone()
         return _token(row) if row else None
 
+    def token_by_name(self, name: str) -> Token | None:
+        with self._lock:
+            row = self._db().execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
+        return _token(row) if row else None
+
     def tokens(self) -> list[Token]:
         with self._lock:
             rows = self._db().execute("SELECT * FROM tokens ORDER BY name").fetchall()
@@ -147,8 +159,12 @@ class Store:
     # -- runs --------------------------------------------------------------------
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  body: dict) -> None:
-        """Record a run and reserve its worst-case cost, or raise and change nothing."""
+                  expires_at: float, max_concurrent: int = 0) -> None:
+        """Record a run and reserve its worst-case cost, or raise and change nothing.
+
+        ``expires_at``: when a run still marked running is certainly dead (its
+        worker would have been killed by then). ``max_concurrent`` 0 = no limit.
+        """
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
                 raise DuplicateRun(run_id)
@@ -158,15 +174,25 @@ class Store:
                 balance = db.execute("SELECT balance FROM tokens WHERE id = ?",
                                      (token_id,)).fetchone()[0]
                 raise InsufficientBalance(balance, reserve)
-            db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
-                       "created_at, body) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                       (run_id, token_id, request_id, reserve, time.time(), json.dumps(body)))
+            if max_concurrent:
+                running = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' "
+                                     "AND token_id = ? AND expires_at > ?",
+                                     (token_id, time.time())).fetchone()[0]
+                if running >= max_concurrent:
+                    raise TooManyRuns(running)
+            now = time.time()
+            db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, created_at, "
+                       "worker_pid, expires_at, body) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                       (run_id, token_id, request_id, reserve, now, os.getpid(), expires_at,
+                        json.dumps({"runId": run_id, "status": "running"})))
 
     def finish_run(self, run_id: str, body: dict) -> None:
         """Store the final state, charge ``totalCu`` and release the rest, atomically."""
         with self._transaction() as db:
-            row = db.execute("SELECT token_id, reserved FROM runs WHERE id = ?",
+            row = db.execute("SELECT token_id, reserved, status FROM runs WHERE id = ?",
                              (run_id,)).fetchone()
+            if row["status"] != "running":
+                return  # aborted meanwhile (taken for dead): its reservation is released
             db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
                        (row["reserved"] - body["totalCu"], row["token_id"]))
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
@@ -176,9 +202,75 @@ class Store:
     def run(self, run_id: str, token_id: int) -> dict | None:
         """A stored run, only for the token that made it."""
         with self._lock:
-            row = self._db().execute("SELECT body FROM runs WHERE id = ? AND token_id = ?",
+            row = self._db().execute("SELECT status, body FROM runs WHERE id = ? AND token_id = ?",
                                      (run_id, token_id)).fetchone()
+        if row is not None and row["status"] == "running" and self.abort_orphans():
+            return self.run(run_id, token_id)
         return json.loads(row["body"]) if row else None
+
+    # -- runs whose worker died --------------------------------------------------
+
+    def abort_orphans(self) -> int:
+        """Abort running runs whose worker is gone or whose time is certainly up."""
+        with self._lock:
+            rows = self._db().execute("SELECT id, worker_pid, expires_at FROM runs "
+                                      "WHERE status = 'running'").fetchall()
+        now = time.time()
+        dead = [r["id"] for r in rows if r["expires_at"] < now or not _alive(r["worker_pid"])]
+        return self._abort(dead)
+
+    def abort_runs_of_worker(self, pid: int) -> int:
+        """Abort the running runs of a worker that has exited (gunicorn's child_exit)."""
+        with self._lock:
+            rows = self._db().execute("SELECT id FROM runs WHERE status = 'running' "
+                                      "AND worker_pid = ?", (pid,)).fetchall()
+        return self._abort([r["id"] for r in rows])
+
+    def _abort(self, run_ids: list[str]) -> int:
+        """Mark runs ``failure``/``ABORTED`` and release their whole reservation."""
+        aborted = 0
+        for run_id in run_ids:
+            with self._transaction() as db:
+                row = db.execute("SELECT * FROM runs WHERE id = ? AND status = 'running'",
+                                 (run_id,)).fetchone()
+                if row is None:
+                    continue  # finished meanwhile
+                now = time.time()
+                body = {"runId": run_id, "status": "failure",
+                        "durationMs": round((now - row["created_at"]) * 1000), "totalCu": 0,
+                        "error": {"code": "ABORTED", "message": "The worker running this run "
+                                  "stopped before the run finished."},
+                        "executionState": {}}
+                db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
+                           (row["reserved"], row["token_id"]))
+                db.execute("UPDATE runs SET status = 'failure', reserved = 0, finished_at = ?, "
+                           "body = ? WHERE id = ?", (now, json.dumps(body), run_id))
+                aborted += 1
+        return aborted
+
+    def prune(self, retention_seconds: float) -> int:
+        """Delete finished runs older than the retention."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM runs WHERE status != 'running' AND created_at < ?",
+                              (time.time() - retention_seconds,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class _Transaction:

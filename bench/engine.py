@@ -78,7 +78,7 @@ def _dask_noop(*_parents):
 
 def overhead() -> None:
     print(f"\nEngine overhead: 20 no-op nodes, median of {REPEAT} runs (ms)\n")
-    print(f"| shape | ours, inline | ours, pooled | Dask threaded | pooled / Dask |")
+    print("| shape | ours, inline | ours, pooled | Dask threaded | pooled / Dask |")
     print("|---|---:|---:|---:|---:|")
     for name, edges in shapes().items():
         inline, pooled = plan_for(edges, "noop"), plan_for(edges, "noop-pooled")

@@ -1,0 +1,94 @@
+"""A real gunicorn (the production gunicorn.conf.py) on a free 127.0.0.1 port, for tests."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, workdir: Path, workers: int = 2, **settings: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
+                    "RUNNER_STORE_PATH": str(workdir / "runner.sqlite3"),
+                    "RUNNER_LOG_FILE": str(workdir / "log" / "app.log"),
+                    **{f"RUNNER_{k}": v for k, v in settings.items()}}
+        self.env.pop("GUNICORN_RELOAD", None)
+        self.process: subprocess.Popen | None = None
+
+    def flask(self, *args: str) -> str:
+        """Run ``flask --app wsgi …`` against this server's store."""
+        out = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args],
+                             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def start(self) -> Server:
+        self.output = open(self.workdir / "gunicorn.out", "wb")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.output.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / "gunicorn.out"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
+                             text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def request(self, method: str, path: str, body=None, token: str | None = "dev-token",
+                headers: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+        """One request; returns ``(status, parsed JSON body)``."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.loads(error.read())

@@ -1,0 +1,46 @@
+"""The service as deployed: real gunicorn workers sharing one store."""
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.helpers import definition
+from tests.server import Server
+
+pytestmark = pytest.mark.server
+
+ONE_CU = {"definition": definition("root>a", a={"type": "log", "payload": {"message": "x"}})}
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = Server(tmp_path, workers=4, MAX_CONCURRENT_RUNS="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    yield server
+    server.stop()
+
+
+def balance(server, name):
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        return db.execute("SELECT balance FROM tokens WHERE name = ?", (name,)).fetchone()[0]
+
+
+def test_concurrent_runs_never_overdraw_a_balance(server):
+    secret = server.flask("token", "create", "budget", "--balance", "7")
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", ONE_CU,
+                                                         token=secret), range(30)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 7 + [402] * 23, server.log_tail()
+    assert all(body["required"] == 1 for status, body in results if status == 402)
+    assert balance(server, "budget") == 0
+
+
+def test_runs_are_stored_across_workers(server):
+    run_ids = [server.request("POST", "/v1/runs/sync", ONE_CU)[1]["runId"] for _ in range(6)]
+    for run_id in run_ids:  # looked up on whichever worker takes the request
+        status, body = server.request("GET", f"/v1/runs/{run_id}")
+        assert status == 200 and body["status"] == "success"

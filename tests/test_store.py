@@ -1,0 +1,138 @@
+"""The store on a real SQLite file: balances, reservations, run records, crash clean-up."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from app.store import DuplicateRun, InsufficientBalance, Store, TooManyRuns, token_hash
+
+LATER = 10**10  # an expiry far in the future
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(str(tmp_path / "store.sqlite3"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_tokens_are_stored_hashed(store, tmp_path):
+    secret = store.create_token("alice", 5)
+    assert store.token(secret).name == "alice"
+    assert store.token("wrong") is None
+    raw = b"".join(f.read_bytes() for f in tmp_path.glob("store.sqlite3*"))  # db + WAL
+    assert secret.encode() not in raw and token_hash(secret).encode() in raw
+
+
+def test_migrate_is_idempotent(store):
+    store.migrate()
+    assert store.tokens() == []
+
+
+def test_reserve_then_charge_what_was_used(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, "req", 6, LATER)
+    assert store.token_by_name("t").balance == 4
+    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 2})
+    assert store.token_by_name("t").balance == 8
+    assert store.run("run_a", token.id)["totalCu"] == 2
+
+
+def test_short_balance_and_duplicates_change_nothing(store):
+    token = store.token(store.create_token("t", 3))
+    with pytest.raises(InsufficientBalance) as short:
+        store.start_run("run_a", token.id, None, 4, LATER)
+    assert (short.value.balance, short.value.required) == (3, 4)
+    store.start_run("run_b", token.id, None, 1, LATER)
+    with pytest.raises(DuplicateRun):
+        store.start_run("run_b", token.id, None, 1, LATER)
+    assert store.token_by_name("t").balance == 2
+    assert store.run("run_a", token.id) is None
+
+
+def test_concurrent_reservations_never_overdraw(tmp_path):
+    path = str(tmp_path / "race.sqlite3")
+    setup = Store(path)
+    setup.migrate()
+    token_id = setup.token(setup.create_token("t", 100)).id
+    outcomes = []
+
+    def worker(n):
+        store = Store(path)  # a connection of its own, as a separate worker has
+        for i in range(20):
+            try:
+                store.start_run(f"run_{n}_{i}", token_id, None, 1, LATER)
+                outcomes.append("ok")
+            except InsufficientBalance:
+                outcomes.append("short")
+        store.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 100 and outcomes.count("short") == 60
+    assert setup.token_by_name("t").balance == 0
+    setup.close()
+
+
+def test_concurrency_limit_counts_live_runs_only(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 1, LATER)
+    store.start_run("run_old", token.id, None, 1, time.time() - 1)  # certainly dead
+    with pytest.raises(TooManyRuns):
+        store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
+    assert store.token_by_name("t").balance == 8  # the refused run reserved nothing
+    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 1})
+    store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
+
+
+def test_runs_of_a_dead_worker_are_aborted_and_released(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 4, LATER)
+    with store._transaction() as db:  # as if a worker with this (unused) pid had started it
+        db.execute("UPDATE runs SET worker_pid = 999999999 WHERE id = 'run_a'")
+    assert store.token_by_name("t").balance == 6
+    aborted = store.run("run_a", token.id)  # a lookup notices the worker is gone
+    assert aborted["status"] == "failure" and aborted["error"]["code"] == "ABORTED"
+    assert aborted["totalCu"] == 0
+    assert store.token_by_name("t").balance == 10
+    # the worker finishing after all changes nothing
+    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 4})
+    assert store.token_by_name("t").balance == 10
+
+
+def test_abort_runs_of_an_exited_worker(store):
+    import os
+
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 3, LATER)
+    assert store.abort_runs_of_worker(os.getpid()) == 1
+    assert store.run("run_a", token.id)["error"]["code"] == "ABORTED"
+    assert store.abort_runs_of_worker(os.getpid()) == 0
+
+
+def test_prune_deletes_finished_runs_past_retention(store):
+    token = store.token(store.create_token("t", 10))
+    for run_id in ("run_old", "run_new", "run_live"):
+        store.start_run(run_id, token.id, None, 1, LATER)
+    for run_id in ("run_old", "run_new"):
+        store.finish_run(run_id, {"runId": run_id, "status": "success", "totalCu": 1})
+    with store._transaction() as db:
+        db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
+    assert store.prune(3600) == 1
+    assert store.run("run_old", token.id) is None
+    assert store.run("run_new", token.id) and store.run("run_live", token.id)
+
+
+def test_stored_body_round_trips(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 1, LATER)
+    body = {"runId": "run_a", "status": "success", "totalCu": 1, "executionState": {"é": [1]}}
+    store.finish_run("run_a", body)
+    assert json.dumps(store.run("run_a", token.id)) == json.dumps(body)
