@@ -11,10 +11,12 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from . import logconfig
 from .engine import Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .nodes import NODE_TYPES
+from .redact import Redactor
 from .store import DuplicateRun, InsufficientBalance, TooManyRuns
 from .validation import Invalid, Limits, check_request
 
@@ -88,12 +90,16 @@ def run_sync():
         raise ApiError(429, headers={"Retry-After": "1"}) from None
     run = Run(plan, run_id, settings={"OUTBOUND_ALLOW": config["OUTBOUND_ALLOW"]},
               deadline_ms=config["RUN_DEADLINE_MS"])
+    redactor = Redactor.for_run(plan.definition, plan.prop_values)
+    redacting = logconfig.redactor.set(redactor)
     try:
-        body = run.execute()
+        body = redactor.run(run.execute())
     except BaseException:
         store.finish_run(run_id, {"runId": run_id, "status": "failure", "totalCu": 0,
                                   "error": {"code": "INTERNAL", "message": "Run aborted."}})
         raise
+    finally:
+        logconfig.redactor.reset(redacting)
     store.finish_run(run_id, body)
     _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
     run_log.info("run finished", extra={

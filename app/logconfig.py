@@ -16,8 +16,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .redact import REDACTED, Redactor, is_secret_key
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                         default=None)
+# The running workflow's redactor (its sensitive prop values), set by the API.
+redactor: contextvars.ContextVar[Redactor | None] = contextvars.ContextVar("redactor",
+                                                                           default=None)
+_NO_SECRETS = Redactor()
 
 # Attributes every LogRecord has; anything else was passed in ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -27,12 +33,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, requestId, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        redact = redactor.get() or _NO_SECRETS
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact.text(record.getMessage()),
             "pid": record.process,
         }
         rid = getattr(record, "requestId", None) or request_id.get()
@@ -40,9 +47,9 @@ class JsonFormatter(logging.Formatter):
             entry["requestId"] = rid
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = REDACTED if is_secret_key(key) else redact.value(value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact.text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
