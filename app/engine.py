@@ -268,7 +268,7 @@ class Run:
 _NEVER_CANCELLED = threading.Event()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _node_logger(node_type: str) -> logging.Logger:
     return logging.getLogger(f"app.nodes.{node_type}")
 
