@@ -71,5 +71,24 @@ def seed_dev() -> None:
     click.echo(f"{DEV_TOKEN}: balance {token.balance}")
 
 
+store_cli = AppGroup("store", help="Maintain the store.")
+
+
+@store_cli.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False))
+def backup(target: str) -> None:
+    """Write a consistent copy of the store to TARGET while the service runs."""
+    _store().backup(target)
+    click.echo(f"backed up to {target}")
+
+
+@store_cli.command("prune")
+def prune() -> None:
+    """Delete finished runs older than RUNNER_RUN_RETENTION_DAYS now."""
+    deleted = _store().prune(current_app.config["RUN_RETENTION_DAYS"] * 86400)
+    click.echo(f"deleted {deleted} run(s)")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(token_cli)
+    app.cli.add_command(store_cli)

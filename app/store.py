@@ -254,6 +254,12 @@ class Store:
             return db.execute("DELETE FROM runs WHERE status != 'running' AND created_at < ?",
                               (time.time() - retention_seconds,)).rowcount
 
+    def backup(self, target: str) -> None:
+        """A consistent copy of the live database (SQLite's online backup)."""
+        with self._lock, sqlite3.connect(target) as copy:
+            self._db().backup(copy)
+        copy.close()
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

@@ -136,3 +136,13 @@ def test_stored_body_round_trips(store):
     body = {"runId": "run_a", "status": "success", "totalCu": 1, "executionState": {"é": [1]}}
     store.finish_run("run_a", body)
     assert json.dumps(store.run("run_a", token.id)) == json.dumps(body)
+
+
+def test_backup_is_a_consistent_copy(store, tmp_path):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 1, LATER)
+    store.backup(str(tmp_path / "copy.sqlite3"))
+    copy = Store(str(tmp_path / "copy.sqlite3"))
+    assert copy.token_by_name("t").balance == 9
+    assert copy.run("run_a", token.id) == {"runId": "run_a", "status": "running"}
+    copy.close()
