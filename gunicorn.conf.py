@@ -2,6 +2,7 @@
 BIND or PORT, WEB_CONCURRENCY, GUNICORN_RELOAD=1, RUNNER_RUN_DEADLINE_MS."""
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -100,6 +101,19 @@ def post_fork(server, worker):
     from app import config, logconfig
 
     logconfig.configure(config.load())
+
+
+def post_worker_init(worker):
+    """On SIGTERM, /readyz answers 503 while the run in flight finishes."""
+    from app import health
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        health.shutting_down.set()
+        stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def worker_abort(worker):

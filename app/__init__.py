@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
-from . import api, cli, config, errors, logconfig
+from . import api, cli, config, errors, health, logconfig
 from .store import Store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -30,6 +30,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.register_blueprint(api.bp, url_prefix="/v1")
+    # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
+    app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
+    app.after_request(_b3os_envelope)
+    app.register_blueprint(health.bp)
     cli.register(app)
     return app
 
@@ -38,6 +42,16 @@ def _assign_request_id() -> None:
     given = request.headers.get("X-Request-ID", "")
     g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
     logconfig.request_id.set(g.request_id)
+
+
+def _b3os_envelope(response):
+    """Wrap a 2xx JSON body of a /b3os route as ``{code: 0, message, data, requestId}``."""
+    if request.blueprint != "b3os" or not 200 <= response.status_code < 300:
+        return response
+    response.set_data(current_app.json.dumps({"code": 0, "message": "success",
+                                              "data": response.get_json(),
+                                              "requestId": g.get("request_id")}))
+    return response
 
 
 def _echo_request_id(response):

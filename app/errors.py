@@ -20,6 +20,7 @@ HTTP_CODES = {
     415: (415000, "Content type must be application/json"),
     429: (429000, "Too many concurrent runs for this token"),
     500: (500000, "Internal server error"),
+    503: (503000, "Service unavailable"),
 }
 
 # Validation codes, in the order that picks the envelope's ``code`` (SPEC §2).

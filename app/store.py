@@ -42,6 +42,7 @@ SCHEMA = [  # index = migration number; user_version = how many have run
     );
     CREATE INDEX runs_created_at ON runs (created_at);
     CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running';
+    CREATE TABLE probes (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
     """,
 ]
 
@@ -253,6 +254,12 @@ class Store:
         with self._transaction() as db:
             return db.execute("DELETE FROM runs WHERE status != 'running' AND created_at < ?",
                               (time.time() - retention_seconds,)).rowcount
+
+    def check_writable(self) -> None:
+        """Raise unless the database can be written right now (readiness)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO probes (id, checked_at) VALUES (1, ?)",
+                       (time.time(),))
 
     def backup(self, target: str) -> None:
         """A consistent copy of the live database (SQLite's online backup)."""

@@ -1,0 +1,32 @@
+"""Probes for the process manager and the load balancer; no token needed."""
+from __future__ import annotations
+
+import threading
+
+from flask import Blueprint, current_app, jsonify
+
+from .errors import error_response
+
+bp = Blueprint("health", __name__)
+
+# Set in the worker when gunicorn asks it to stop (see gunicorn.conf.py).
+shutting_down = threading.Event()
+
+
+@bp.get("/livez")
+def livez():
+    """The process answers: nothing else is checked."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready for traffic: the store can be written, and no shutdown is under way."""
+    if shutting_down.is_set():
+        return error_response(503, 503000, "Shutting down")
+    try:
+        current_app.extensions["store"].check_writable()
+    except Exception as error:  # any store failure means: send traffic elsewhere
+        current_app.logger.warning("readiness check failed: %s", error)
+        return error_response(503, 503000, "Store not writable")
+    return jsonify({"status": "ok"})
