@@ -4,8 +4,23 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import (
-    code_transform, convert_from_wei, convert_to_wei, delay, filter_, format_, generate_id,
-    hello_world, http_request, if_, list_max, list_min, log, manual, pluck, regex, send_webhook,
+    code_transform,
+    convert_from_wei,
+    convert_to_wei,
+    delay,
+    filter_,
+    format_,
+    generate_id,
+    hello_world,
+    http_request,
+    if_,
+    list_max,
+    list_min,
+    log,
+    manual,
+    pluck,
+    regex,
+    send_webhook,
 )
 
 NODE_TYPES: dict[str, ModuleType] = {

@@ -19,8 +19,9 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
@@ -48,7 +49,7 @@ class NodeContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     settings: Mapping[str, Any] = field(default_factory=dict)
     resolve: Callable[[str], Any] = lambda text: text
-    logger: logging.Logger = logging.getLogger("app.nodes")
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("app.nodes"))
 
     def time_left(self) -> float:
         """Seconds until this attempt must end (never negative)."""
