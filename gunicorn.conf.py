@@ -2,6 +2,7 @@
 BIND or PORT, WEB_CONCURRENCY, GUNICORN_RELOAD=1, RUNNER_RUN_DEADLINE_MS."""
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -62,6 +63,13 @@ logconfig_dict = {
 }
 
 
+# -- Metrics ----------------------------------------------------------------------
+# prometheus-client's multiprocess mode: every worker writes its samples to files
+# in this directory, which must be known before any worker starts (emptied in
+# on_starting; files of exited workers are marked dead in child_exit).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/metrics"))
+
+
 # -- Hooks ------------------------------------------------------------------------
 def _store():
     from app import config
@@ -74,6 +82,9 @@ def on_starting(server):
     """Before any worker: schema up to date, runs orphaned by a crash aborted, old runs gone."""
     from app import config
 
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir)
     store = _store()
     try:
         store.migrate()
@@ -87,6 +98,9 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """A worker is gone (killed, hard timeout, recycled): its unfinished runs are aborted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
     store = _store()
     try:
         aborted = store.abort_runs_of_worker(worker.pid)

@@ -11,7 +11,7 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import logconfig
+from . import logconfig, metrics
 from .engine import Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
@@ -93,7 +93,8 @@ def run_sync():
     redactor = Redactor.for_run(plan.definition, plan.prop_values)
     redacting = logconfig.redactor.set(redactor)
     try:
-        body = redactor.run(run.execute())
+        with metrics.IN_PROGRESS.track_inprogress():
+            body = redactor.run(run.execute())
     except BaseException:
         store.finish_run(run_id, {"runId": run_id, "status": "failure", "totalCu": 0,
                                   "error": {"code": "INTERNAL", "message": "Run aborted."}})
@@ -101,6 +102,7 @@ def run_sync():
     finally:
         logconfig.redactor.reset(redacting)
     store.finish_run(run_id, body)
+    metrics.record_run(body)
     _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
     run_log.info("run finished", extra={
         "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],

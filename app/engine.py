@@ -33,6 +33,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from . import metrics
 from .expressions import MISSING, Path, resolve, resolve_string, walk
 from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, schema_of
 from .pool import pool
@@ -185,6 +186,8 @@ class Run:
             self._settle_children(node_id)
             return
         state.error = outcome.as_dict()
+        if outcome.code == "BLOCKED_DESTINATION":
+            metrics.BLOCKED.inc()
         start_at = self._next_attempt_at(node, state, outcome)
         if start_at is not None:
             heapq.heappush(self.timers, (start_at, node_id))

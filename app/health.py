@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import threading
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import metrics
 from .errors import error_response
 
 bp = Blueprint("health", __name__)
@@ -17,6 +19,12 @@ shutting_down = threading.Event()
 def livez():
     """The process answers: nothing else is checked."""
     return jsonify({"status": "ok"})
+
+
+@bp.get("/metrics")
+def prometheus():
+    """Prometheus text format; restrict this route at the proxy."""
+    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")

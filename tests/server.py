@@ -30,6 +30,7 @@ class Server:
         self.env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
                     "RUNNER_STORE_PATH": str(workdir / "runner.sqlite3"),
                     "RUNNER_LOG_FILE": str(workdir / "log" / "app.log"),
+                    "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
                     **{f"RUNNER_{k}": v for k, v in settings.items()}}
         self.env.pop("GUNICORN_RELOAD", None)
         self.process: subprocess.Popen | None = None
@@ -74,6 +75,10 @@ class Server:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
                              text=True)
         return [int(pid) for pid in out.stdout.split()]
+
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+            return response.read().decode()
 
     def request(self, method: str, path: str, body=None, token: str | None = "dev-token",
                 headers: dict | None = None, timeout: float = 30) -> tuple[int, dict]:

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
 export RUNNER_STORE_PATH="$work/runner.sqlite3" RUNNER_LOG_FILE="$work/log/app.log"
+export PROMETHEUS_MULTIPROC_DIR="$work/metrics"
 export WEB_CONCURRENCY=2
 PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PORT

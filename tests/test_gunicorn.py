@@ -44,3 +44,21 @@ def test_runs_are_stored_across_workers(server):
     for run_id in run_ids:  # looked up on whichever worker takes the request
         status, body = server.request("GET", f"/v1/runs/{run_id}")
         assert status == 200 and body["status"] == "success"
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_metrics_add_up_across_workers(server):
+    failing = {"definition": definition("root>a", a={"type": "log", "payload": {}})}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", ONE_CU), range(8)))
+    server.request("POST", "/v1/runs/sync", failing)  # a 400: no run
+    text = server.text("/metrics")
+    assert metric(text, 'runner_runs_total{status="success"}') == 8
+    assert metric(text, 'runner_node_executions_total{status="success",type="log"}') == 8
+    assert metric(text, "runner_compute_units_charged_total") == 8
+    assert metric(text, "runner_run_duration_seconds_count") == 8
+    assert metric(text, "runner_runs_in_progress") == 0

@@ -59,3 +59,17 @@ def test_b3os_error_bodies_are_unchanged(client):
     assert client.get("/b3os/v1/runs/nope", headers=DEV_AUTH).json["code"] == 404000
     assert client.post("/b3os/v1/workflows/validate", json=TWO_NODES,
                        headers=DEV_AUTH).json["data"]["valid"] is True
+
+
+def test_metrics_need_no_token_and_count_runs(client):
+    from prometheus_client import REGISTRY
+
+    def runs(status):
+        return REGISTRY.get_sample_value("runner_runs_total", {"status": status}) or 0
+
+    before = runs("success")
+    client.post("/v1/runs/sync", json=TWO_NODES, headers=DEV_AUTH)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert "runner_runs_total" in response.get_data(as_text=True)
+    assert runs("success") == before + 1
