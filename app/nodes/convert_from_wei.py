@@ -1,12 +1,24 @@
-"""``convert-from-wei``: placeholder until implemented (see the issue on node types)."""
+"""``convert-from-wei``: an integer amount of base units → a decimal amount, exactly.
+
+``wei`` is an integer string (digits with an optional ``-``; no hex) or a JSON
+integer. The result has no trailing fractional zeros and no trailing ``.``.
+"""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from .base import Any_, NodeContext, NodeError, PayloadSchema
+from .units import decimals_field, from_base_units, number_text, string_or_integer
+
+INLINE = True
 
 
 class Payload(PayloadSchema):
-    pass
+    wei = Any_(required=True, allow_none=False, validate=string_or_integer)
+    decimals = decimals_field()
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'convert-from-wei' is not implemented yet.")
+    """``{value}``: wei ÷ 10^decimals as a decimal string."""
+    try:
+        return {"value": from_base_units(number_text(data["wei"]), data["decimals"])}
+    except ValueError as error:
+        raise NodeError("INVALID_INPUT", f"wei: {error}") from None

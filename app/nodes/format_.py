@@ -1,12 +1,67 @@
-"""``format``: placeholder until implemented (see the issue on node types)."""
+"""``format``: render ``template`` with ``{{@path}}`` item fields into one text.
+
+An array renders the template once per item, joined by ``separator``
+(an empty array gives ``""``); an object renders it once. Each
+``{{@path}}`` is an item path (``values.parse_path``; ``{{@}}`` is the item
+itself) written by SPEC §4's text rules: strings as is, numbers in shortest
+form, objects and arrays as compact JSON, null or absent as ``""``. Run
+expressions in the template were resolved before the node ran.
+"""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from typing import Any
+
+from marshmallow import ValidationError
+
+from ..expressions import Segment, to_text
+from .base import Any_, NodeContext, NodeError, PayloadSchema, Str
+from .values import ITEM_HOLE, at_path, parse_path
+
+Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
+
+
+def _array_or_object(value: Any) -> None:
+    if not isinstance(value, (list, dict)):
+        raise ValidationError("Must be an array or an object.")
+
+
+def compile_template(template: str) -> list[Part]:
+    """Split ``template`` into literal text and item paths; ``ValueError`` on a bad path."""
+    parts: list[Part] = []
+    pos = 0
+    for hole in ITEM_HOLE.finditer(template):
+        parts.append(template[pos:hole.start()])
+        parts.append(parse_path(hole.group(1)))
+        pos = hole.end()
+    parts.append(template[pos:])
+    return [p for p in parts if p != ""]
+
+
+def _check_template(template: str) -> None:
+    try:
+        compile_template(template)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
 
 
 class Payload(PayloadSchema):
-    pass
+    data = Any_(required=True, allow_none=False, validate=_array_or_object)
+    template = Str(required=True, validate=_check_template)
+    separator = Str(load_default="\n")
+
+
+def render(parts: list[Part], item: Any) -> str:
+    """One item through a compiled template."""
+    return "".join(p if isinstance(p, str) else to_text(at_path(item, p)) for p in parts)
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'format' is not implemented yet.")
+    """``{formatted}``: the rendered text."""
+    try:
+        parts = compile_template(data["template"])
+    except ValueError as error:  # the schema checked it; kept for direct callers
+        raise NodeError("INVALID_INPUT", str(error)) from None
+    value = data["data"]
+    if isinstance(value, list):
+        return {"formatted": data["separator"].join(render(parts, item) for item in value)}
+    return {"formatted": render(parts, value)}

@@ -1,12 +1,28 @@
-"""``generate-id``: placeholder until implemented (see the issue on node types)."""
+"""``generate-id``: a random v4 UUID, or a short id of ``length`` characters [a-z0-9]."""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+import secrets
+import string
+import uuid
+
+from marshmallow import validate
+
+from .base import Int, NodeContext, PayloadSchema, Str
+
+INLINE = True
+SHORTID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 class Payload(PayloadSchema):
-    pass
+    format = Str(load_default="uuid", validate=validate.OneOf(("uuid", "shortid")))
+    # Checked whatever the format, so a bad length is never silently ignored.
+    length = Int(load_default=8, validate=validate.Range(4, 32))
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'generate-id' is not implemented yet.")
+    """``{id, format}``."""
+    if data["format"] == "shortid":
+        new_id = "".join(secrets.choice(SHORTID_ALPHABET) for _ in range(data["length"]))
+    else:
+        new_id = str(uuid.uuid4())  # os.urandom underneath; canonical lowercase form
+    return {"id": new_id, "format": data["format"]}

@@ -1,12 +1,15 @@
-"""``hello-world``: placeholder until implemented (see the issue on node types)."""
+"""``hello-world``: a greeting, for trying the service out."""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from .base import NodeContext, PayloadSchema, Str, iso_now
+
+INLINE = True
 
 
 class Payload(PayloadSchema):
-    pass
+    name = Str(load_default="World")
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'hello-world' is not implemented yet.")
+    """``{message: "Hello, <name>!", timestamp}``."""
+    return {"message": f"Hello, {data['name']}!", "timestamp": iso_now()}

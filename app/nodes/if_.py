@@ -1,12 +1,31 @@
-"""``if``: placeholder until implemented (see the issue on node types)."""
+"""``if``: evaluate ``condition`` (SPEC §5) and choose the ``then`` or ``else`` children.
+
+Left-hand keys are resolved as whole-value run expressions
+(``{{root.result.price}}`` keeps its type); a key without ``{{ }}`` is the
+literal string as written.
+"""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from typing import Any
+
+from ..expressions import ExpressionError
+from . import conditions
+from .base import NodeContext, NodeError, Obj, PayloadSchema
+
+INLINE = True
+CONDITION_FIELDS = ("condition",)
 
 
 class Payload(PayloadSchema):
-    pass
+    condition = Obj(required=True, validate=conditions.literal_validator("condition"))
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'if' is not implemented yet.")
+    """``{branch: "then"}`` when the condition holds, else ``{branch: "else"}``."""
+    def left(key: str) -> Any:
+        try:
+            return ctx.resolve(key)
+        except ExpressionError as error:  # keys that came from an expression are unchecked
+            raise NodeError("INVALID_INPUT", f"condition key {key!r}: {error}") from None
+
+    return {"branch": "then" if conditions.evaluate(data["condition"], left) else "else"}

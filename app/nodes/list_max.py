@@ -1,12 +1,16 @@
-"""``list-max``: placeholder until implemented (see the issue on node types)."""
+"""``list-max``: the largest value of ``array`` (or of each item's ``field``).
+
+See ``listcompare`` for what compares and how.
+"""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from .base import NodeContext
+from .listcompare import Payload, pick
 
-
-class Payload(PayloadSchema):
-    pass
+__all__ = ["Payload", "run"]
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'list-max' is not implemented yet.")
+    """``{max, index, item}``."""
+    value, index, item = pick(data, largest=True)
+    return {"max": value, "index": index, "item": item}

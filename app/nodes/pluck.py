@@ -1,12 +1,39 @@
-"""``pluck``: placeholder until implemented (see the issue on node types)."""
+"""``pluck``: read one field (or several) from every item of ``array``.
+
+``field`` gives a list of values; ``fields`` with one path gives the same,
+with several an object per item keyed by each path as written. A value that
+is absent (or an item that is not an object) gives null. Paths are item paths
+(``values.parse_path``); an empty path is the item itself.
+"""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from .base import Arr, NodeContext, PayloadSchema, Str
+from .values import at_path, check_path, parse_path, present
 
 
 class Payload(PayloadSchema):
-    pass
+    array = Arr(required=True)
+    field = Str(validate=check_path)
+    fields = fields.List(Str(validate=check_path), validate=validate.Length(min=1))
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def one_of_field_or_fields(self, data: dict, original: dict, **kwargs) -> None:
+        # The raw keys: a present but ill-typed value is reported by its own field.
+        if "field" in original and "fields" in original:
+            raise ValidationError("Give 'field' or 'fields', not both.", "fields")
+        if "field" not in original and "fields" not in original:
+            raise ValidationError("Missing data for required field (or give 'fields').",
+                                  "field")
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'pluck' is not implemented yet.")
+    """``{values}``: one value (or object of values) per item, null where missing."""
+    names = [data["field"]] if "field" in data else data["fields"]
+    paths = {name: parse_path(name) for name in names}
+    if len(names) == 1:
+        path = paths[names[0]]
+        return {"values": [present(at_path(item, path)) for item in data["array"]]}
+    return {"values": [{name: present(at_path(item, path)) for name, path in paths.items()}
+                       for item in data["array"]]}

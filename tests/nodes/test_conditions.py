@@ -1,0 +1,247 @@
+"""The condition DSL shared by ``if`` and ``filter`` (SPEC §5), tested directly."""
+from __future__ import annotations
+
+import pytest
+from marshmallow import ValidationError
+
+from app.expressions import MISSING
+from app.nodes.base import NodeError
+from app.nodes.conditions import evaluate, literal_validator
+
+
+def holds(condition: dict, **values) -> bool:
+    """Evaluate with left keys read from ``values`` (absent → MISSING)."""
+    return evaluate(condition, lambda key: values.get(key, MISSING))
+
+
+def op(name: str, left, right) -> bool:
+    """One operator on one left value."""
+    return holds({"$and": [{"x": {name: right}}]}, x=left)
+
+
+def invalid(condition) -> str:
+    with pytest.raises(NodeError) as caught:
+        holds(condition, a=1, b=2)
+    assert caught.value.code == "INVALID_INPUT"
+    assert caught.value.retryable is False
+    return caught.value.message
+
+
+# -- $eq / $ne ---------------------------------------------------------------
+
+@pytest.mark.parametrize("left,right", [
+    ("100", 100), (100, "100"), ("100.0", 100), ("1e3", 1000), (0.1, "0.1"), (1, 1.0),
+    ("1000000000000000000000", 1e21), (10**21, "1000000000000000000000"),
+    ("abc", "abc"), (None, None), ([1, "2"], ["1", 2]), ({"a": [1]}, {"a": ["1"]}),
+    (True, True), ("é", "é"),
+])
+def test_eq_holds(left, right):
+    assert op("$eq", left, right) is True
+    assert op("$ne", left, right) is False
+
+
+@pytest.mark.parametrize("left,right", [
+    ("1000000000000000000001", 1e21),  # a float comparison would call these equal
+    ("1.0", "1"),  # two strings compare as strings
+    ("007", "7"),
+    (True, 1), (1, True), (False, 0), (True, "true"), (None, 0), (None, ""), ("", 0),
+    ("abc", 0), ([1], [1, 1]), ({"a": 1}, {"a": 1, "b": 2}), ([True], [1]), ("1", [1]),
+    (float("nan"), float("nan")),
+])
+def test_eq_fails(left, right):
+    assert op("$eq", left, right) is False
+    assert op("$ne", left, right) is True
+
+
+def test_missing_equals_null():
+    assert holds({"$and": [{"gone": {"$eq": None}}]}) is True
+    assert holds({"$and": [{"gone": {"$ne": None}}]}) is False
+
+
+# -- ordering ----------------------------------------------------------------
+
+@pytest.mark.parametrize("left,right,gt,gte,lt,lte", [
+    (5, 3, True, True, False, False),
+    ("10", "9", True, True, False, False),  # numeric strings compare as numbers
+    ("10", 9, True, True, False, False),
+    ("2", "2.00", False, True, False, True),
+    ("1000000000000000000001", 1e21, True, True, False, False),
+    ("-1.5", "-1", False, False, True, True),
+    ("1e3", 999, True, True, False, False),
+    ("b", "a", True, True, False, False),
+    ("apple", "apple", False, True, False, True),
+    ("Z", "a", False, False, True, True),  # code point order
+    ("0x10", 3, False, False, False, False),  # hex is not numeric
+    ("abc", 5, False, False, False, False),
+    (True, False, False, False, False, False),
+    (1, True, False, False, False, False),
+    (None, 0, False, False, False, False),
+    ([2], [1], False, False, False, False),
+])
+def test_ordering(left, right, gt, gte, lt, lte):
+    assert [op(o, left, right) for o in ("$gt", "$gte", "$lt", "$lte")] == [gt, gte, lt, lte]
+
+
+def test_ordering_of_a_missing_value_is_false():
+    assert not any(holds({"$and": [{"gone": {o: 0}}]}) for o in ("$gt", "$gte", "$lt", "$lte"))
+
+
+# -- membership and text -----------------------------------------------------
+
+def test_in_uses_eq():
+    assert op("$in", "5", [1, 5]) is True
+    assert op("$in", True, [1]) is False
+    assert op("$in", None, [None]) is True
+    assert op("$in", "x", []) is False
+    for negation in ("$nin", "$notIn"):
+        assert op(negation, "5", [1, 5]) is False
+        assert op(negation, 2, [1, 5]) is True
+
+
+def test_contains_substring_and_element():
+    assert op("$contains", "hello world", "lo w") is True
+    assert op("$contains", "héllo", "é") is True
+    assert op("$contains", "hello", "") is True
+    assert op("$contains", "Hello", "hello") is False  # case-sensitive
+    assert op("$contains", ["a", 5], "5") is True  # element by $eq
+    assert op("$contains", [[1, 2]], [1, 2]) is True
+    assert op("$contains", "abc123", 123) is False  # a substring must be a string
+    assert op("$contains", None, "a") is False
+    assert op("$notContains", None, "a") is True
+    assert op("$notContains", "hello", "z") is True
+    assert op("$notContains", ["a"], "a") is False
+
+
+def test_starts_and_ends_with_strings_only():
+    assert op("$startsWith", "0xdeadbeef", "0x") is True
+    assert op("$startsWith", "日本語", "日本") is True
+    assert op("$endsWith", "report.csv", ".csv") is True
+    assert op("$endsWith", "report.csv", ".txt") is False
+    assert op("$startsWith", 12345, "12") is False
+    assert op("$endsWith", "12345", 45) is False
+    assert op("$startsWith", ["a"], "a") is False
+
+
+@pytest.mark.parametrize("value,exists", [
+    (0, True), ("", True), (False, True), ([], True), (None, False), (MISSING, False),
+])
+def test_exists_and_not_exists(value, exists):
+    values = {} if value is MISSING else {"x": value}
+    assert holds({"x": {"$exists": True}}, **values) is exists
+    assert holds({"x": {"$exists": False}}, **values) is (not exists)
+    assert holds({"x": {"$notExists": True}}, **values) is (not exists)
+    assert holds({"x": {"$notExists": False}}, **values) is exists
+
+
+# -- combination -------------------------------------------------------------
+
+def test_empty_and_holds_empty_or_does_not():
+    assert holds({"$and": []}) is True
+    assert holds({"$or": []}) is False
+
+
+def test_and_or_nesting():
+    condition = {"$or": [{"a": {"$gt": 10}}, {"$and": [{"a": {"$gt": 0}}, {"b": {"$eq": "y"}}]}]}
+    assert holds(condition, a=5, b="y") is True
+    assert holds(condition, a=5, b="n") is False
+    assert holds(condition, a=11, b="n") is True
+
+
+def test_every_operator_in_one_object_must_hold():
+    between = {"$and": [{"a": {"$gt": 1, "$lt": 10}}]}
+    assert holds(between, a=5) is True
+    assert holds(between, a=10) is False
+    assert holds(between, a=0) is False
+
+
+def test_every_key_in_one_element_must_hold():
+    condition = {"$and": [{"a": {"$eq": 1}, "b": {"$eq": 2}}]}
+    assert holds(condition, a=1, b=2) is True
+    assert holds(condition, a=1, b=3) is False
+
+
+def test_a_bare_element_is_accepted_at_the_top_level():
+    assert holds({"a": {"$eq": 1}}, a=1) is True
+
+
+def test_older_form_operator_to_pair():
+    assert holds({"$gt": [150, 100]}) is True
+    assert holds({"$gt": ["99", 100]}) is False
+    assert holds({"$and": [{"$eq": ["a", "a"]}, {"$in": [2, [1, 2]]}]}) is True
+
+
+def test_older_form_left_goes_through_operand():
+    seen = []
+
+    def operand(value):
+        seen.append(value)
+        return 500
+
+    assert evaluate({"$gt": ["{{@amount}}", 100]}, lambda key: MISSING, operand) is True
+    assert seen == ["{{@amount}}"]
+
+
+def test_left_keys_are_resolved_by_the_caller():
+    asked = []
+
+    def left(key):
+        asked.append(key)
+        return 7
+
+    assert evaluate({"$and": [{"{{root.result.n}}": {"$eq": 7}}]}, left) is True
+    assert asked == ["{{root.result.n}}"]
+
+
+# -- malformed conditions ----------------------------------------------------
+
+def test_unknown_operator_names_it_and_where():
+    message = invalid({"$and": [{"a": {"$eq": 1}}, {"b": {"$bogus": 1}}]})
+    assert "'$bogus'" in message
+    assert "condition.$and[1].b.$bogus" in message
+    assert "$gte" in message  # the known operators are listed
+
+
+def test_structure_is_checked_before_short_circuit():
+    # The first element already decides the $or; the bad second one is still reported.
+    invalid({"$or": [{"a": {"$eq": 1}}, {"b": {"$near": 1}}]})
+
+
+@pytest.mark.parametrize("condition,fragment", [
+    ([], "must be an object"),
+    ("a > 1", "must be an object"),
+    ({}, "empty condition"),
+    ({"$and": {"a": {"$eq": 1}}}, "must be an array of conditions"),
+    ({"$and": [5]}, "condition.$and[0]: a condition must be an object"),
+    ({"$or": [{}]}, "condition.$or[0]: an empty condition"),
+    ({"a": 5}, "expected an object of operators"),
+    ({"a": {}}, "expected an object of operators"),
+    ({"a": {"eq": 1}}, "unknown operator 'eq'"),
+    ({"$where": "x"}, "unknown operator '$where'"),
+    ({"$gt": [1]}, "exactly two values"),
+    ({"$gt": 5}, "exactly two values"),
+    ({"a": {"$in": "abc"}}, "condition.a.$in: must be an array"),
+    ({"a": {"$notIn": None}}, "must be an array"),
+    ({"$in": [1, 2]}, "condition.$in[1]: must be an array"),
+    ({"a": {"$exists": "yes"}}, "condition.a.$exists: must be true or false"),
+    ({"a": {"$notExists": 1}}, "must be true or false"),
+])
+def test_malformed_conditions(condition, fragment):
+    assert fragment in invalid(condition)
+
+
+def test_literal_validator_skips_parts_holding_expressions():
+    validate = literal_validator("condition")
+    validate({"$and": "{{root.result.list}}"})
+    validate({"a": {"$in": "{{root.result.list}}"}})
+    validate({"a": {"$exists": "{{root.result.flag}}"}})
+    validate({"a": "{{root.result.ops}}"})
+    validate({"$gt": "{{root.result.pair}}"})
+    with pytest.raises(ValidationError, match=r"condition\.a\.\$in: must be an array"):
+        validate({"a": {"$in": "plain text"}})
+    with pytest.raises(ValidationError, match="unknown operator"):
+        validate({"{{root.result.x}}": {"$bogus": "{{root.result.y}}"}})
+
+
+def test_literal_validator_names_its_field():
+    with pytest.raises(ValidationError, match=r"^filter: an empty condition"):
+        literal_validator("filter")({})
