@@ -246,3 +246,38 @@ def test_no_retry_is_started_after_the_run_deadline():
     node = out["executionState"]["a"]
     assert node["attempts"] == 1 and node["error"]["code"] == "NETWORK_ERROR"
     assert out["error"]["code"] == "NODE_FAILED"
+
+
+# -- if branches -------------------------------------------------------------------
+
+def branching(price: int) -> dict:
+    return run_nodes(
+        "root>check", "check>alert", "check>fine", "alert>notify", "fine>archive",
+        "notify>merge", "archive>merge", payload={"price": price},
+        check={"type": "if", "payload": {"condition": {
+            "$and": [{"{{root.result.price}}": {"$lte": 2000}}]}}},
+        alert={"type": "t-echo", "branch": "then"}, fine={"type": "t-echo", "branch": "else"},
+        notify={"type": "t-echo"}, archive={"type": "t-echo"}, merge={"type": "t-echo"})
+
+
+def test_untaken_branch_is_skipped_down_to_its_descendants():
+    out = branching(1500)
+    assert out["executionState"]["check"]["result"] == {"branch": "then"}
+    assert states(out) == {
+        "root": ("success", None), "check": ("success", None), "alert": ("success", None),
+        "fine": ("skipped", "branch_not_taken"), "notify": ("success", None),
+        "archive": ("skipped", "branch_not_taken"), "merge": ("success", None)}
+    assert out["executionState"]["merge"]["attempts"] == 1
+    assert out["status"] == "success"
+    other = branching(2500)
+    assert states(other)["alert"] == ("skipped", "branch_not_taken")
+    assert states(other)["archive"] == ("success", None)
+
+
+def test_a_join_of_only_untaken_branches_is_skipped():
+    out = run_nodes("root>check", "check>a", "check>b", "a>j", payload={"x": 1},
+                    check={"type": "if", "payload": {"condition": {"$or": []}}},
+                    a={"type": "t-echo", "branch": "then"},
+                    b={"type": "t-echo", "branch": "else"}, j={"type": "t-echo"})
+    assert states(out)["j"] == ("skipped", "branch_not_taken")
+    assert states(out)["b"] == ("success", None)
