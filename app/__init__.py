@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, request
 
-from . import api, cli, config, errors, health, logconfig
+from . import api, cli, config, errors, health, logconfig, openapi
 from .store import Store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -34,6 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
     app.after_request(_b3os_envelope)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     cli.register(app)
     return app
 

@@ -11,11 +11,10 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import logconfig, metrics
+from . import logconfig, metrics, openapi
 from .engine import Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
-from .nodes import NODE_TYPES
 from .redact import Redactor
 from .store import DuplicateRun, InsufficientBalance, TooManyRuns
 from .validation import Invalid, Limits, check_request
@@ -140,19 +139,5 @@ def validate_workflow():
 
 @bp.get("/node-types")
 def node_types():
-    """Every node type with its payload fields."""
-    return jsonify({"nodeTypes": [
-        {"type": name, "payload": describe(module.Payload())}
-        for name, module in NODE_TYPES.items()]})
-
-
-def describe(schema) -> dict:
-    """A payload schema as ``{field: {type, required, default}}``."""
-    out = {}
-    for name, field in schema.fields.items():
-        entry = {"type": type(field).__name__.rstrip("_").lower(), "required": field.required}
-        default = field.load_default
-        if not callable(default) and repr(default) != "<marshmallow.missing>":
-            entry["default"] = default
-        out[name] = entry
-    return out
+    """Every node type with the JSON Schema of its payload."""
+    return jsonify({"nodeTypes": openapi.node_types()})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .nodes.base import Any_, Bool, Int, Num, Obj, Str
 
@@ -62,6 +62,11 @@ class VariableDefSchema(Schema):
     description = Str(allow_none=True)
 
 
+def _only_root(value: list) -> None:
+    if value != ["root"]:
+        raise ValidationError('Must be ["root"] or absent for a synchronous run.')
+
+
 class DefinitionSchema(Schema):
     """``nodes`` is checked node by node in ``validation`` so errors name the node."""
 
@@ -72,8 +77,7 @@ class DefinitionSchema(Schema):
     inputSchema = fields.List(fields.Nested(InputSchemaItem), load_default=list)
     props = Obj(load_default=dict)
     variableDefs = fields.List(fields.Nested(VariableDefSchema), load_default=list)
-    triggerNodeIds = fields.List(Str(), validate=validate.Equal(
-        ["root"], error="Must be [\"root\"] or absent for a synchronous run."))
+    triggerNodeIds = fields.List(Str(), validate=_only_root)
     blockExpansions = Obj()
     sensitivePropKeys = fields.List(Str(), load_default=list)
 
@@ -97,19 +101,78 @@ class ValidateRequestSchema(RunRequestSchema):
     name = Any_()
 
 
+# -- responses (documentation: /openapi.json is generated from these) ----------
+
+class NodeErrorSchema(Schema):
+    code = Str(required=True)
+    message = Str(required=True)
+    retryable = Bool(required=True)
+
+
+class RunErrorSchema(Schema):
+    code = Str(required=True, validate=validate.OneOf(("NODE_FAILED", "RUN_TIMEOUT",
+                                                       "ABORTED", "INTERNAL")))
+    message = Str(required=True)
+
+
+class NodeStateSchema(Schema):
+    """One node of ``executionState``; fields that do not apply are omitted."""
+
+    type = Str(required=True)
+    status = Str(required=True, validate=validate.OneOf(
+        ("pending", "running", "success", "failure", "skipped")))
+    level = Int(required=True)
+    input = Any_()
+    result = Any_()
+    error = fields.Nested(NodeErrorSchema)
+    reason = Str(validate=validate.OneOf(("branch_not_taken", "upstream_failed",
+                                          "run_timeout")))
+    startedAt = Str()
+    finishedAt = Str()
+    durationMs = Int()
+    attempts = Int()
+
+
 class RunSchema(Schema):
-    """The sync response and the stored run (SPEC §1), for documentation and dumps."""
+    """The sync response and the stored run (SPEC §1)."""
 
     class Meta:
         unknown = INCLUDE
         ordered = True
 
-    runId = Str()
-    status = Str()
+    runId = Str(required=True)
+    status = Str(required=True, validate=validate.OneOf(("running", "success", "failure")))
     durationMs = Int()
     totalCu = Int()
-    error = Obj(allow_none=True)
-    executionState = Obj()
+    error = fields.Nested(RunErrorSchema, allow_none=True)
+    executionState = fields.Dict(keys=Str(), values=fields.Nested(NodeStateSchema))
+
+
+class ErrorSchema(Schema):
+    """Every error response (SPEC §6)."""
+
+    code = Int(required=True)
+    message = Str(required=True)
+    requestId = Str(required=True)
+    errors = fields.Dict(keys=Str(), values=fields.List(Str()),
+                         metadata={"description": "problem location → messages"})
+    balance = Int(metadata={"description": "402 only"})
+    required = Int(metadata={"description": "402 only"})
+
+
+class ValidationResultSchema(Schema):
+    valid = Bool(required=True)
+    nodeCount = Int(required=True)
+    levels = fields.List(fields.List(Str()), required=True)
+
+
+class NodeTypeSchema(Schema):
+    type = Str(required=True)
+    payload = Obj(required=True, metadata={"description": "JSON Schema of the payload"})
+
+
+class NodeTypesSchema(Schema):
+    nodeTypes = fields.List(fields.Nested(NodeTypeSchema), required=True)
 
 
 def flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
