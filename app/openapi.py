@@ -55,8 +55,9 @@ def _spec() -> tuple[dict, MarshmallowPlugin]:
 
 def _refine(components: dict) -> None:
     """Shapes marshmallow leaves as plain objects: the definition and its nodes."""
+    definition = {"$ref": "#/components/schemas/Definition"}
     for request in ("RunRequest", "ValidateRequest"):
-        components[request]["properties"]["definition"] = {"$ref": "#/components/schemas/Definition"}
+        components[request]["properties"]["definition"] = definition
     components["Definition"]["properties"]["nodes"] = {
         "type": "object", "description": "node id → node; must contain `root` (type manual)",
         "required": ["root"],
