@@ -1,6 +1,7 @@
 """The service as deployed: real gunicorn workers sharing one store."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,3 +63,27 @@ def test_metrics_add_up_across_workers(server):
     assert metric(text, "runner_compute_units_charged_total") == 8
     assert metric(text, "runner_run_duration_seconds_count") == 8
     assert metric(text, "runner_runs_in_progress") == 0
+
+
+def test_workers_share_the_log_file_without_losing_or_mixing_lines(tmp_path):
+    server = Server(tmp_path, workers=4, MAX_CONCURRENT_RUNS="0", LOG_MAX_BYTES="65536",
+                    LOG_BACKUPS="100")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        def run(n):
+            body = {"definition": definition("root>a", a={"type": "log", "payload": {
+                "message": f"line-{n:03d}-" + "x" * 2000}})}
+            return server.request("POST", "/v1/runs/sync", body)[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(run, range(120))) == {200}
+    finally:
+        server.stop()
+    files = sorted((tmp_path / "log").glob("app.log*"))
+    assert len(files) > 2, "the file never rotated: the test would prove less"
+    entries = [json.loads(line) for path in files for line in path.read_text().splitlines()]
+    logged = sorted(e["message"][:8] for e in entries if e["message"].startswith("line-"))
+    assert logged == [f"line-{n:03d}" for n in range(120)]
+    summaries = [e for e in entries if e["message"] == "run finished"]
+    assert len(summaries) == 120 and len({e["pid"] for e in summaries}) > 1
