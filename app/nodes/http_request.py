@@ -1,12 +1,180 @@
-"""``http-request``: placeholder until implemented (see the issue on node types)."""
+"""``http-request``: one outbound HTTP request (SPEC §5); the guard rails are in ``outbound``."""
 from __future__ import annotations
 
-from .base import NodeContext, NodeError, PayloadSchema
+import codecs
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+
+from marshmallow import ValidationError, validate
+
+from .. import outbound
+from ..jsonbody import depth_exceeds
+from .base import Any_, Bool, Int, NodeContext, NodeError, Obj, PayloadSchema, Str
+
+MIB = 1024 * 1024
+MAX_TIMEOUT_MS = 60_000
+TIMEOUT_FIELD = "timeout"
+MAX_HOPS = 5
+MAX_JSON_DEPTH = 64  # deeper documents stay text: the run record must stay serializable
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+USER_AGENT = "workflow-runner/0.1"
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header name
+_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float))  # booleans are ints
+
+
+def check_method(value: str) -> None:
+    """Validator: one of ``METHODS``, in any case."""
+    if value.upper() not in METHODS:
+        raise ValidationError(f"Must be one of: {', '.join(METHODS)}.")
+
+
+def check_headers(value: dict) -> None:
+    """Validator: header names are tokens; values are strings, numbers or booleans."""
+    for name, item in value.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValidationError(f"Invalid header name {name!r}.")
+        if not _scalar(item):
+            raise ValidationError(f"Header {name!r} must be a string.")
+        if any(c in text(item) for c in "\r\n\0"):
+            raise ValidationError(f"Header {name!r} must not contain line breaks.")
+
+
+def check_query(value: dict) -> None:
+    """Validator: query values are scalars, null (left out) or arrays of them."""
+    for name, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if not all(i is None or _scalar(i) for i in items):
+            raise ValidationError(f"Query parameter {name!r} must be a scalar or an array.")
 
 
 class Payload(PayloadSchema):
-    pass
+    url = Str(required=True)
+    method = Str(load_default="GET", validate=check_method)
+    headers = Obj(load_default=dict, validate=check_headers)
+    query = Obj(load_default=dict, validate=check_query)
+    body = Any_(load_default=None)
+    timeout = Int(load_default=30_000, validate=validate.Range(1, MAX_TIMEOUT_MS))
+    followRedirects = Bool(load_default=True)
+    maxResponseSize = Int(load_default=5 * MIB, validate=validate.Range(0, 10 * MIB))
+    failOnStatus = Bool(load_default=False)
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    raise NodeError("INTERNAL", "Node type 'http-request' is not implemented yet.")
+    """Send the request; describe the final response."""
+    method = data["method"].upper()
+    url = with_query(data["url"], data["query"])
+    headers = request_headers(data["headers"])
+    body = encode_body(data["body"], headers)
+    response = outbound.request(
+        method, url, headers, body, timeout=ctx.time_left(),
+        follow_redirects=data["followRedirects"], max_hops=MAX_HOPS,
+        max_size=data["maxResponseSize"], allow_list=ctx.settings.get("OUTBOUND_ALLOW", []),
+        cancelled=ctx.cancelled)
+    status, host = response.status, outbound.parse_url(url).host
+    ctx.logger.info("outbound request", extra={
+        "runId": ctx.run_id, "nodeId": ctx.node_id, "method": method, "host": host,
+        "status": status, "bytes": len(response.body)})
+    if data["failOnStatus"] and not 200 <= status < 400:
+        raise NodeError("HTTP_ERROR", f"{method} to {host} answered {status} {response.reason}.",
+                        retryable=status in (408, 429) or status >= 500)
+    content_type = response.headers.get("content-type")
+    body_text = decode_text(response.body, content_type)
+    return {"status": status, "statusText": response.reason, "headers": response.headers,
+            "body": body_text, "contentType": content_type, "json": parse_json(body_text)}
+
+
+def text(value: Any) -> str:
+    """A scalar as it would appear in text (SPEC §4): ``true``, ``2``, ``1.5``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def with_query(url: str, query: dict) -> str:
+    """``url`` with ``query`` merged in; its keys replace the same keys already there."""
+    outbound.parse_url(url)  # INVALID_INPUT before anything else happens
+    if not query:
+        return url
+    parts = urlsplit(url.strip())
+    kept = [p for p in parts.query.split("&")
+            if p and unquote_plus(p.split("=", 1)[0]) not in query]
+    added = [f"{quote(name, safe='')}={quote(text(item), safe='')}"
+             for name, item in _pairs(query)]
+    return urlunsplit(parts._replace(query="&".join(kept + added)))
+
+
+def _pairs(query: dict) -> Iterator[tuple[str, Any]]:
+    for name, value in query.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                yield name, item
+
+
+def request_headers(headers: dict) -> dict[str, str]:
+    """The caller's headers as text, with our User-Agent unless they chose one."""
+    out = {name: text(value) for name, value in headers.items()}
+    if not any(name.lower() == "user-agent" for name in out):
+        out["User-Agent"] = USER_AGENT
+    return out
+
+
+def encode_body(body: Any, headers: dict[str, str]) -> bytes | None:
+    """The body's bytes; sets a Content-Type unless one is given.
+
+    JSON values are serialized as ``application/json``; a string is sent as
+    written, labelled ``application/json`` when it parses as JSON (a template
+    like ``'{"text": "{{a.result.x}}"}'``) and ``text/plain`` otherwise.
+    """
+    if body is None:
+        return None
+    if isinstance(body, str):
+        data = body.encode("utf-8")
+        kind = "application/json" if _is_json(body) else "text/plain; charset=utf-8"
+    else:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        kind = "application/json"
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = kind
+    return data
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def decode_text(body: bytes, content_type: str | None) -> str:
+    """The body as text in its declared charset; UTF-8 (with U+FFFD) otherwise."""
+    found = _CHARSET.search(content_type or "")
+    try:  # an unknown charset, or a non-text codec such as "base64", falls back
+        return body.decode(codecs.lookup(found.group(1)).name if found else "utf-8",
+                           errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body_text: str) -> Any:
+    """The body parsed as strict JSON, or None when it is not JSON (or nests too deep)."""
+    if not body_text.strip():
+        return None
+    try:
+        value = json.loads(body_text.lstrip("\ufeff"), parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return None
+    return None if depth_exceeds(value, MAX_JSON_DEPTH) else value
