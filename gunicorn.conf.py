@@ -128,6 +128,7 @@ def post_worker_init(worker):
         stop(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+    worker.log.info("worker ready (pid: %s)", worker.pid)
 
 
 def worker_abort(worker):

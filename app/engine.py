@@ -89,17 +89,25 @@ class Run:
         return self._response()
 
     def _wait(self, seconds: float) -> None:
+        """Apply the outcomes that arrive within ``seconds``, judged by when they ended."""
         try:
-            node_id, attempt, outcome = self.outcomes.get(timeout=max(0.0, seconds))
+            item = self.outcomes.get(timeout=max(0.0, seconds))
         except queue.Empty:
             return
         while True:
+            node_id, attempt, outcome, ended = item
             current = self.running.get(node_id)
-            if current is not None and current[0] == attempt:  # late outcomes are ignored
+            # An outcome of an attempt already given up is ignored; one that ended
+            # after the run deadline is left for _hit_deadline (the run timed out,
+            # however soon after the handler returned), and one that ended after its
+            # attempt's limit is that attempt's TIMEOUT.
+            if current is not None and current[0] == attempt and ended < self.deadline:
                 del self.running[node_id]
+                if ended >= current[1]:
+                    outcome = self._timeout_error(node_id, current[1])
                 self._finish_attempt(node_id, outcome)
             try:
-                node_id, attempt, outcome = self.outcomes.get_nowait()
+                item = self.outcomes.get_nowait()
             except queue.Empty:
                 return
 
@@ -108,12 +116,14 @@ class Run:
             if now >= limit and now < self.deadline:
                 cancelled.set()
                 del self.running[node_id]
-                ms = round((limit - self.states[node_id].attempt_started) * 1000)
-                self._finish_attempt(node_id, NodeError(
-                    "TIMEOUT", f"The attempt exceeded its time limit of {ms} ms.", True))
+                self._finish_attempt(node_id, self._timeout_error(node_id, limit))
         while self.timers and self.timers[0][0] <= now:
             _, node_id = heapq.heappop(self.timers)
             self.ready.append(node_id)
+
+    def _timeout_error(self, node_id: str, limit: float) -> NodeError:
+        ms = round((limit - self.states[node_id].attempt_started) * 1000)
+        return NodeError("TIMEOUT", f"The attempt exceeded its time limit of {ms} ms.", True)
 
     # -- starting nodes ------------------------------------------------------
 
@@ -292,7 +302,8 @@ def _call(node: PlanNode, data: dict, ctx: NodeContext) -> Any:
 
 def _run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
                 outcomes: queue.SimpleQueue) -> None:
-    outcomes.put((node.id, attempt, _call(node, data, ctx)))
+    outcome = _call(node, data, ctx)
+    outcomes.put((node.id, attempt, outcome, time.monotonic()))
 
 
 class _Scope:

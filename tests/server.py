@@ -1,7 +1,6 @@
 """A real gunicorn (the production gunicorn.conf.py) on a free 127.0.0.1 port, for tests."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, workdir: Path, workers: int = 2, **settings: str):
+        self.workers = workers
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -46,14 +46,15 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
+        # Ready when every worker has installed its signal handlers: a SIGTERM that
+        # reaches a worker still booting is lost (it still has the master's handlers).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
+            if self.log_tail(10_000).count("worker ready") >= self.workers:
                 return self
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError("gunicorn did not start")
 
     def stop(self) -> None:

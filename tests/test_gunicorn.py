@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -87,3 +90,70 @@ def test_workers_share_the_log_file_without_losing_or_mixing_lines(tmp_path):
     assert logged == [f"line-{n:03d}" for n in range(120)]
     summaries = [e for e in entries if e["message"] == "run finished"]
     assert len(summaries) == 120 and len({e["pid"] for e in summaries}) > 1
+
+
+def wait_for(predicate, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def running_pid(server, run_id):
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        row = db.execute("SELECT worker_pid FROM runs WHERE id = ? AND status = 'running'",
+                         (run_id,)).fetchone()
+    return row and row[0]
+
+
+def slow_run(run_id, ms=10_000):
+    return {"runId": run_id, "definition": definition("root>wait", wait={
+        "type": "delay", "payload": {"delayMs": ms}})}
+
+
+def test_a_killed_worker_leaves_no_run_running_and_no_reservation(server):
+    before = balance(server, "dev-token")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.request, "POST", "/v1/runs/sync", slow_run("run_killed"))
+        pid = wait_for(lambda: running_pid(server, "run_killed"))
+        assert balance(server, "dev-token") == before - 1  # reserved
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(OSError):  # the connection dies with the worker
+            pending.result(timeout=30)
+    status, run = wait_for(lambda: (lambda r: r if r[1]["status"] != "running" else None)(
+        server.request("GET", "/v1/runs/run_killed")))
+    assert status == 200 and run["status"] == "failure" and run["error"]["code"] == "ABORTED"
+    assert balance(server, "dev-token") == before
+    assert server.request("POST", "/v1/runs/sync", ONE_CU)[0] == 200  # the service goes on
+
+
+def test_runs_beyond_the_token_limit_get_429(tmp_path):
+    server = Server(tmp_path, workers=3, MAX_CONCURRENT_RUNS="1")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(server.request, "POST", "/v1/runs/sync",
+                                slow_run("run_first", 1500))
+            wait_for(lambda: running_pid(server, "run_first"))
+            status, body = server.request("POST", "/v1/runs/sync", ONE_CU)
+            assert status == 429 and body["code"] == 429000
+            assert first.result(timeout=30)[0] == 200
+        assert server.request("POST", "/v1/runs/sync", ONE_CU)[0] == 200
+    finally:
+        server.stop()
+
+
+def test_sigterm_lets_the_run_in_flight_finish(server):
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.request, "POST", "/v1/runs/sync",
+                              slow_run("run_graceful", 1500))
+        wait_for(lambda: running_pid(server, "run_graceful"))
+        server.process.send_signal(signal.SIGTERM)
+        status, body = pending.result(timeout=30)
+    assert status == 200 and body["status"] == "success"
+    assert body["executionState"]["wait"]["result"]["delayedMs"] == 1500
+    assert server.process.wait(timeout=30) == 0
