@@ -1,0 +1,297 @@
+"""The code-transform node: JavaScript in a fresh isolate, in a helper process."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.nodes import code_transform
+from app.nodes.base import NodeContext, NodeError
+from tests.helpers import definition, post_run, run_engine, run_nodes
+
+LOOP = "function transform(input) { while (true) {} }"
+GROW = "function transform(input) { const a = []; while (true) a.push(new Array(1e5).fill(1)); }"
+
+
+def call(code: str, seconds: float = 10.0, **payload) -> object:
+    """Load the payload and limit the attempt as the engine does; return ``output``."""
+    data = code_transform.Payload().load({"code": code, **payload})
+    limit = min(seconds, data["timeout"] / 1000)  # the engine's _limit_ms, in short
+    ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + limit)
+    return code_transform.run(data, ctx)["output"]
+
+
+def fails(code: str, expected: str = "CODE_ERROR", **payload) -> NodeError:
+    with pytest.raises(NodeError) as caught:
+        call(code, **payload)
+    assert caught.value.code == expected, caught.value.as_dict()
+    return caught.value
+
+
+# -- results -------------------------------------------------------------------
+
+
+def test_transform_returns_its_output():
+    code = "function transform(input) { return {sum: input.a + input.b} }"
+    assert call(code, input={"a": 1, "b": 2}) == {"sum": 3}
+
+
+def test_transform_input_defaults_to_an_empty_object():
+    assert call("function transform(input) { return [typeof input, Object.keys(input)] }") \
+        == ["object", []]
+
+
+@pytest.mark.parametrize("value", [
+    None, 0, -1.5, True, "text", [], [1, [2, {"a": None}]],
+    {"s": "héllo \u2028 😀 </script> \"quotes\" 'single' `tick` ${x} \\ \n end"},
+])
+def test_transform_input_passes_as_is(value):
+    assert call("function transform(input) { return input }", input=value) == value
+
+
+def test_transform_may_be_a_const_arrow_function():
+    assert call("const transform = (xs) => xs.map(x => x * 2)", input=[1, 2]) == [2, 4]
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ("undefined", None),
+    ("() => 1", None),
+    ("Symbol('s')", None),
+    ("NaN", None),
+    ("{a: () => 1, b: undefined, c: 1}", {"c": 1}),
+    ("[undefined, () => 1]", [None, None]),
+    ("new Date(0)", "1970-01-01T00:00:00.000Z"),
+])
+def test_transform_output_follows_json_stringify(expression, expected):
+    assert call(f"function transform(input) {{ return {expression} }}") == expected
+
+
+def test_nothing_one_call_defines_is_seen_by_the_next():
+    call("var leaked = 1; globalThis.alsoLeaked = 2; Object.prototype.polluted = 3;"
+         "function transform(input) { return 0 }")
+    seen = call("function transform(input) {"
+                " return [typeof leaked, typeof alsoLeaked, typeof ({}).polluted] }")
+    assert seen == ["undefined", "undefined", "undefined"]
+
+
+@pytest.mark.parametrize("name", [
+    "require", "process", "fetch", "XMLHttpRequest", "setTimeout", "ArrayBuffer",
+    "SharedArrayBuffer", "Uint8Array", "Float64Array", "DataView", "WebAssembly", "Atomics",
+])
+def test_no_host_apis_or_buffers(name):
+    assert call(f"function transform(input) {{ return typeof {name} }}") == "undefined"
+
+
+def test_concurrent_calls_do_not_mix():
+    code = ("var mine = {n}; function transform(input) {{"
+            " return [mine, input.n, typeof other] }}")
+    results, errors = {}, []
+
+    def one(n: int) -> None:
+        try:
+            results[n] = call(code.format(n=n), input={"n": n}, timeout=10_000)
+        except Exception as error:  # collected: an assert in a thread is lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results == {n: [n, n, "undefined"] for n in range(6)}
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def test_infinite_loop_is_a_retryable_timeout():
+    started = time.monotonic()
+    error = fails(LOOP, "TIMEOUT", timeout=300)
+    assert error.retryable is True and "300 ms" in error.message
+    assert time.monotonic() - started < 5
+
+
+def test_loop_at_the_top_level_is_a_timeout():
+    fails("while (true) {}", "TIMEOUT", timeout=300)
+
+
+def test_time_limit_is_the_attempts_when_shorter():
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        call(LOOP, seconds=0.3, timeout=10_000)
+    assert caught.value.code == "TIMEOUT"
+    assert time.monotonic() - started < 5
+
+
+def test_runaway_memory_is_a_code_error():
+    assert "memory limit" in fails(GROW).message
+
+
+def test_the_process_survives_a_loop_and_running_out_of_memory():
+    fails(LOOP, "TIMEOUT", timeout=300)
+    fails(GROW)
+    assert call("function transform(input) { return input.x * 2 }", input={"x": 21}) == 42
+
+
+def test_the_process_survives_v8_aborting():
+    # V8 aborts its process on this ("Fatal JavaScript invalid size error"):
+    # inside the worker it would take the worker, and this test run, down.
+    error = fails("function transform(input) { return 'x'.repeat(2**28).split('').length }")
+    assert "memory limit" in error.message
+    assert call("function transform(input) { return 'alive' }") == "alive"
+
+
+CRASHING_HELPER = """
+import os, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGTRAP)  # what V8's abort does
+"""
+
+
+def test_a_helper_killed_by_a_signal_fails_one_call(monkeypatch):
+    code_transform._kill_idle()
+    monkeypatch.setattr(code_transform, "_HELPER", CRASHING_HELPER)
+    assert "memory limit" in fails("function transform(input) { return 1 }").message
+    monkeypatch.undo()
+    assert call("function transform(input) { return 1 }") == 1
+
+
+def test_a_helper_that_cannot_start_is_internal(monkeypatch):
+    code_transform._kill_idle()
+    monkeypatch.setattr(code_transform, "_HELPER", "raise SystemExit(3)")
+    error = fails("function transform(input) { return 1 }", "INTERNAL")
+    assert "exit status 3" in error.message
+    monkeypatch.undo()
+    assert call("function transform(input) { return 1 }") == 1
+
+
+def test_syntax_error_names_the_line():
+    error = fails("function transform(input) {\n  return input +;\n}")
+    assert error.message.startswith("SyntaxError:") and "(line 2)" in error.message
+
+
+def test_thrown_error_names_the_message_and_line():
+    error = fails("function transform(input) {\n  throw new TypeError('bad ' + input.n)\n}",
+                  input={"n": 7})
+    assert error.message == "TypeError: bad 7 (line 2)"
+    assert error.retryable is False
+
+
+def test_thrown_string():
+    assert fails("function transform(input) { throw 'plain' }").message == "plain (line 1)"
+
+
+def test_long_messages_are_clipped():
+    error = fails("function transform(input) { throw 'x'.repeat(5000) }")
+    assert len(error.message) <= code_transform.MAX_MESSAGE_CHARS + 1
+
+
+@pytest.mark.parametrize("code, words", [
+    ("var x = 1", "does not define a function transform"),
+    ("var transform = 5", "does not define a function transform"),
+    ("async function transform(input) { return 1 }", "Promise"),
+    ("function transform(input) { return 1n }", "cannot be written as JSON"),
+    ("function transform(input) { const a = {}; a.a = a; return a }",
+     "cannot be written as JSON"),
+    ("function transform(input) { let a = []; for (let i = 0; i < 100; i++) a = [a];"
+     " return a }", "nested deeper than 64"),
+    ("function transform(input) { return null.x }", "TypeError"),
+    ("function transform(input) { return 'x'.repeat(5 * 2**20 + 1) }", "the limit is"),
+])
+def test_code_errors(code, words):
+    assert words in fails(code).message
+
+
+def test_unpaired_surrogate_in_code_is_invalid_input():
+    error = fails("function transform(input) { return '\ud800' }", "INVALID_INPUT")
+    assert error.message.startswith("code:")
+
+
+def test_input_that_is_not_json_is_invalid_input():
+    data = {"code": "function transform(input) { return 1 }", "input": float("nan"),
+            "timeout": 5000}
+    ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + 10)
+    with pytest.raises(NodeError) as caught:
+        code_transform.run(data, ctx)
+    assert caught.value.code == "INVALID_INPUT" and caught.value.message.startswith("input:")
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({}, "code"),
+    ({"code": 5}, "code"),
+    ({"code": "", "timeout": 10_001}, "timeout"),
+    ({"code": "", "timeout": 0}, "timeout"),
+    ({"code": "", "timeout": "5000"}, "timeout"),
+])
+def test_code_transform_schema_rejects(payload, field):
+    assert field in code_transform.Payload().validate(payload)
+
+
+def test_code_transform_schema_defaults():
+    assert code_transform.Payload().load({"code": ""}) == {
+        "code": "", "input": {}, "timeout": 5000}
+
+
+# -- through the engine and HTTP ------------------------------------------------
+
+
+def test_transform_result_feeds_later_nodes():
+    out = run_nodes(
+        "root>ct", "ct>say",
+        ct={"type": "code-transform", "payload": {
+            "code": "function transform(items) {"
+                    " return {total: items.reduce((s, i) => s + i.price, 0)} }",
+            "input": "{{root.result.items}}"}},
+        say={"type": "log", "payload": {"message": "total {{ct.result.output.total}}"}},
+        payload={"items": [{"price": 1.5}, {"price": 2}]})
+    assert out["status"] == "success", out["error"]
+    assert out["executionState"]["ct"]["result"] == {"output": {"total": 3.5}}
+    assert out["executionState"]["say"]["result"]["message"] == "total 3.5"
+
+
+def test_payload_timeout_limits_the_attempt_in_the_engine():
+    out = run_nodes("root>ct", ct={"type": "code-transform",
+                                   "payload": {"code": LOOP, "timeout": 200}})
+    state = out["executionState"]["ct"]
+    assert state["status"] == "failure" and state["error"]["code"] == "TIMEOUT"
+    assert out["durationMs"] < 5000
+
+
+def test_run_deadline_ends_a_transform():
+    body = {"definition": definition("root>ct", ct={
+        "type": "code-transform", "payload": {"code": LOOP}}), "timeoutMs": 300}
+    started = time.monotonic()
+    out = run_engine(body)
+    assert time.monotonic() - started < 5
+    assert out["error"]["code"] == "RUN_TIMEOUT"
+    state = out["executionState"]["ct"]
+    assert state["status"] == "failure" and state["error"]["code"] == "TIMEOUT"
+
+
+def test_resolved_timeout_above_maximum_is_invalid_input():
+    out = run_nodes("root>ct", ct={"type": "code-transform", "payload": {
+        "code": "function transform(i) { return i }", "timeout": "{{root.result.t}}"}},
+        payload={"t": 20_000})
+    state = out["executionState"]["ct"]
+    assert state["status"] == "failure" and state["error"]["code"] == "INVALID_INPUT"
+
+
+def test_http_timeout_above_maximum_is_400(client):
+    body = {"definition": definition("root>ct", ct={"type": "code-transform", "payload": {
+        "code": "function transform(i) { return i }", "timeout": 20_000}})}
+    response = post_run(client, body)
+    assert response.status_code == 400
+    assert response.json["code"] == 400228
+    assert "definition.nodes.ct.payload.timeout" in response.json["errors"]
+
+
+def test_http_syntax_error_fails_the_node_not_the_request(client):
+    body = {"definition": definition("root>ct", ct={"type": "code-transform", "payload": {
+        "code": "function transform(i) { return i +; }"}})}
+    response = post_run(client, body)
+    assert response.status_code == 200, response.json
+    state = response.json["executionState"]["ct"]
+    assert state["status"] == "failure" and state["error"]["code"] == "CODE_ERROR"
