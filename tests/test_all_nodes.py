@@ -1,0 +1,79 @@
+"""One workflow using every node type, end to end through the HTTP API.
+
+http-request and send-webhook reach a real HTTP server on 127.0.0.1, let through
+by the operator allow-list (the default configuration would block it).
+"""
+from __future__ import annotations
+
+import pytest
+
+from app.nodes import NODE_TYPES
+from tests.helpers import post_run
+from tests.http_support import serve
+
+
+@pytest.fixture
+def local():
+    with serve() as server:
+        yield server
+
+
+def test_every_node_type_in_one_workflow(app, client, local):
+    app.config["OUTBOUND_ALLOW"] = ["127.0.0.1/32"]
+    nodes = {
+        "root": {"type": "manual", "children": ["hello", "fetch", "id", "wait", "low", "high",
+                                                "wei", "rx", "js", "keep", "pick", "check"]},
+        "hello": {"type": "hello-world", "payload": {"name": "{{root.result.who}}"}},
+        "fetch": {"type": "http-request", "payload": {
+            "url": local.url("/items"), "method": "POST", "body": {"q": "{{root.result.who}}"}}},
+        "id": {"type": "generate-id", "payload": {"format": "shortid", "length": 6}},
+        "wait": {"type": "delay", "payload": {"delayMs": 5}},
+        "low": {"type": "list-min", "payload": {"array": "{{root.result.prices}}"}},
+        "high": {"type": "list-max", "payload": {"array": "{{root.result.prices}}"}},
+        "wei": {"type": "convert-to-wei", "payload": {"value": "1.25", "decimals": 6},
+                "children": ["unwei"]},
+        "unwei": {"type": "convert-from-wei", "payload": {"wei": "{{wei.result.wei}}",
+                                                          "decimals": 6}},
+        "rx": {"type": "regex", "payload": {"text": "order #42", "pattern": "#(?P<n>\\d+)"}},
+        "js": {"type": "code-transform", "payload": {
+            "input": "{{root.result.prices}}",
+            "code": "function transform(xs) { return xs.map(Number).reduce((a, b) => a + b); }"}},
+        "keep": {"type": "filter", "payload": {"array": "{{root.result.rows}}",
+                                               "filter": {"$and": [{"n": {"$gt": 1}}]}}},
+        "pick": {"type": "pluck", "payload": {"array": "{{root.result.rows}}", "field": "n"}},
+        "check": {"type": "if", "payload": {"condition": {"$and": [
+            {"{{root.result.who}}": {"$eq": "Ann"}}]}}, "children": ["yes", "no"]},
+        "yes": {"type": "format", "branch": "then", "children": ["hook"], "payload": {
+            "data": "{{root.result.rows}}", "template": "n={{@n}}", "separator": ","}},
+        "no": {"type": "log", "branch": "else", "payload": {"message": "not Ann"}},
+        "hook": {"type": "send-webhook", "children": ["done"], "payload": {
+            "url": local.url("/hook"), "body": {"text": "{{yes.result.formatted}}"}}},
+        "done": {"type": "log", "payload": {
+            "message": "{{yes.result.formatted}} {{hook.result.status}} {{root.result.who}}"}},
+    }
+    assert {n["type"] for n in nodes.values()} == set(NODE_TYPES)  # every type is used
+    body = {"definition": {"nodes": nodes},
+            "payload": {"who": "Ann", "prices": ["3", 1.5, 2], "rows": [{"n": 1}, {"n": 2}]}}
+    response = post_run(client, body)
+    assert response.status_code == 200, response.json
+    run = response.json
+    state = {k: v.get("result") for k, v in run["executionState"].items()}
+    assert run["status"] == "success", run
+    assert state["hello"]["message"] == "Hello, Ann!"
+    assert state["fetch"]["status"] == 200
+    assert state["fetch"]["json"]["method"] == "POST"
+    assert state["fetch"]["json"]["body"] == '{"q":"Ann"}'
+    assert len(state["id"]["id"]) == 6
+    assert state["wait"] == {"status": "completed", "delayedMs": 5}
+    assert (state["low"]["min"], state["high"]["max"]) == (1.5, "3")
+    assert state["unwei"] == {"value": "1.25"} and state["wei"] == {"wei": "1250000"}
+    assert state["rx"]["matches"]["n"] == "42"
+    assert state["js"] == {"output": 6.5}
+    assert state["keep"] == {"filtered": [{"n": 2}]}
+    assert state["pick"] == {"values": [1, 2]}
+    assert state["check"] == {"branch": "then"}
+    assert run["executionState"]["no"]["reason"] == "branch_not_taken"
+    assert state["hook"]["status"] == "delivered"
+    assert sorted(s.path for s in local.seen) == ["/hook", "/items"]
+    assert state["done"]["message"] == "n=1,n=2 delivered Ann"
+    assert run["totalCu"] == len(nodes) - 2  # no root, no skipped "no"
