@@ -5,7 +5,9 @@ A value that does not parse stops the start-up with a message naming it.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +27,22 @@ def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                   r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
+
+
+def _allow_list(text: str) -> list[str]:
+    """Host names or IP networks; anything else (``10.0.0.0/33``) is refused."""
+    entries = _list(text)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if "/" in entry or ":" in entry or not _HOST.match(entry):
+                raise ValueError(f"{entry!r} is neither a host name nor an IP network") from None
+    return entries
+
+
 # name: (default, parser of the environment's text)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "STORE_PATH": ("var/runner.sqlite3", str),
@@ -39,7 +57,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "RUN_RETENTION_DAYS": (30, _int(1)),
     "MAX_CONCURRENT_RUNS": (10, _int(0)),  # per token; 0 = no limit
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
-    "OUTBOUND_ALLOW": ([], _list),
+    "OUTBOUND_ALLOW": ([], _allow_list),
 }
 
 
