@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -207,3 +208,18 @@ def test_each_run_logs_one_summary_line(app, client, tmp_path):
     assert summary[0]["status"] == "success" and summary[0]["nodeCount"] == 2
     node_log = [e for e in lines if e.get("nodeId") == "greet"]
     assert node_log and node_log[0]["requestId"] == "req-summary"
+
+
+def test_too_many_runs_in_flight_is_429_after_the_balance_check(app, client):
+    app.config["MAX_CONCURRENT_RUNS"] = 1
+    store = app.extensions["store"]
+    token = store.token_by_name("dev")
+    store.start_run("run_in_flight", token.id, None, 1, time.time() + 60)
+    response = post_run(client, TWO_NODES)
+    assert_error(response, 429, 429000)
+    assert response.headers["Retry-After"] == "1"
+    store.create_token("broke", 0, secret="broke-token")
+    store.start_run("run_broke", store.token_by_name("broke").id, None, 0, time.time() + 60)
+    poor = client.post("/v1/runs/sync", json=TWO_NODES,
+                       headers={"Authorization": "Bearer broke-token"})
+    assert_error(poor, 402, 402000)  # balance is checked before concurrency
