@@ -45,9 +45,10 @@ reload = os.environ.get("GUNICORN_RELOAD") == "1"
 control_socket_disable = True
 
 # -- Logging --------------------------------------------------------------------
-# gunicorn's own messages and its access lines are JSON lines on stdout; the app
-# adds the shared log file in each worker (see post_fork), where each run also
-# leaves one summary line.
+# gunicorn's own messages are JSON lines on stdout; the app adds the shared log
+# file in each worker (see post_fork), where each run leaves one summary line.
+# Access lines repeat what that line says, at a cost per request: they are off
+# unless GUNICORN_ACCESS_LOG=1.
 errorlog = "-"
 logconfig_dict = {
     "version": 1,
@@ -58,7 +59,9 @@ logconfig_dict = {
     "root": {"level": "INFO", "handlers": ["stdout"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {
+            "level": "INFO" if os.environ.get("GUNICORN_ACCESS_LOG") == "1" else "WARNING",
+            "handlers": ["stdout"], "propagate": False},
     },
 }
 

@@ -34,7 +34,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from . import metrics
-from .expressions import MISSING, Path, resolve, resolve_string, walk
+from .expressions import MISSING, Budget, ExpressionError, Path, resolve, resolve_string, walk
 from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, schema_of
 from .pool import pool
 from .schemas import flatten
@@ -44,6 +44,9 @@ from .validation import Plan, PlanNode
 log = logging.getLogger("app.engine")
 
 NEVER_RETRIED = {"BLOCKED_DESTINATION"}
+# A node's resolved input may be at most this large (characters of JSON): a short
+# payload could otherwise copy a large result thousands of times into memory.
+MAX_INPUT_CHARS = 4 * 1024 * 1024
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
@@ -154,15 +157,19 @@ class Run:
         node, state = self.plan.nodes[node_id], self.states[node_id]
         state.begin_attempt(time.time(), time.monotonic())
         try:
-            state.input = resolve(node.payload, self.scope.lookup)
+            state.input = resolve(node.payload, self.scope.lookup, Budget(MAX_INPUT_CHARS))
             data = schema_of(node.module.Payload).load(state.input)
+        except ExpressionError as error:
+            state.input = MISSING  # never shown: it may be what was too large
+            self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
+            return None
         except ValidationError as error:
             messages = "; ".join(f"{k or 'payload'}: {' '.join(v)}"
                                  for k, v in flatten(error.messages).items())
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", messages))
             return None
         limit = time.monotonic() + self._limit_ms(node, data) / 1000
-        inline = getattr(node.module, "INLINE", False)
+        inline = _runs_inline(node.module, data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler cannot be interrupted: no event to build
                           cancelled=_NEVER_CANCELLED if inline else threading.Event(),
@@ -279,6 +286,14 @@ class Run:
 
 
 _NEVER_CANCELLED = threading.Event()
+
+
+def _runs_inline(module, data: dict) -> bool:
+    """``INLINE`` types always; types with ``inline(data)`` when it says so (small inputs)."""
+    if getattr(module, "INLINE", False):
+        return True
+    small = getattr(module, "inline", None)
+    return small is not None and small(data)
 
 
 @functools.cache

@@ -260,27 +260,64 @@ def _strings(value: Any):
 Lookup = Callable[[Path], Any]
 
 
-def resolve(value: Any, lookup: Lookup) -> Any:
+class Budget:
+    """How much one resolution may produce, in characters of JSON.
+
+    A short payload can ask for a lot: ten thousand copies of a large result,
+    inside text or as values. What each hole produces is counted, and past the
+    limit resolution stops with ``ExpressionError``.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.left = limit, limit
+        self._sizes: dict[int, int] = {}  # id → JSON size of containers seen
+
+    def spend(self, amount: int) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
+
+    def size(self, value: Any) -> int:
+        """About the length of ``value`` as JSON (memoised: results are shared)."""
+        if isinstance(value, str):
+            return len(value) + 2
+        if not isinstance(value, (dict, list)):
+            return 5 if value is None or isinstance(value, bool) else len(str(value))
+        known = self._sizes.get(id(value))
+        if known is None:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            known = 2 + sum(self.size(v) + (len(k) + 4 if isinstance(k, str) else 1)
+                            for k, v in items)
+            self._sizes[id(value)] = known
+        return known
+
+
+def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
     """A copy of ``value`` with every hole replaced (object keys untouched)."""
     if isinstance(value, str):
-        return resolve_string(value, lookup) if is_template(value) else value
+        return resolve_string(value, lookup, budget) if is_template(value) else value
     if isinstance(value, dict):
-        return {k: resolve(v, lookup) for k, v in value.items()}
+        return {k: resolve(v, lookup, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, lookup) for v in value]
+        return [resolve(v, lookup, budget) for v in value]
     return value
 
 
-def resolve_string(text: str, lookup: Lookup) -> Any:
+def resolve_string(text: str, lookup: Lookup, budget: Budget | None = None) -> Any:
     """Resolve one string: a lone hole keeps its type, otherwise text."""
     template = parse(text)
     single = template.single
     if single is not None:
         value = evaluate(single, lookup)
+        if budget is not None:
+            budget.spend(budget.size(value))
         return None if value is MISSING else value
     out = []
     for part in template.parts:
-        out.append(part if isinstance(part, str) else to_text(evaluate(part, lookup)))
+        piece = part if isinstance(part, str) else to_text(evaluate(part, lookup))
+        if budget is not None:
+            budget.spend(len(piece))
+        out.append(piece)
     return "".join(out)
 
 

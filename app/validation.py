@@ -115,14 +115,15 @@ def _top_level_code(path: str) -> int:
 def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Plan:
     """The plan of a run request, or ``Invalid`` listing every problem."""
     problems = Invalid()
-    schema = ValidateRequestSchema() if validate_only else RunRequestSchema()
+    schema = schema_of(ValidateRequestSchema if validate_only else RunRequestSchema)
     request = _load(schema, body, "", problems)
     timeout = request.get("timeoutMs")
     if timeout is not None and not 1 <= timeout <= limits.run_deadline_ms:
         problems.add("timeoutMs", f"Must be between 1 and {limits.run_deadline_ms}.")
     plan = None
     if "definition" in request:
-        definition = _load(DefinitionSchema(), request["definition"], "definition", problems)
+        definition = _load(schema_of(DefinitionSchema), request["definition"], "definition",
+                           problems)
         if isinstance(definition.get("nodes"), dict):
             plan = _check_definition(definition, limits, problems)
             _check_inputs(definition, request.get("payload", {}), problems)
@@ -150,7 +151,7 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
         where = f"definition.nodes.{node_id}"
         if not re.fullmatch(NODE_ID, node_id):
             problems.add(where, "Node ids must match ^[A-Za-z0-9_-]{1,64}$.")
-        node = _load(NodeSchema(), raw, where, problems)
+        node = _load(schema_of(NodeSchema), raw, where, problems)
         node.setdefault("children", [])
         nodes[node_id] = node
         _check_type(node_id, node, problems)

@@ -281,3 +281,12 @@ def test_a_join_of_only_untaken_branches_is_skipped():
                     b={"type": "t-echo", "branch": "else"}, j={"type": "t-echo"})
     assert states(out)["j"] == ("skipped", "branch_not_taken")
     assert states(out)["b"] == ("success", None)
+
+
+def test_an_input_that_would_copy_a_result_thousands_of_times_is_refused():
+    copies = " ".join(["{{root.result.big}}"] * 2000)  # 40 kB of payload, 200 MB resolved
+    out = run_nodes("root>a", payload={"big": "x" * 100_000},
+                    a={"type": "t-echo", "payload": {"value": copies}})
+    node = out["executionState"]["a"]
+    assert node["error"]["code"] == "INVALID_INPUT" and "exceed" in node["error"]["message"]
+    assert "input" not in node

@@ -191,3 +191,18 @@ def test_text_of_containers_is_compact_json(value):
         # JavaScript writes 6.6e16 as 66000000000000000: compare numbers as floats
         assert (json.loads(to_text(value), parse_int=float)
                 == json.loads(json.dumps(value), parse_int=float))
+
+
+def test_a_budget_stops_resolutions_that_would_blow_up():
+    from app.expressions import Budget
+
+    big = {"rows": ["x" * 1000] * 100}  # about 100 kB as JSON
+    def lookup(path):
+        return walk({"a": big}, path.segments)
+
+    many_copies = {f"k{i}": "{{a}}" for i in range(100)}
+    with pytest.raises(ExpressionError, match="exceed 1000000"):
+        resolve(many_copies, lookup, Budget(1_000_000))
+    with pytest.raises(ExpressionError):
+        resolve("{{a}}" * 100, lookup, Budget(1_000_000))
+    assert resolve({"k": "{{a}}"}, lookup, Budget(1_000_000))["k"] is big  # shared, not copied

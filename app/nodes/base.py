@@ -9,7 +9,8 @@ A node type is a module with:
   raises ``NodeError``;
 - optionally ``MAX_TIMEOUT_MS`` (default 60000), ``TIMEOUT_FIELD`` (a payload
   key, in ms, that also limits the attempt), ``INLINE = True`` for pure,
-  quick handlers that may run on the scheduling thread, and
+  quick handlers that may run on the scheduling thread (or ``inline(data) ->
+  bool`` for handlers that are quick on small inputs only), and
   ``CONDITION_FIELDS`` (payload keys holding a condition whose object keys are
   expressions too).
 """
@@ -26,6 +27,17 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 DEFAULT_MAX_TIMEOUT_MS = 60_000
+# Up to this many items, a handler that walks an array once is quick enough (well
+# under a millisecond) to run on the scheduling thread and save a thread hand-off.
+SMALL_ARRAY = 1000
+# Text a handler builds (format) may be at most this long.
+MAX_TEXT_CHARS = 4 * 1024 * 1024
+
+
+def small_array(data: dict) -> bool:
+    """``inline`` for handlers that walk ``data["array"]`` once."""
+    array = data.get("array")
+    return isinstance(array, list) and len(array) <= SMALL_ARRAY
 
 
 class NodeError(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ..expressions import Segment, to_text
-from .base import Any_, NodeContext, NodeError, PayloadSchema, Str
+from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
 from .values import ITEM_HOLE, at_path, parse_path
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
@@ -55,13 +55,26 @@ def render(parts: list[Part], item: Any) -> str:
     return "".join(p if isinstance(p, str) else to_text(at_path(item, p)) for p in parts)
 
 
+def inline(data: dict) -> bool:
+    """Quick enough for the scheduling thread: few items and a short template."""
+    items = len(data["data"]) if isinstance(data["data"], list) else 1
+    return items * (len(data["template"]) + 64) <= SMALL_ARRAY * 100
+
+
 def run(data: dict, ctx: NodeContext) -> dict:
-    """``{formatted}``: the rendered text."""
+    """``{formatted}``: the rendered text, at most ``MAX_TEXT_CHARS`` long."""
     try:
         parts = compile_template(data["template"])
     except ValueError as error:  # the schema checked it; kept for direct callers
         raise NodeError("INVALID_INPUT", str(error)) from None
     value = data["data"]
-    if isinstance(value, list):
-        return {"formatted": data["separator"].join(render(parts, item) for item in value)}
-    return {"formatted": render(parts, value)}
+    items = value if isinstance(value, list) else [value]
+    pieces, length = [], 0
+    for item in items:
+        piece = render(parts, item)
+        length += len(piece) + len(data["separator"])
+        if length > MAX_TEXT_CHARS + len(data["separator"]):
+            raise NodeError("INVALID_INPUT",
+                            f"The formatted text would exceed {MAX_TEXT_CHARS} characters.")
+        pieces.append(piece)
+    return {"formatted": data["separator"].join(pieces)}

@@ -4,10 +4,12 @@ See ``listcompare`` for what compares and how.
 """
 from __future__ import annotations
 
-from .base import NodeContext
+from .base import NodeContext, small_array
 from .listcompare import Payload, pick
 
-__all__ = ["Payload", "run"]
+__all__ = ["Payload", "inline", "run"]
+
+inline = small_array
 
 
 def run(data: dict, ctx: NodeContext) -> dict:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from .base import Arr, NodeContext, PayloadSchema, Str
+from .base import SMALL_ARRAY, Arr, NodeContext, NodeError, PayloadSchema, Str
 from .values import at_path, check_path, parse_path, present
+
+MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built
 
 
 class Payload(PayloadSchema):
@@ -28,9 +30,21 @@ class Payload(PayloadSchema):
                                   "field")
 
 
+def _names(data: dict) -> list[str]:
+    return [data["field"]] if "field" in data else data["fields"]
+
+
+def inline(data: dict) -> bool:
+    """Quick enough for the scheduling thread when items × fields is small."""
+    return len(data["array"]) * len(_names(data)) <= SMALL_ARRAY
+
+
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{values}``: one value (or object of values) per item, null where missing."""
-    names = [data["field"]] if "field" in data else data["fields"]
+    names = _names(data)
+    if len(data["array"]) * len(names) > MAX_VALUES:
+        raise NodeError("INVALID_INPUT", f"{len(data['array'])} items × {len(names)} fields "
+                        f"is more than {MAX_VALUES} values.")
     paths = {name: parse_path(name) for name in names}
     if len(names) == 1:
         path = paths[names[0]]

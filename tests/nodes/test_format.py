@@ -1,6 +1,8 @@
 """The ``format`` node: a template over an array or an object."""
 from __future__ import annotations
 
+import pytest
+
 from app.nodes import format_
 from tests.helpers import run_nodes
 from tests.nodes.support_pure import call, failed_with, literal_rejected, schema_errors
@@ -95,3 +97,13 @@ def test_data_resolving_to_a_number_is_invalid_input():
                     fmt={"type": "format", "payload": {"data": "{{root.result.n}}",
                                                        "template": "{{@a}}"}})
     assert "data: Must be an array or an object." in failed_with(out, "fmt")
+
+
+def test_output_larger_than_the_text_limit_is_refused():
+    from app.nodes import format_
+    from app.nodes.base import MAX_TEXT_CHARS, NodeContext, NodeError
+
+    data = format_.Payload().load({"data": [0] * 1000, "template": "y" * 5000})
+    with pytest.raises(NodeError, match=str(MAX_TEXT_CHARS)) as caught:
+        format_.run(data, NodeContext("run_t", "n", deadline=1e12))
+    assert caught.value.code == "INVALID_INPUT"

@@ -1,6 +1,8 @@
 """The ``pluck`` node: fields out of every item."""
 from __future__ import annotations
 
+import pytest
+
 from app.nodes import pluck
 from tests.helpers import run_nodes
 from tests.nodes.support_pure import call, failed_with, literal_rejected, schema_errors
@@ -96,3 +98,13 @@ def test_field_resolving_to_a_bad_path_is_invalid_input():
     out = run_nodes("root>p", payload={"f": "a[0"},
                     p={"type": "pluck", "payload": {"array": [], "field": "{{root.result.f}}"}})
     assert "Invalid field path 'a[0'" in failed_with(out, "p")
+
+
+def test_too_many_values_are_refused_not_built():
+    from app.nodes import pluck
+    from app.nodes.base import NodeContext, NodeError
+
+    data = pluck.Payload().load({"array": [{}] * 2000, "fields": [f"f{i}" for i in range(600)]})
+    with pytest.raises(NodeError) as caught:
+        pluck.run(data, NodeContext("run_t", "n", deadline=1e12))
+    assert caught.value.code == "INVALID_INPUT"
