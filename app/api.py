@@ -100,14 +100,15 @@ def run_sync():
         raise
     finally:
         logconfig.redactor.reset(redacting)
-    store.finish_run(run_id, body)
+    text = current_app.json.dumps(body)  # once, for the store and the response
+    store.finish_run(run_id, body, text)
     metrics.record_run(body)
     _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
     run_log.info("run finished", extra={
         "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
         "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
         "errorCode": (body["error"] or {}).get("code")})
-    return jsonify(body)
+    return current_app.response_class(text, mimetype="application/json")
 
 
 _next_prune = 0.0

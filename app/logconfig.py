@@ -33,6 +33,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, requestId, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Each handler (stdout, the file) formats the record: write it once.
+        cached = record.__dict__.get("_json")
+        if cached is None:
+            cached = record.__dict__["_json"] = self._format(record)
+        return cached
+
+    def _format(self, record: logging.LogRecord) -> str:
         redact = redactor.get() or _NO_SECRETS
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

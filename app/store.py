@@ -166,9 +166,17 @@ class Store:
         ``expires_at``: when a run still marked running is certainly dead (its
         worker would have been killed by then). ``max_concurrent`` 0 = no limit.
         """
+        # Each refusal raises inside the transaction, which rolls back what came before.
+        now = time.time()
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-                raise DuplicateRun(run_id)
+            try:
+                db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
+                           "created_at, worker_pid, expires_at, body) "
+                           "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                           (run_id, token_id, request_id, reserve, now, os.getpid(),
+                            expires_at, json.dumps({"runId": run_id, "status": "running"})))
+            except sqlite3.IntegrityError:
+                raise DuplicateRun(run_id) from None
             if not db.execute("UPDATE tokens SET balance = balance - ? "
                               "WHERE id = ? AND balance >= ?",
                               (reserve, token_id, reserve)).rowcount:
@@ -178,17 +186,15 @@ class Store:
             if max_concurrent:
                 running = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' "
                                      "AND token_id = ? AND expires_at > ?",
-                                     (token_id, time.time())).fetchone()[0]
-                if running >= max_concurrent:
-                    raise TooManyRuns(running)
-            now = time.time()
-            db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, created_at, "
-                       "worker_pid, expires_at, body) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                       (run_id, token_id, request_id, reserve, now, os.getpid(), expires_at,
-                        json.dumps({"runId": run_id, "status": "running"})))
+                                     (token_id, now)).fetchone()[0]
+                if running > max_concurrent:  # this run is one of them
+                    raise TooManyRuns(running - 1)
 
-    def finish_run(self, run_id: str, body: dict) -> None:
-        """Store the final state, charge ``totalCu`` and release the rest, atomically."""
+    def finish_run(self, run_id: str, body: dict, text: str | None = None) -> None:
+        """Store the final state, charge ``totalCu`` and release the rest, atomically.
+
+        ``text``: ``body`` already written as JSON, when the caller has it.
+        """
         with self._transaction() as db:
             row = db.execute("SELECT token_id, reserved, status FROM runs WHERE id = ?",
                              (run_id,)).fetchone()
@@ -198,7 +204,8 @@ class Store:
                        (row["reserved"] - body["totalCu"], row["token_id"]))
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
                        "finished_at = ?, body = ? WHERE id = ?",
-                       (body["status"], body["totalCu"], time.time(), json.dumps(body), run_id))
+                       (body["status"], body["totalCu"], time.time(), text or json.dumps(body),
+                        run_id))
 
     def run(self, run_id: str, token_id: int) -> dict | None:
         """A stored run, only for the token that made it."""

@@ -6,7 +6,11 @@ path (``definition.nodes.check.children[1]``) and with its error code.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -122,18 +126,46 @@ def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Pl
         problems.add("timeoutMs", f"Must be between 1 and {limits.run_deadline_ms}.")
     plan = None
     if "definition" in request:
-        definition = _load(schema_of(DefinitionSchema), request["definition"], "definition",
-                           problems)
-        if isinstance(definition.get("nodes"), dict):
-            plan = _check_definition(definition, limits, problems)
-            _check_inputs(definition, request.get("payload", {}), problems)
+        definition, plan = _checked_definition(request["definition"], limits, problems)
+        _check_inputs(definition, request.get("payload", {}), problems)
     if problems.errors:
         raise problems
-    plan.payload = request["payload"]
-    plan.prop_values = request["propValues"]
-    plan.run_id = request.get("runId")
-    plan.timeout_ms = timeout
-    return plan
+    return dataclasses.replace(plan, payload=request["payload"],
+                               prop_values=request["propValues"],
+                               run_id=request.get("runId"), timeout_ms=timeout)
+
+
+# Checked definitions, by their JSON text: clients send the same definition again
+# and again, and checking one costs more than running it. Only definitions up to
+# CACHEABLE_CHARS are kept, so the cache holds at most a few MiB.
+CACHEABLE_CHARS = 64 * 1024
+PLAN_CACHE_SIZE = 256
+_plans: OrderedDict[tuple, Plan] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _checked_definition(raw: Any, limits: Limits, problems: Invalid
+                        ) -> tuple[dict, Plan | None]:
+    """The loaded definition and its plan (None if invalid); seen before, from the cache."""
+    key = None
+    if isinstance(raw, dict):
+        text = json.dumps(raw, separators=(",", ":"), default=str)
+        if len(text) <= CACHEABLE_CHARS:
+            key = (text, limits)
+            with _plans_lock:
+                if key in _plans:
+                    _plans.move_to_end(key)
+                    return _plans[key].definition, _plans[key]
+    definition = _load(schema_of(DefinitionSchema), raw, "definition", problems)
+    if not isinstance(definition.get("nodes"), dict):
+        return definition, None
+    plan = _check_definition(definition, limits, problems)
+    if plan is not None and key is not None and not problems.errors:
+        with _plans_lock:
+            _plans[key] = plan
+            if len(_plans) > PLAN_CACHE_SIZE:
+                _plans.popitem(last=False)
+    return definition, plan
 
 
 def _load(schema: Schema, data: Any, prefix: str, problems: Invalid) -> dict:

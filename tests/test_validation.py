@@ -215,3 +215,21 @@ def test_definition_must_be_present_and_an_object():
     assert "definition" in problems({})[1]
     assert "definition" in problems({"definition": []})[1]
     assert "definition.nodes" in problems({"definition": {}})[1]
+
+
+def test_checked_definitions_are_reused_but_each_request_is_still_checked():
+    definition = {**definition_with_input(), "props": {"p": 1}}
+    first = check_request({"definition": definition, "payload": {"k": "a"}, "runId": "run_1"},
+                          Limits())
+    second = check_request({"definition": definition, "payload": {"k": "b"}}, Limits())
+    assert second.nodes is first.nodes  # the definition was not checked again
+    assert (first.run_id, first.payload, second.run_id, second.payload) == (
+        "run_1", {"k": "a"}, None, {"k": "b"})
+    code, errors = problems({"definition": definition, "payload": {}})
+    assert code == 400230 and set(errors) == {"payload.k"}
+    assert problems({"definition": definition}, Limits(max_nodes=1))[0] == 400228
+
+
+def definition_with_input():
+    return {**definition("root>a", a=log()),
+            "inputSchema": [{"key": "k", "type": "string", "required": True}]}
