@@ -24,7 +24,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 
 # The hard limit must stay above the run deadline (60 s by default), so a run
 # always ends by its own deadline and answers before gunicorn kills it.
 _run_deadline = int(os.environ.get("RUNNER_RUN_DEADLINE_MS", "60000")) / 1000
-timeout = int(_run_deadline + 30)
+# GUNICORN_TIMEOUT overrides it (the fault tests use a short one on purpose).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _run_deadline + 30)
 # A restart (HUP, deploy) lets runs in flight finish: at least the run deadline.
 graceful_timeout = int(_run_deadline + 15)
 keepalive = 5
@@ -74,11 +75,20 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/metrics")
 
 
 # -- Hooks ------------------------------------------------------------------------
-def _store():
+def _with_store(server, action):
+    """Run ``action(store)`` in the master; a store that is unavailable only costs a warning
+    (the start-up or lookup clean-up of orphaned runs catches up later)."""
     from app import config
-    from app.store import Store
+    from app.store import Store, StoreUnavailable
 
-    return Store(config.load()["STORE_PATH"])
+    store = Store(config.load()["STORE_PATH"], busy_ms=2000)  # the master must not hang
+    try:
+        return action(store)
+    except StoreUnavailable as error:
+        server.log.warning("store unavailable in the master: %s", error)
+        return 0
+    finally:
+        store.close()
 
 
 def on_starting(server):
@@ -88,13 +98,14 @@ def on_starting(server):
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
-    store = _store()
-    try:
+    retention = config.load()["RUN_RETENTION_DAYS"] * 86400
+
+    def start(store):
         store.migrate()
-        aborted = store.abort_orphans()
-        store.prune(config.load()["RUN_RETENTION_DAYS"] * 86400)
-    finally:
-        store.close()
+        store.prune(retention)
+        return store.abort_orphans()
+
+    aborted = _with_store(server, start)
     if aborted:
         server.log.warning("aborted %d run(s) left running by a previous start", aborted)
 
@@ -104,11 +115,7 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-    store = _store()
-    try:
-        aborted = store.abort_runs_of_worker(worker.pid)
-    finally:
-        store.close()
+    aborted = _with_store(server, lambda store: store.abort_runs_of_worker(worker.pid))
     if aborted:
         server.log.warning("worker %s exited mid-run: aborted %d run(s)", worker.pid, aborted)
 

@@ -1,6 +1,7 @@
 """The application factory."""
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, g, request
 
 from . import api, cli, config, errors, health, logconfig, openapi
-from .store import Store
+from .store import Store, StoreUnavailable
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -22,8 +23,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.compact = True
     logconfig.configure(app.config)
 
-    store = Store(app.config["STORE_PATH"])
-    store.migrate()
+    store = Store(app.config["STORE_PATH"], app.config["STORE_BUSY_MS"])
+    try:
+        store.migrate()
+    except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
+        logging.getLogger("app").error("store unavailable at start-up: %s", error)
     app.extensions["store"] = store
 
     errors.register(app)

@@ -6,6 +6,7 @@ request), size (413), token (401/403), content type (415), JSON (400000) in
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -16,7 +17,7 @@ from .engine import Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .redact import Redactor
-from .store import DuplicateRun, InsufficientBalance, TooManyRuns
+from .store import DuplicateRun, InsufficientBalance, StoreUnavailable, TooManyRuns
 from .validation import Invalid, Limits, check_request
 
 bp = Blueprint("api", __name__)
@@ -94,9 +95,13 @@ def run_sync():
     try:
         with metrics.IN_PROGRESS.track_inprogress():
             body = redactor.run(run.execute())
-    except BaseException:
-        store.finish_run(run_id, {"runId": run_id, "status": "failure", "totalCu": 0,
-                                  "error": {"code": "INTERNAL", "message": "Run aborted."}})
+    except BaseException as error:  # a bug, or gunicorn stopping the worker (SystemExit)
+        with contextlib.suppress(StoreUnavailable):  # the first error is the one to report
+            store.abort([run_id])
+        if isinstance(error, SystemExit):
+            # gunicorn's hard timeout: answer in our envelope; the worker exits after.
+            raise ApiError(503, message="The run was stopped before it finished "
+                           "(the server's hard time limit)", runId=run_id) from None
         raise
     finally:
         logconfig.redactor.reset(redacting)

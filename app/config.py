@@ -46,6 +46,7 @@ def _allow_list(text: str) -> list[str]:
 # name: (default, parser of the environment's text)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "STORE_PATH": ("var/runner.sqlite3", str),
+    "STORE_BUSY_MS": (5000, _int(1, 120_000)),  # how long to wait for a locked store
     "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
     "LOG_LEVEL": ("INFO", str.upper),
     "LOG_MAX_BYTES": (10 * MIB, _int(0)),

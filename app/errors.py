@@ -6,6 +6,8 @@ import logging
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .store import StoreUnavailable
+
 log = logging.getLogger("app.errors")
 
 # HTTP status → (our code, default message)
@@ -70,6 +72,12 @@ def register(app: Flask) -> None:
     def api_error(error: ApiError):
         return error_response(error.status, error.code, error.message, error.headers,
                               **error.extra)
+
+    @app.errorhandler(StoreUnavailable)
+    def store_unavailable(error: StoreUnavailable):
+        log.error("store unavailable: %s", error)
+        return error_response(503, 503000, "The store is unavailable; try again shortly",
+                              {"Retry-After": "5"})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -8,6 +8,7 @@ Only hashes of tokens are stored.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,6 +48,10 @@ SCHEMA = [  # index = migration number; user_version = how many have run
 ]
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be used right now (locked, read-only, full, missing)."""
+
+
 class DuplicateRun(Exception):
     """A run with this id exists already."""
 
@@ -74,27 +79,39 @@ def token_hash(secret: str) -> str:
 
 
 class Store:
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, busy_ms: int = 5000):
+        self.path, self.busy_seconds = path, busy_ms / 1000
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._lock = threading.RLock()
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            if os.path.dirname(self.path):
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                if os.path.dirname(self.path):
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.busy_seconds,
+                                       isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except (OSError, sqlite3.Error) as error:
+                raise StoreUnavailable(str(error)) from error
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def _transaction(self):
         return _Transaction(self)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """The connection for a read, under the process lock; errors as StoreUnavailable."""
+        with self._lock:
+            try:
+                yield self._db()
+            except sqlite3.Error as error:
+                raise StoreUnavailable(str(error)) from error
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""
@@ -109,19 +126,19 @@ class Store:
 
     def token(self, secret: str) -> Token | None:
         """The token with this secret; looked up by hash, so nothing compares secrets."""
-        with self._lock:
-            row = self._db().execute("SELECT * FROM tokens WHERE hash = ?",
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM tokens WHERE hash = ?",
                                      (token_hash(secret),)).fetchone()
         return _token(row) if row else None
 
     def token_by_name(self, name: str) -> Token | None:
-        with self._lock:
-            row = self._db().execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
         return _token(row) if row else None
 
     def tokens(self) -> list[Token]:
-        with self._lock:
-            rows = self._db().execute("SELECT * FROM tokens ORDER BY name").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM tokens ORDER BY name").fetchall()
         return [_token(row) for row in rows]
 
     def create_token(self, name: str, balance: int, secret: str | None = None) -> str:
@@ -209,8 +226,8 @@ class Store:
 
     def run(self, run_id: str, token_id: int) -> dict | None:
         """A stored run, only for the token that made it."""
-        with self._lock:
-            row = self._db().execute("SELECT status, body FROM runs WHERE id = ? AND token_id = ?",
+        with self._reading() as db:
+            row = db.execute("SELECT status, body FROM runs WHERE id = ? AND token_id = ?",
                                      (run_id, token_id)).fetchone()
         if row is not None and row["status"] == "running" and self.abort_orphans():
             return self.run(run_id, token_id)
@@ -220,21 +237,21 @@ class Store:
 
     def abort_orphans(self) -> int:
         """Abort running runs whose worker is gone or whose time is certainly up."""
-        with self._lock:
-            rows = self._db().execute("SELECT id, worker_pid, expires_at FROM runs "
+        with self._reading() as db:
+            rows = db.execute("SELECT id, worker_pid, expires_at FROM runs "
                                       "WHERE status = 'running'").fetchall()
         now = time.time()
         dead = [r["id"] for r in rows if r["expires_at"] < now or not _alive(r["worker_pid"])]
-        return self._abort(dead)
+        return self.abort(dead)
 
     def abort_runs_of_worker(self, pid: int) -> int:
         """Abort the running runs of a worker that has exited (gunicorn's child_exit)."""
-        with self._lock:
-            rows = self._db().execute("SELECT id FROM runs WHERE status = 'running' "
+        with self._reading() as db:
+            rows = db.execute("SELECT id FROM runs WHERE status = 'running' "
                                       "AND worker_pid = ?", (pid,)).fetchall()
-        return self._abort([r["id"] for r in rows])
+        return self.abort([r["id"] for r in rows])
 
-    def _abort(self, run_ids: list[str]) -> int:
+    def abort(self, run_ids: list[str]) -> int:
         """Mark runs ``failure``/``ABORTED`` and release their whole reservation."""
         aborted = 0
         for run_id in run_ids:
@@ -294,7 +311,11 @@ def _alive(pid: int | None) -> bool:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), holding the process lock."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), holding the process lock.
+
+    SQLite's operational errors (locked past the busy timeout, read-only, disk
+    full, file gone) leave as ``StoreUnavailable``, after a rollback.
+    """
 
     def __init__(self, store: Store):
         self.store = store
@@ -304,6 +325,9 @@ class _Transaction:
         try:
             self.db = self.store._db()
             self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            self.store._lock.release()
+            raise StoreUnavailable(str(error)) from error
         except BaseException:
             self.store._lock.release()
             raise
@@ -311,9 +335,19 @@ class _Transaction:
 
     def __exit__(self, kind, error, trace) -> None:
         try:
-            self.db.execute("ROLLBACK" if kind else "COMMIT")
+            if kind is None:
+                self.db.execute("COMMIT")
+            elif self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error as failure:
+            if kind is None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise StoreUnavailable(str(failure)) from failure
         finally:
             self.store._lock.release()
+        if kind is not None and issubclass(kind, sqlite3.Error):
+            raise StoreUnavailable(str(error)) from error
 
 
 def _token(row: sqlite3.Row) -> Token:

@@ -223,3 +223,13 @@ def test_too_many_runs_in_flight_is_429_after_the_balance_check(app, client):
     poor = client.post("/v1/runs/sync", json=TWO_NODES,
                        headers={"Authorization": "Bearer broke-token"})
     assert_error(poor, 402, 402000)  # balance is checked before concurrency
+
+
+def test_an_unavailable_store_is_503_not_500(app, client, tmp_path):
+    store = app.extensions["store"]
+    store.close()
+    (tmp_path / "blocked").write_text("a file where the store's directory should be")
+    store.path = str(tmp_path / "blocked" / "runner.sqlite3")
+    body = assert_error(post_run(client, TWO_NODES), 503, 503000)
+    assert "Traceback" not in json.dumps(body)
+    assert post_run(client, TWO_NODES).headers["Retry-After"] == "5"
