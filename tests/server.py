@@ -22,8 +22,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, workers: int = 2, **settings: str):
-        self.workers = workers
+    def __init__(self, workdir: Path, workers: int = 2, app: str = "wsgi:app", **settings: str):
+        self.workers, self.app = workers, app
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -44,7 +44,7 @@ class Server:
     def start(self) -> Server:
         self.output = open(self.workdir / "gunicorn.out", "wb")  # noqa: SIM115 - closed in stop
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
             cwd=ROOT, env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
         # Ready when every worker has installed its signal handlers: a SIGTERM that
         # reaches a worker still booting is lost (it still has the master's handlers).
