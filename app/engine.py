@@ -168,7 +168,9 @@ class Run:
                                  for k, v in flatten(error.messages).items())
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", messages))
             return None
-        limit = time.monotonic() + self._limit_ms(node, data) / 1000
+        # Exactly the run deadline when that comes first, so the deadline (not the
+        # attempt's limit a few microseconds before it) decides: RUN_TIMEOUT.
+        limit = min(self.deadline, time.monotonic() + self._limit_ms(node, data) / 1000)
         inline = _runs_inline(node.module, data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler cannot be interrupted: no event to build
@@ -182,10 +184,10 @@ class Run:
         return None
 
     def _limit_ms(self, node: PlanNode, data: dict) -> float:
-        """The smallest of the node's, the payload's, the type's and the run's limits."""
+        """The smallest of the node's, the payload's and the type's limits (the run's
+        deadline is applied by the caller)."""
         module = node.module
-        limits = [getattr(module, "MAX_TIMEOUT_MS", DEFAULT_MAX_TIMEOUT_MS),
-                  (self.deadline - time.monotonic()) * 1000]
+        limits = [getattr(module, "MAX_TIMEOUT_MS", DEFAULT_MAX_TIMEOUT_MS)]
         if node.timeout_ms:
             limits.append(node.timeout_ms)
         own = getattr(module, "TIMEOUT_FIELD", None)
