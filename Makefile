@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test unit smoke bench lint clean
+.PHONY: install run test unit smoke bench bench-http soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,17 @@ smoke: install
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
+
+## HTTP throughput of a 5-node workflow against a bare Flask endpoint (needs wrk).
+bench-http: $(VENV)/.installed-test
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "bench-http needs wrk (Debian package wrk)"; exit 1; }
+	$(BIN)/python -m bench.http
+
+## Soak: real gunicorn under a mixed load for SOAK_SECONDS (default 180), then the books
+## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m bench.soak
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app tests wsgi.py gunicorn.conf.py
