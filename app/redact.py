@@ -8,6 +8,7 @@ response, the stored run and the logs are redacted.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -15,6 +16,7 @@ SECRET_SUFFIXES = ("authorization", "cookie", "password", "secret", "token", "ap
                    "privatekey")
 
 
+@functools.lru_cache(maxsize=4096)  # the same keys come back in every run
 def is_secret_key(key: str) -> bool:
     """True for keys such as ``Authorization``, ``x-api-key``, ``db_password``."""
     return key.lower().replace("-", "").replace("_", "").endswith(SECRET_SUFFIXES)
