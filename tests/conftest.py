@@ -5,6 +5,7 @@ import pytest
 
 from app import create_app
 from tests.helpers import DEV_AUTH
+from tests.http_support import guard_loopback, serve
 
 
 @pytest.fixture
@@ -37,3 +38,16 @@ def test_nodes(monkeypatch):
     testnodes.release.clear()
     yield testnodes
     testnodes.release.set()
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Any outbound connection to an address that is not loopback fails the test."""
+    guard_loopback(monkeypatch)
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1 (``tests.http_support.LocalServer``)."""
+    with serve() as srv:
+        yield srv

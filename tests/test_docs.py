@@ -52,8 +52,7 @@ def test_docs_have_examples():
 
 @pytest.mark.parametrize("request_args, body, response_args, expected", examples())
 def test_example(client, request_args, body, response_args, expected):
-    method, path = (request_args + ["POST", "/v1/runs/sync"])[:2] if request_args else (
-        "POST", "/v1/runs/sync")
+    method, path = request_args or ["POST", "/v1/runs/sync"]
     status = int(response_args[0]) if response_args else 200
     response = client.open(path, method=method, json=body, headers=DEV_AUTH)
     assert response.status_code == status, response.get_data(as_text=True)

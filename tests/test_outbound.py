@@ -15,18 +15,7 @@ import pytest
 
 from app import outbound
 from app.nodes.base import NodeError
-from tests.http_support import guard_loopback, redirect, serve
-
-
-@pytest.fixture
-def server():
-    with serve() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    guard_loopback(monkeypatch)
+from tests.http_support import redirect
 
 INTERNAL = [
     "10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.1.1",

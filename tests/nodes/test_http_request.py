@@ -19,23 +19,10 @@ from tests.http_support import (
     Seen,
     call,
     fails,
-    guard_loopback,
     redirect,
     reply,
     serve,
 )
-
-
-@pytest.fixture
-def server():
-    with serve() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    guard_loopback(monkeypatch)
-
 
 # -- requests and responses --------------------------------------------------------
 

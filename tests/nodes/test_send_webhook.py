@@ -11,18 +11,7 @@ from marshmallow import ValidationError
 from app.nodes import send_webhook
 from app.nodes.base import NodeError
 from tests.helpers import definition, run_engine
-from tests.http_support import ALLOW, call, guard_loopback, redirect, reply, serve
-
-
-@pytest.fixture
-def server():
-    with serve() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    guard_loopback(monkeypatch)
+from tests.http_support import ALLOW, call, redirect, reply
 
 
 def deliver(payload: dict, **kwargs) -> dict:
