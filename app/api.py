@@ -75,11 +75,26 @@ def run_sync():
     config, store = current_app.config, current_app.extensions["store"]
     plan = check_request(g.body, _limits())
     run_id = plan.run_id or new_run_id()
+    _reserve(store, config, run_id, plan.worst_case_cu)
+    body = _execute(store, config, plan, run_id)
+    text = current_app.json.dumps(body)  # once, for the store and the response
+    store.finish_run(run_id, body, text)
+    metrics.record_run(body)
+    _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
+    run_log.info("run finished", extra={
+        "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
+        "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
+        "errorCode": (body["error"] or {}).get("code")})
+    return current_app.response_class(text, mimetype="application/json")
+
+
+def _reserve(store, config, run_id: str, worst_case_cu: int) -> None:
+    """Record the run and reserve its cost: 400079, 402 or 429 when that is refused."""
     # Past this moment a run still marked running is dead: gunicorn kills a worker
     # `timeout` (deadline + 30 s) into a request.
     expires_at = time.time() + config["RUN_DEADLINE_MS"] / 1000 + 60
     try:
-        store.start_run(run_id, g.token.id, g.request_id, plan.worst_case_cu, expires_at,
+        store.start_run(run_id, g.token.id, g.request_id, worst_case_cu, expires_at,
                         config["MAX_CONCURRENT_RUNS"])
     except DuplicateRun:
         raise ApiError(400, DUPLICATE_RUN_ID, "runId already used",
@@ -88,13 +103,17 @@ def run_sync():
         raise ApiError(402, balance=short.balance, required=short.required) from None
     except TooManyRuns:
         raise ApiError(429, headers={"Retry-After": "1"}) from None
+
+
+def _execute(store, config, plan, run_id: str) -> dict:
+    """The run's response body, secrets redacted (in the logs written meanwhile too)."""
     run = Run(plan, run_id, settings={"OUTBOUND_ALLOW": config["OUTBOUND_ALLOW"]},
               deadline_ms=config["RUN_DEADLINE_MS"])
     redactor = Redactor.for_run(plan.definition, plan.prop_values)
     redacting = logconfig.redactor.set(redactor)
     try:
         with metrics.IN_PROGRESS.track_inprogress():
-            body = redactor.run(run.execute())
+            return redactor.run(run.execute())
     except BaseException as error:  # a bug, or gunicorn stopping the worker (SystemExit)
         with contextlib.suppress(StoreUnavailable):  # the first error is the one to report
             store.abort([run_id])
@@ -105,15 +124,6 @@ def run_sync():
         raise
     finally:
         logconfig.redactor.reset(redacting)
-    text = current_app.json.dumps(body)  # once, for the store and the response
-    store.finish_run(run_id, body, text)
-    metrics.record_run(body)
-    _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
-    run_log.info("run finished", extra={
-        "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
-        "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
-        "errorCode": (body["error"] or {}).get("code")})
-    return current_app.response_class(text, mimetype="application/json")
 
 
 _next_prune = 0.0
