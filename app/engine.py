@@ -34,12 +34,13 @@ from typing import Any
 from marshmallow import ValidationError
 
 from . import metrics
-from .expressions import MISSING, Budget, ExpressionError, Path, resolve, resolve_string, walk
+from .expressions import MISSING, Budget, ExpressionError, resolve
 from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, schema_of
+from .plan import Plan, PlanNode
 from .pool import pool
 from .schemas import flatten
+from .scope import Scope
 from .state import NodeState, node_view, skip_reason
-from .validation import Plan, PlanNode
 
 log = logging.getLogger("app.engine")
 
@@ -71,7 +72,7 @@ class Run:
         self.started_at = time.time()
         self.deadline = time.monotonic() + (plan.timeout_ms or deadline_ms) / 1000
         self.timed_out = False
-        self.scope = _Scope(plan, run_id, self.states)
+        self.scope = Scope(plan, run_id, self.states)
 
     # -- the loop ------------------------------------------------------------
 
@@ -321,40 +322,3 @@ def _run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
                 outcomes: queue.SimpleQueue) -> None:
     outcome = _call(node, data, ctx)
     outcomes.put((node.id, attempt, outcome, time.monotonic()))
-
-
-class _Scope:
-    """What expressions can read (SPEC §4), built from the run's state."""
-
-    def __init__(self, plan: Plan, run_id: str, states: dict[str, NodeState]):
-        definition = plan.definition
-        declared = {item["key"] for item in definition.get("inputSchema", [])}
-        self.plan, self.states = plan, states
-        self.namespaces = {
-            "$props": {**definition.get("props", {}), **plan.prop_values},
-            "$inputs": {k: v for k, v in plan.payload.items() if k in declared},
-            "$vars": {v["name"]: v.get("default") for v in definition.get("variableDefs", [])},
-            "$run": {"id": run_id},
-            "$workflow": {"id": ""},
-        }
-
-    def lookup(self, path: Path) -> Any:
-        head, rest = path.head, path.segments[1:]
-        if head == "$trigger":
-            root = self.states["root"].result or {}
-            value = {**root, "body": self.plan.payload, "headers": {}, "source": "manual"}
-        elif head in self.namespaces:
-            value = self.namespaces[head]
-        else:
-            if head == "$nodes":
-                if not rest:
-                    return MISSING
-                head, rest = str(rest[0]), rest[1:]
-            if head not in self.states:
-                return MISSING
-            value = self.states[head].view(self.plan.nodes[head].payload)
-        return walk(value, rest)
-
-    def resolve_key(self, text: str) -> Any:
-        """A condition key: one whole-value expression, or the text as written."""
-        return resolve_string(text, self.lookup)

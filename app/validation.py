@@ -12,7 +12,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +21,7 @@ from . import errors, graph
 from .expressions import ExpressionError, Path, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .nodes.base import schema_of
+from .plan import Limits, Plan, PlanNode
 from .schemas import (
     NODE_ID,
     DefinitionSchema,
@@ -34,57 +34,6 @@ from .schemas import (
 NAMESPACES = {"$nodes", "$trigger", "$props", "$inputs", "$vars", "$run", "$workflow"}
 JSON_TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,),
               "object": (dict,), "array": (list,)}
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_nodes: int = 20
-    run_deadline_ms: int = 60_000
-
-
-@dataclass
-class PlanNode:
-    id: str
-    type: str
-    module: ModuleType
-    payload: dict
-    children: list[str]
-    parents: list[str]
-    level: int
-    branch: str | None = None
-    continue_on_error: bool = False
-    timeout_ms: int | None = None
-    retry: dict | None = None
-
-    @property
-    def max_attempts(self) -> int:
-        return self.retry["maxAttempts"] if self.retry else 1
-
-
-@dataclass
-class Plan:
-    """A checked definition: nodes in response order (level, then position)."""
-
-    nodes: dict[str, PlanNode]
-    definition: dict
-    payload: dict = field(default_factory=dict)
-    prop_values: dict = field(default_factory=dict)
-    run_id: str | None = None
-    timeout_ms: int | None = None
-
-    @property
-    def levels(self) -> list[list[str]]:
-        out: list[list[str]] = []
-        for node in self.nodes.values():
-            if node.level == len(out):
-                out.append([])
-            out[node.level].append(node.id)
-        return out
-
-    @property
-    def worst_case_cu(self) -> int:
-        """Every non-root node at its maximum attempts (SPEC §8)."""
-        return sum(n.max_attempts for n in self.nodes.values() if n.id != "root")
 
 
 class Invalid(Exception):

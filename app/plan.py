@@ -1,0 +1,56 @@
+"""What validation hands the engine: a checked definition, its nodes and limits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_nodes: int = 20
+    run_deadline_ms: int = 60_000
+
+
+@dataclass
+class PlanNode:
+    id: str
+    type: str
+    module: ModuleType
+    payload: dict
+    children: list[str]
+    parents: list[str]
+    level: int
+    branch: str | None = None
+    continue_on_error: bool = False
+    timeout_ms: int | None = None
+    retry: dict | None = None
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retry["maxAttempts"] if self.retry else 1
+
+
+@dataclass
+class Plan:
+    """A checked definition: nodes in response order (level, then position)."""
+
+    nodes: dict[str, PlanNode]
+    definition: dict
+    payload: dict = field(default_factory=dict)
+    prop_values: dict = field(default_factory=dict)
+    run_id: str | None = None
+    timeout_ms: int | None = None
+
+    @property
+    def levels(self) -> list[list[str]]:
+        out: list[list[str]] = []
+        for node in self.nodes.values():
+            if node.level == len(out):
+                out.append([])
+            out[node.level].append(node.id)
+        return out
+
+    @property
+    def worst_case_cu(self) -> int:
+        """Every non-root node at its maximum attempts (SPEC §8)."""
+        return sum(n.max_attempts for n in self.nodes.values() if n.id != "root")
