@@ -13,13 +13,12 @@ from app.expressions import (
     ExpressionError,
     Literal,
     Path,
-    number_to_text,
     parse,
     references,
     resolve,
-    to_text,
     walk,
 )
+from app.jstext import number_to_text, to_text
 
 SCOPE = {
     "root": {"result": {"message": "hello", "price": 1850.5, "n": 3, "flag": True,

@@ -13,9 +13,10 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from ..expressions import Segment, to_text
+from ..expressions import Segment
+from ..jstext import to_text
 from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
-from .values import ITEM_HOLE, at_path, parse_path
+from .values import ITEM_HOLE, at_path, parse_path, present
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
 
@@ -52,7 +53,8 @@ class Payload(PayloadSchema):
 
 def render(parts: list[Part], item: Any) -> str:
     """One item through a compiled template."""
-    return "".join(p if isinstance(p, str) else to_text(at_path(item, p)) for p in parts)
+    return "".join(p if isinstance(p, str) else to_text(present(at_path(item, p)))
+                   for p in parts)
 
 
 def inline(data: dict) -> bool:

@@ -5,7 +5,7 @@ written as text by the expression language's rules rather than refused.
 """
 from __future__ import annotations
 
-from ..expressions import to_text
+from ..jstext import to_text
 from .base import Any_, NodeContext, PayloadSchema, iso_now
 
 INLINE = True
