@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import IO, Any
 
 from .errors import ApiError
@@ -46,10 +47,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON, but no double holds it
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 def parse_json(raw: bytes, max_depth: int) -> Any:
     """Strict JSON (no NaN/Infinity) nested at most ``max_depth`` levels, else 400."""
     try:
-        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants)
+        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants,
+                           parse_float=_finite)
     except RecursionError:
         raise _too_deep(max_depth) from None
     except (UnicodeDecodeError, ValueError) as error:

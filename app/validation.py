@@ -219,7 +219,7 @@ def _check_branches(nodes: dict, parents: dict[str, list[str]], problems: Invali
 
 def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]],
                     problems: Invalid) -> None:
-    inputs = {item["key"] for item in definition["inputSchema"]}
+    inputs = {item.get("key") for item in definition.get("inputSchema", [])}
     for node_id, node in nodes.items():
         module = NODE_TYPES.get(node.get("type"))
         if module is None or "payload" not in node or (
@@ -325,9 +325,11 @@ def _check_inputs(definition: dict, payload: Any, problems: Invalid) -> None:
     if not isinstance(payload, dict):
         return  # already reported as not an object
     for item in definition.get("inputSchema", []):
+        if "key" not in item or item.get("type") not in JSON_TYPES:
+            continue  # an ill-formed item is reported under definition.inputSchema
         key, where = item["key"], f"payload.{item['key']}"
         if key not in payload:
-            if item["required"]:
+            if item.get("required"):
                 problems.add(where, "Missing required input.", errors.INVALID_PAYLOAD)
             continue
         value, kind = payload[key], item["type"]

@@ -102,6 +102,7 @@ def test_token_is_checked_before_content_type(client):
 
 
 @pytest.mark.parametrize("data", [b"{", b"[]", b"3", b'"x"', b'{"a": NaN}', b"\xff\xfe{",
+                                  b'{"a": 1e400}', b'{"a": -1e999}', b'{"a": ' + b"9" * 5000 + b"}",
                                   b"[" * 5000 + b"]" * 5000, b""])
 def test_bodies_that_are_not_a_json_object(client, data):
     assert_error(raw_post(client, data), 400, 400000)

@@ -233,3 +233,13 @@ def test_checked_definitions_are_reused_but_each_request_is_still_checked():
 def definition_with_input():
     return {**definition("root>a", a=log()),
             "inputSchema": [{"key": "k", "type": "string", "required": True}]}
+
+
+def test_ill_formed_input_schema_items_are_reported_not_crashed_on():
+    body = {"definition": {**definition("root>a", a=log("{{$inputs.k}}")),
+                           "inputSchema": [{"key": "k"}, {"type": "string"}, 5]},
+            "payload": {"k": 1}}
+    code, errors = problems(body)
+    assert code == 400228
+    assert {"definition.inputSchema[0].type", "definition.inputSchema[1].key",
+            "definition.inputSchema[2]"} <= set(errors)
