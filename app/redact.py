@@ -57,12 +57,17 @@ class Redactor:
         return value
 
     def run(self, body: dict) -> dict:
-        """A response / stored run with every node's input, result and error redacted."""
+        """A response / stored run with every node's input and result redacted, and the
+        messages of errors (their codes are ours, never a secret)."""
         out = dict(body)
         if body.get("error"):
-            out["error"] = self.value(body["error"])
+            out["error"] = self._error(body["error"])
         out["executionState"] = {
-            node_id: {k: self.value(v) if k in ("input", "result", "error") else v
+            node_id: {k: self.value(v) if k in ("input", "result") else
+                      self._error(v) if k == "error" else v
                       for k, v in state.items()}
             for node_id, state in body.get("executionState", {}).items()}
         return out
+
+    def _error(self, error: dict) -> dict:
+        return {**error, "message": self.value(error.get("message", ""))}

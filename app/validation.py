@@ -48,10 +48,11 @@ class Invalid(Exception):
         self.errors.setdefault(path, []).append(message)
         self.codes.setdefault(path, code)
 
-    def extend(self, flat: dict[str, list[str]], code: int | None = None) -> None:
+    def extend(self, flat: dict[str, list[str]], code: int = errors.INVALID_DEFINITION
+               ) -> None:
         for path, messages in flat.items():
             for message in messages:
-                self.add(path, message, code or _top_level_code(path))
+                self.add(path, message, code)
 
     @property
     def code(self) -> int:
@@ -59,17 +60,17 @@ class Invalid(Exception):
         return next(c for c in errors.CODE_PRECEDENCE if c in present)
 
 
-def _top_level_code(path: str) -> int:
-    head = re.split(r"[.\[]", path, maxsplit=1)[0]
-    return {"payload": errors.INVALID_PAYLOAD, "propValues": errors.INVALID_PAYLOAD,
-            "runId": errors.INVALID_RUN_ID}.get(head, errors.INVALID_DEFINITION)
+# The code of a problem with a top-level field; any other field (unknown ones too,
+# whatever they are called: "payload.x", "_schema") is an invalid definition.
+FIELD_CODES = {"payload": errors.INVALID_PAYLOAD, "propValues": errors.INVALID_PAYLOAD,
+               "runId": errors.INVALID_RUN_ID}
 
 
 def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Plan:
     """The plan of a run request, or ``Invalid`` listing every problem."""
     problems = Invalid()
     schema = schema_of(ValidateRequestSchema if validate_only else RunRequestSchema)
-    request = _load(schema, body, "", problems)
+    request = _load_request(schema, body, problems)
     timeout = request.get("timeoutMs")
     if timeout is not None and not 1 <= timeout <= limits.run_deadline_ms:
         problems.add("timeoutMs", f"Must be between 1 and {limits.run_deadline_ms}.")
@@ -115,6 +116,17 @@ def _checked_definition(raw: Any, limits: Limits, problems: Invalid
             if len(_plans) > PLAN_CACHE_SIZE:
                 _plans.popitem(last=False)
     return definition, plan
+
+
+def _load_request(schema: Schema, body: dict, problems: Invalid) -> dict:
+    """The top level: each problem located at its field's name, with that field's code."""
+    try:
+        return schema.load(body)
+    except ValidationError as error:
+        for key, messages in error.messages.items():
+            problems.extend(flatten(messages, str(key)),
+                            FIELD_CODES.get(key, errors.INVALID_DEFINITION))
+        return error.valid_data if isinstance(error.valid_data, dict) else {}
 
 
 def _load(schema: Schema, data: Any, prefix: str, problems: Invalid) -> dict:

@@ -63,3 +63,14 @@ def test_secrets_reach_handlers_but_not_the_response_store_or_log(client, tmp_pa
         assert DEV_AUTH["Authorization"].split()[1] not in leaving
     assert json.loads(stored)["executionState"]["root"]["result"]["apiKey"] == REDACTED
     assert f"pw={REDACTED}" in log
+
+
+def test_error_codes_are_never_redacted_only_messages():
+    redactor = Redactor(["INPUT", "_"])
+    body = {"error": {"code": "NODE_FAILED", "message": "INPUT went wrong"},
+            "executionState": {"a": {"status": "failure", "error": {
+                "code": "INVALID_INPUT", "message": "bad INPUT", "retryable": False}}}}
+    out = redactor.run(body)
+    assert out["error"] == {"code": "NODE_FAILED", "message": f"{REDACTED} went wrong"}
+    assert out["executionState"]["a"]["error"] == {
+        "code": "INVALID_INPUT", "message": f"bad {REDACTED}", "retryable": False}
