@@ -9,7 +9,8 @@ Three pure operations, all over plain JSON values:
 
 - ``parse(text)`` turns a string into a ``Template`` (or raises
   ``ExpressionError`` naming the bad hole);
-- ``references(text)`` lists the paths a string reads, for static checks;
+- ``references(text)`` lists the paths a string reads, for static checks
+  (validation checks each names an ancestor);
 - ``resolve(value, lookup)`` replaces every hole in every string of a JSON
   value, keeping the type of a string that is one hole and nothing else.
 
@@ -236,26 +237,11 @@ class _Scanner:
         return value
 
 
-def references(value: Any) -> list[Path]:
-    """Every path read by the holes in the strings of ``value`` (keys excluded)."""
-    found: list[Path] = []
-    for text in _strings(value):
-        for hole in parse(text).holes:
-            found.extend(t for t in hole.terms if isinstance(t, Path))
-    return found
-
-
-def _strings(value: Any):
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if is_template(item):
-                yield item
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+def references(text: str) -> list[tuple[str, Path]]:
+    """``(hole as written, path)`` for every path the string reads; ExpressionError if a
+    hole does not parse. Literal fallbacks read nothing."""
+    return [(hole.source, term) for hole in parse(text).holes for term in hole.terms
+            if isinstance(term, Path)]
 
 
 Lookup = Callable[[Path], Any]

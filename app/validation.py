@@ -18,7 +18,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from . import errors, graph
-from .expressions import ExpressionError, Path, is_template, parse
+from .expressions import ExpressionError, Path, is_template, parse, references
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .nodes.base import schema_of
 from .plan import Limits, Plan, PlanNode
@@ -243,16 +243,14 @@ def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]
         problems.extend(flatten(literal_errors, where), errors.INVALID_DEFINITION)
         for path, text in _expression_strings(payload, where, module):
             try:
-                holes = parse(text).holes
+                found = references(text)
             except ExpressionError as error:
                 problems.add(path, str(error))
                 continue
-            for hole in holes:
-                for term in hole.terms:
-                    if isinstance(term, Path):
-                        why = _bad_reference(term, node_id, nodes, ancestors, inputs)
-                        if why:
-                            problems.add(path, f"{hole.source}: {why}")
+            for source, term in found:
+                why = _bad_reference(term, node_id, nodes, ancestors, inputs)
+                if why:
+                    problems.add(path, f"{source}: {why}")
 
 
 def _literal_only(found: dict, value: Any) -> dict:

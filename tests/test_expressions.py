@@ -75,9 +75,13 @@ def test_field_holes_and_unclosed_braces_are_text():
         "{{@amount}} and ", " and {{ never closed"]
 
 
-def test_references_list_every_path_in_values_not_keys():
-    found = references({"{{ignored.key}}": ["{{a.result.x}} {{b.result || c.result}}", 1]})
-    assert sorted(p.head for p in found) == ["a", "b", "c"]
+def test_references_list_every_path_with_its_hole():
+    found = references("{{a.result.x}} {{ b.result || c.result || 0 }} {{@item}}")
+    assert [(source, path.head) for source, path in found] == [
+        ("{{a.result.x}}", "a"), ("{{ b.result || c.result || 0 }}", "b"),
+        ("{{ b.result || c.result || 0 }}", "c")]
+    with pytest.raises(ExpressionError):
+        references("{{ a. }}")
 
 
 def test_pathological_input_parses_quickly():
