@@ -57,7 +57,12 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = REDACTED if is_secret_key(key) else redact.value(value)
         if record.exc_info:
             entry["exception"] = redact.text(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (valid in JSON text): keep it escaped
+            line = json.dumps(entry, default=str)
+        return line
 
 
 def config_dict(settings: Mapping[str, Any]) -> dict:

@@ -74,3 +74,4 @@ def test_error_codes_are_never_redacted_only_messages():
     assert out["error"] == {"code": "NODE_FAILED", "message": f"{REDACTED} went wrong"}
     assert out["executionState"]["a"]["error"] == {
         "code": "INVALID_INPUT", "message": f"bad {REDACTED}", "retryable": False}
+
