@@ -54,23 +54,31 @@ def _finite(text: str) -> float:
     return value
 
 
-def parse_json(raw: bytes, max_depth: int) -> Any:
-    """Strict JSON (no NaN/Infinity) nested at most ``max_depth`` levels, else 400."""
+class TooDeep(ValueError):
+    """JSON nested deeper than allowed."""
+
+
+def loads_strict(text: str, max_depth: int) -> Any:
+    """JSON that every later step can write back: no NaN/Infinity, no number beyond a
+    double, nested at most ``max_depth`` levels. ``ValueError`` (``TooDeep``) otherwise."""
     try:
-        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constants,
-                           parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except RecursionError:
-        raise _too_deep(max_depth) from None
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ApiError(400, message=f"Body is not valid JSON: {error}") from None
-    # Fewer brackets than the limit cannot nest past it: skip the walk (most bodies).
-    if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(value, max_depth):
-        raise _too_deep(max_depth)
+        raise TooDeep() from None
+    # Fewer brackets than the limit cannot nest past it: skip the walk (most texts).
+    if text.count("{") + text.count("[") > max_depth and depth_exceeds(value, max_depth):
+        raise TooDeep()
     return value
 
 
-def _too_deep(max_depth: int) -> ApiError:
-    return ApiError(400, message=f"JSON is nested deeper than {max_depth} levels")
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """A request body as strict JSON (``loads_strict``), else 400."""
+    try:
+        return loads_strict(raw.decode("utf-8-sig"), max_depth)
+    except TooDeep:
+        raise ApiError(400, message=f"JSON is nested deeper than {max_depth} levels") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ApiError(400, message=f"Body is not valid JSON: {error}") from None
 
 
 def depth_exceeds(value: Any, max_depth: int) -> bool:

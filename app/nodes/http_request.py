@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 from marshmallow import ValidationError, validate
 
 from .. import outbound
-from ..jsonbody import depth_exceeds
+from ..jsonbody import loads_strict
 from .base import Any_, Bool, Int, NodeContext, NodeError, Obj, PayloadSchema, Str
 
 MIB = 1024 * 1024
@@ -165,16 +165,11 @@ def decode_text(body: bytes, content_type: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(body_text: str) -> Any:
     """The body parsed as strict JSON, or None when it is not JSON (or nests too deep)."""
     if not body_text.strip():
         return None
     try:
-        value = json.loads(body_text.lstrip("\ufeff"), parse_constant=_no_constants)
-    except (ValueError, RecursionError):
+        return loads_strict(body_text.lstrip("\ufeff"), MAX_JSON_DEPTH)
+    except ValueError:
         return None
-    return None if depth_exceeds(value, MAX_JSON_DEPTH) else value

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from app.nodes import http_request
 from tests.helpers import definition, post_run, run_engine
 from tests.http_support import (
     ALLOW,
@@ -377,3 +378,9 @@ def test_https_certificate_is_verified(tls_server, monkeypatch):
     error = fails({"url": f"https://127.0.0.1:{tls_server.server_port}/"})
     assert error.code == "NETWORK_ERROR"  # trusted, but issued to another name
     assert tls_server.seen == []
+
+
+def test_json_that_could_not_be_written_back_stays_text():
+    assert http_request.parse_json('{"a": 1e400}') is None  # would come back as Infinity
+    assert http_request.parse_json('{"a": NaN}') is None
+    assert http_request.parse_json('{"a": [1.5]}') == {"a": [1.5]}
