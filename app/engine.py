@@ -35,7 +35,7 @@ from marshmallow import ValidationError
 
 from . import metrics
 from .expressions import MISSING, Budget, ExpressionError, resolve
-from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, schema_of
+from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, load
 from .plan import Plan, PlanNode
 from .pool import pool
 from .schemas import flatten
@@ -159,7 +159,7 @@ class Run:
         state.begin_attempt(time.time(), time.monotonic())
         try:
             state.input = resolve(node.payload, self.scope.lookup, Budget(MAX_INPUT_CHARS))
-            data = schema_of(node.module.Payload).load(state.input)
+            data = load(node.module.Payload, state.input)
         except ExpressionError as error:
             state.input = MISSING  # never shown: it may be what was too large
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))

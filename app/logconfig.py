@@ -105,5 +105,9 @@ def configure(settings: Mapping[str, Any]) -> None:
         return
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # A line holds none of the caller's file and line, thread or process names:
+    # skip collecting them for every record (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logMultiprocessing = False
     logging.config.dictConfig(config_dict(settings))
     _configured = key

@@ -32,6 +32,8 @@ class Payload(PayloadSchema):
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_condition(self, data: dict, original: dict, **kwargs) -> None:
         # The raw keys: a present but ill-typed value is reported by its own field.
+        if not isinstance(original, dict):
+            return  # not an object: reported as such
         if "filter" in original and "condition" in original:
             raise ValidationError("Give 'filter' or its alias 'condition', not both.",
                                   "condition")

@@ -9,6 +9,7 @@ expressions in the template were resolved before the node ran.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from marshmallow import ValidationError
@@ -16,7 +17,7 @@ from marshmallow import ValidationError
 from ..expressions import Segment
 from ..jstext import to_text
 from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
-from .values import ITEM_HOLE, at_path, parse_path, present
+from .values import CACHED_TEXT_CHARS, ITEM_HOLE, at_path, parse_path, present
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
 
@@ -26,8 +27,15 @@ def _array_or_object(value: Any) -> None:
         raise ValidationError("Must be an array or an object.")
 
 
-def compile_template(template: str) -> list[Part]:
+def compile_template(template: str) -> tuple[Part, ...]:
     """Split ``template`` into literal text and item paths; ``ValueError`` on a bad path."""
+    # Checked at validation, then run again and again: compiled once per process.
+    if len(template) <= CACHED_TEXT_CHARS:
+        return _compile_cached(template)
+    return _compile(template)
+
+
+def _compile(template: str) -> tuple[Part, ...]:
     parts: list[Part] = []
     pos = 0
     for hole in ITEM_HOLE.finditer(template):
@@ -35,7 +43,10 @@ def compile_template(template: str) -> list[Part]:
         parts.append(parse_path(hole.group(1)))
         pos = hole.end()
     parts.append(template[pos:])
-    return [p for p in parts if p != ""]
+    return tuple(p for p in parts if p != "")
+
+
+_compile_cached = functools.lru_cache(maxsize=512)(_compile)
 
 
 def _check_template(template: str) -> None:
@@ -51,7 +62,7 @@ class Payload(PayloadSchema):
     separator = Str(load_default="\n")
 
 
-def render(parts: list[Part], item: Any) -> str:
+def render(parts: tuple[Part, ...], item: Any) -> str:
     """One item through a compiled template."""
     return "".join(p if isinstance(p, str) else to_text(present(at_path(item, p)))
                    for p in parts)

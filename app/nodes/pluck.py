@@ -23,6 +23,8 @@ class Payload(PayloadSchema):
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_of_field_or_fields(self, data: dict, original: dict, **kwargs) -> None:
         # The raw keys: a present but ill-typed value is reported by its own field.
+        if not isinstance(original, dict):
+            return  # not an object: reported as such
         if "field" in original and "fields" in original:
             raise ValidationError("Give 'field' or 'fields', not both.", "fields")
         if "field" not in original and "fields" not in original:

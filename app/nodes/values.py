@@ -15,6 +15,7 @@ amounts are never rounded through a float.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal
@@ -33,6 +34,15 @@ ITEM_HOLE = re.compile(r"\{\{\s*@([^{}]*)\}\}")
 
 def parse_path(text: str) -> tuple[Segment, ...]:
     """``"rows[0].id"`` → ``("rows", 0, "id")``; ``ValueError`` naming a bad path."""
+    # The same few paths come back in every run (checked at validation, then used).
+    return _parse_path_cached(text) if len(text) <= CACHED_TEXT_CHARS else _parse_path(text)
+
+
+# Texts up to this length are parsed once per process (bounds the caches' memory).
+CACHED_TEXT_CHARS = 1024
+
+
+def _parse_path(text: str) -> tuple[Segment, ...]:
     if not text.strip():
         return ()
     segments: list[Segment] = []
@@ -47,6 +57,9 @@ def parse_path(text: str) -> tuple[Segment, ...]:
             raise ValueError(f"Invalid field path {text!r}: empty segment.")
         segments.extend(int(i) for i in _INDEX.findall(indexes))
     return tuple(segments)
+
+
+_parse_path_cached = functools.lru_cache(maxsize=1024)(_parse_path)
 
 
 def check_path(text: str) -> None:
