@@ -75,16 +75,17 @@ def run_sync():
     config, store = current_app.config, current_app.extensions["store"]
     plan = check_request(g.body, _limits())
     run_id = plan.run_id or new_run_id()
-    _reserve(store, config, run_id, plan.worst_case_cu)
-    body = _execute(store, config, plan, run_id)
-    text = current_app.json.dumps(body)  # once, for the store and the response
-    store.finish_run(run_id, body, text)
-    metrics.record_run(body)
-    _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
-    run_log.info("run finished", extra={
-        "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
-        "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
-        "errorCode": (body["error"] or {}).get("code")})
+    with logconfig.batched():  # the run's log lines, written together at its end
+        _reserve(store, config, run_id, plan.worst_case_cu)
+        body = _execute(store, config, plan, run_id)
+        text = current_app.json.dumps(body)  # once, for the store and the response
+        store.finish_run(run_id, body, text)
+        metrics.record_run(body)
+        _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
+        run_log.info("run finished", extra={
+            "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
+            "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
+            "errorCode": (body["error"] or {}).get("code")})
     return current_app.response_class(text, mimetype="application/json")
 
 

@@ -46,6 +46,8 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """A redacted copy of a JSON value."""
+        if not self.texts and not self.others:
+            return _secret_keys_only(value)  # most runs: no sensitive values
         if isinstance(value, str):
             return self.text(value) if self.texts else value
         if isinstance(value, dict):
@@ -62,12 +64,30 @@ class Redactor:
         out = dict(body)
         if body.get("error"):
             out["error"] = self._error(body["error"])
-        out["executionState"] = {
-            node_id: {k: self.value(v) if k in ("input", "result") else
-                      self._error(v) if k == "error" else v
-                      for k, v in state.items()}
-            for node_id, state in body.get("executionState", {}).items()}
+        out["executionState"] = {node_id: self._node(state) for node_id, state
+                                 in body.get("executionState", {}).items()}
         return out
+
+    def _node(self, state: dict) -> dict:
+        state = dict(state)
+        for key in ("input", "result"):
+            if key in state:
+                state[key] = self.value(state[key])
+        if "error" in state:
+            state["error"] = self._error(state["error"])
+        return state
 
     def _error(self, error: dict) -> dict:
         return {**error, "message": self.value(error.get("message", ""))}
+
+
+def _secret_keys_only(value: Any) -> Any:
+    """``Redactor().value(value)``: only secret keys to redact, so scalars are kept as they
+    are without a call each (this runs over every node's input and result)."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_key(k) else
+                _secret_keys_only(v) if isinstance(v, (dict, list)) else v
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_secret_keys_only(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value

@@ -35,9 +35,16 @@ class Scope:
                 if not rest:
                     return MISSING
                 head, rest = str(rest[0]), rest[1:]
-            if head not in self.states:
+            state = self.states.get(head)
+            if state is None:
                 return MISSING
-            value = self.states[head].view(self.plan.nodes[head].payload)
+            payload = self.plan.nodes[head].payload
+            if not rest:
+                return state.view(payload)
+            # Most paths read one field (``node.result.x``): no need to build the view.
+            value, rest = state.field(str(rest[0]), payload), rest[1:]
+            if value is MISSING:
+                return MISSING
         return walk(value, rest)
 
     def resolve_key(self, text: str) -> Any:

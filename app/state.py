@@ -33,8 +33,24 @@ class NodeState:
 
     def view(self, payload: dict) -> dict:
         """What ``{{node.…}}`` expressions see of this node."""
-        return {"result": self.result, "input": None if self.input is MISSING else self.input,
-                "payload": payload, "status": self.status, "error": self.error}
+        return {key: self.field(key, payload) for key in VIEW_FIELDS}
+
+    def field(self, key: str, payload: dict) -> Any:
+        """``view(payload)[key]`` without building the view; ``MISSING`` for other keys."""
+        if key == "result":
+            return self.result
+        if key == "input":
+            return None if self.input is MISSING else self.input
+        if key == "payload":
+            return payload
+        if key == "status":
+            return self.status
+        if key == "error":
+            return self.error
+        return MISSING
+
+
+VIEW_FIELDS = ("result", "input", "payload", "status", "error")
 
 
 def skip_reason(node, nodes: Mapping, states: Mapping[str, NodeState]) -> str | None:

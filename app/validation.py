@@ -20,7 +20,7 @@ from marshmallow import Schema, ValidationError
 from . import errors, graph
 from .expressions import ExpressionError, Path, is_template, parse, references
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
-from .nodes.base import schema_of
+from .nodes.base import load, schema_of
 from .plan import Limits, Plan, PlanNode
 from .schemas import (
     NODE_ID,
@@ -69,7 +69,7 @@ FIELD_CODES = {"payload": errors.INVALID_PAYLOAD, "propValues": errors.INVALID_P
 def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Plan:
     """The plan of a run request, or ``Invalid`` listing every problem."""
     problems = Invalid()
-    schema = schema_of(ValidateRequestSchema if validate_only else RunRequestSchema)
+    schema = ValidateRequestSchema if validate_only else RunRequestSchema
     request = _load_request(schema, body, problems)
     timeout = request.get("timeoutMs")
     if timeout is not None and not 1 <= timeout <= limits.run_deadline_ms:
@@ -118,10 +118,10 @@ def _checked_definition(raw: Any, limits: Limits, problems: Invalid
     return definition, plan
 
 
-def _load_request(schema: Schema, body: dict, problems: Invalid) -> dict:
+def _load_request(schema: type[Schema], body: dict, problems: Invalid) -> dict:
     """The top level: each problem located at its field's name, with that field's code."""
     try:
-        return schema.load(body)
+        return load(schema, body)
     except ValidationError as error:
         for key, messages in error.messages.items():
             problems.extend(flatten(messages, str(key)),

@@ -1,7 +1,7 @@
-"""``nodes.base.load``: the quick payload load gives exactly what marshmallow's load gives.
+"""``nodes.base.load``: the quick load gives exactly what marshmallow's load gives.
 
-For every node type's payload schema, values that fit and values that do not:
-the same result, or the same ``ValidationError`` messages.
+For every node type's payload schema and both request bodies, values that fit and
+values that do not: the same result, or the same ``ValidationError`` messages.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 
 from app.nodes import NODE_TYPES
 from app.nodes.base import _field_plan, load, schema_of
+from app.schemas import RunRequestSchema, ValidateRequestSchema
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**20, 10**20)
@@ -44,10 +45,21 @@ def test_same_answer_as_marshmallow(node_type, data):
         outcome(lambda: schema_of(schema_class).load(payload))
 
 
+@pytest.mark.parametrize("schema_class", [RunRequestSchema, ValidateRequestSchema])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_request_bodies_same_answer_as_marshmallow(schema_class, data):
+    """Unknown top-level keys are refused (RAISE): the quick way must refuse them too."""
+    body = data.draw(payloads(schema_class))
+    assert outcome(lambda: load(schema_class, body)) == \
+        outcome(lambda: schema_of(schema_class).load(body))
+
+
 def test_plain_schemas_take_the_quick_way():
     """The common node types are loaded field by field (the point of ``load``)."""
     for node_type in ("log", "format", "if", "http-request", "delay", "code-transform"):
         assert _field_plan(NODE_TYPES[node_type].Payload) is not None, node_type
+    assert _field_plan(RunRequestSchema) is not None
 
 
 def test_defaults_are_applied_and_unknown_keys_dropped():

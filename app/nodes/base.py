@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, missing
 
 DEFAULT_MAX_TIMEOUT_MS = 60_000
 # Up to this many items, a handler that walks an array once is quick enough (well
@@ -94,9 +94,12 @@ def load(schema_class: type[Schema], data: Any) -> Any:
     plan = _field_plan(schema_class)
     if plan is None or not isinstance(data, dict):
         return schema_of(schema_class).load(data)
+    fields_, known = plan
+    if known is not None and not known.issuperset(data):  # unknown = RAISE
+        return schema_of(schema_class).load(data)  # raises, naming every problem
     out = {}
     try:
-        for key, name, field_ in plan:
+        for key, name, field_ in fields_:
             value = field_.deserialize(data.get(key, missing), key, data)
             if value is not missing:
                 out[name] = value
@@ -107,14 +110,18 @@ def load(schema_class: type[Schema], data: Any) -> Any:
 
 @functools.cache
 def _field_plan(schema_class: type[Schema]) -> tuple | None:
-    """``(key in the data, key in the result, field)`` per field; None for a schema that
-    needs the whole of marshmallow (hooks, field validators, dotted attributes)."""
+    """``(key in the data, key in the result, field)`` per field, and the keys allowed
+    when unknown keys are refused (else None); None for a schema that needs the whole of
+    marshmallow (hooks, field validators, dotted attributes, unknown keys kept)."""
     schema = schema_of(schema_class)
-    if any(schema._hooks.values()) or schema.opts.unknown != EXCLUDE:
+    if any(schema._hooks.values()) or schema.opts.unknown == INCLUDE:
         return None
-    plan = tuple((field_.data_key or name, field_.attribute or name, field_)
-                 for name, field_ in schema.load_fields.items())
-    return None if any("." in name for _, name, _ in plan) else plan
+    fields_ = tuple((field_.data_key or name, field_.attribute or name, field_)
+                    for name, field_ in schema.load_fields.items())
+    if any("." in name for _, name, _ in fields_):
+        return None
+    known = frozenset(key for key, _, _ in fields_) if schema.opts.unknown == RAISE else None
+    return fields_, known
 
 
 # Strict JSON fields: marshmallow's own accept "5" for an Integer and
