@@ -32,11 +32,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.register(app)
     app.before_request(_assign_request_id)
-    app.after_request(_echo_request_id)
+    app.after_request(_finish_response)
     app.register_blueprint(api.bp, url_prefix="/v1")
     # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
-    app.after_request(_b3os_envelope)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     cli.register(app)
@@ -49,16 +48,13 @@ def _assign_request_id() -> None:
     logconfig.request_id.set(g.request_id)
 
 
-def _b3os_envelope(response):
-    """Wrap a 2xx JSON body of a /b3os route as ``{code: 0, message, data, requestId}``."""
-    if request.blueprint != "b3os" or not 200 <= response.status_code < 300:
-        return response
-    response.set_data(current_app.json.dumps({"code": 0, "message": "success",
-                                              "data": response.get_json(),
-                                              "requestId": g.get("request_id")}))
-    return response
-
-
-def _echo_request_id(response):
-    response.headers["X-Request-ID"] = g.get("request_id") or ""
+def _finish_response(response):
+    """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
+    data, requestId}``."""
+    request_id = g.get("request_id")
+    response.headers["X-Request-ID"] = request_id or ""
+    if request.blueprint == "b3os" and 200 <= response.status_code < 300:
+        response.set_data(current_app.json.dumps({"code": 0, "message": "success",
+                                                  "data": response.get_json(),
+                                                  "requestId": request_id}))
     return response

@@ -265,18 +265,18 @@ class Budget:
             raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
 
     def size(self, value: Any) -> int:
-        """About the length of ``value`` as JSON (memoised: results are shared)."""
+        """The length of ``value`` as JSON (memoised: results are shared)."""
         if isinstance(value, str):
             return len(value) + 2
         if not isinstance(value, (dict, list)):
             return 5 if value is None or isinstance(value, bool) else len(str(value))
         known = self._sizes.get(id(value))
         if known is None:
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            known = 2 + sum(self.size(v) + (len(k) + 4 if isinstance(k, str) else 1)
-                            for k, v in items)
-            self._sizes[id(value)] = known
+            known = self._sizes[id(value)] = len(_JSON.encode(value))
         return known
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:

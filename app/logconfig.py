@@ -85,13 +85,16 @@ class _Batch:
     def write(self) -> None:
         with self._lock:
             held, self._lines = self._lines or {}, None
+        batches: dict[str, logging.LogRecord] = {}  # the sinks share a formatter: one each
         for sink, records in held.items():
             text = "\n".join(sink.format(record) for record in records)
-            batch = logging.makeLogRecord({
-                "name": "app", "msg": text, "levelno": max(r.levelno for r in records),
-                "levelname": logging.getLevelName(max(r.levelno for r in records)),
-                "_json": text})  # JsonFormatter's cache: the lines as they are
-            sink.handle(batch)
+            if text not in batches:
+                level = max(record.levelno for record in records)
+                batches[text] = logging.makeLogRecord({
+                    "name": "app", "msg": text, "levelno": level,
+                    "levelname": logging.getLevelName(level),
+                    "_json": text})  # JsonFormatter's cache: the lines as they are
+            sink.handle(batches[text])
 
 
 _batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("log_batch",
