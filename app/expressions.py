@@ -276,7 +276,9 @@ class Budget:
         return known
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+# Any value a handler returns is measured: keys JSON cannot hold are skipped, odd types
+# written as text, rather than failing the run.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, skipkeys=True)
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
