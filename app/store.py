@@ -18,7 +18,23 @@ import threading
 import time
 from dataclasses import dataclass
 
-SCHEMA = [  # index = migration number; user_version = how many have run
+
+def _complete_first_schema(db: sqlite3.Connection) -> None:
+    """Add what a store made by migration 1's first version lacks; nothing for others."""
+    columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+    for name, kind in (("worker_pid", "INTEGER"), ("expires_at", "REAL")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+    # Runs such a store shows as running were started by a version that is gone: their
+    # time is up (the start-up clean-up aborts them and releases their reservations).
+    db.execute("UPDATE runs SET expires_at = 0 WHERE expires_at IS NULL AND status = 'running'")
+    db.execute("CREATE INDEX IF NOT EXISTS runs_running ON runs (status, token_id) "
+               "WHERE status = 'running'")
+    db.execute("CREATE TABLE IF NOT EXISTS probes "
+               "(id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)")
+
+
+SCHEMA = [  # SQL or a function of the connection; user_version = how many have run
     """
     CREATE TABLE tokens (
         id INTEGER PRIMARY KEY,
@@ -45,6 +61,9 @@ SCHEMA = [  # index = migration number; user_version = how many have run
     CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running';
     CREATE TABLE probes (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
     """,
+    # 2: migration 1 gained worker_pid, expires_at, runs_running and probes after
+    # its first version had made stores: complete those.
+    _complete_first_schema,
 ]
 
 
@@ -117,9 +136,12 @@ class Store:
         """Create or upgrade the schema."""
         with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(SCHEMA[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
+            for number, step in enumerate(SCHEMA[version:], start=version + 1):
+                if callable(step):
+                    step(db)
+                else:
+                    for statement in filter(str.strip, step.split(";")):
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
     # -- tokens ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 
@@ -146,3 +147,43 @@ def test_backup_is_a_consistent_copy(store, tmp_path):
     assert copy.token_by_name("t").balance == 9
     assert copy.run("run_a", token.id) == {"runId": "run_a", "status": "running"}
     copy.close()
+
+
+FIRST_SCHEMA = """
+CREATE TABLE tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, hash TEXT NOT NULL UNIQUE,
+    balance INTEGER NOT NULL CHECK (balance >= 0), enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL);
+CREATE TABLE runs (id TEXT PRIMARY KEY, token_id INTEGER NOT NULL REFERENCES tokens(id),
+    request_id TEXT, status TEXT NOT NULL, reserved INTEGER NOT NULL,
+    total_cu INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, finished_at REAL,
+    body TEXT NOT NULL);
+CREATE INDEX runs_created_at ON runs (created_at);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_store_made_by_the_first_schema_is_upgraded_with_its_data(tmp_path):
+    """Migration 1 gained columns after its first version had made stores: nothing is lost,
+    its running run is aborted with its reservation released, and runs work again."""
+    path = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_SCHEMA)
+        old.execute("INSERT INTO tokens (id, name, hash, balance, created_at) "
+                    "VALUES (1, 't', ?, 7, 0)", (token_hash("s3cret"),))
+        old.execute("INSERT INTO runs VALUES ('run_done', 1, 'r1', 'success', 0, 2, 1, 2, "
+                    "'{\"runId\": \"run_done\", \"status\": \"success\", \"totalCu\": 2}')")
+        old.execute("INSERT INTO runs VALUES ('run_left', 1, 'r2', 'running', 3, 0, 1, NULL, "
+                    "'{\"runId\": \"run_left\", \"status\": \"running\"}')")
+    old.close()
+    store = Store(path)
+    store.migrate()
+    store.migrate()  # and again: nothing more to do
+    assert store.run("run_done", 1)["totalCu"] == 2
+    assert store.abort_orphans() == 1
+    assert store.run("run_left", 1)["error"]["code"] == "ABORTED"
+    assert store.token("s3cret").balance == 10  # 7 + the 3 reserved by the dead run
+    store.start_run("run_new", 1, "r3", 2, LATER)
+    store.finish_run("run_new", {"runId": "run_new", "status": "success", "totalCu": 1})
+    assert store.token("s3cret").balance == 9
+    store.check_writable()  # the probes table exists
+    store.close()
