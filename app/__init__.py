@@ -54,7 +54,7 @@ def _finish_response(response):
     request_id = g.get("request_id")
     response.headers["X-Request-ID"] = request_id or ""
     if request.blueprint == "b3os" and 200 <= response.status_code < 300:
-        response.set_data(current_app.json.dumps({"code": 0, "message": "success",
-                                                  "data": response.get_json(),
-                                                  "requestId": request_id}))
+        response.set_data(current_app.json.dumps(
+            {"code": 0, "message": "success", "data": response.get_json(),
+             "requestId": request_id}, separators=(",", ":")))
     return response

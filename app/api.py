@@ -78,7 +78,8 @@ def run_sync():
     with logconfig.batched():  # the run's log lines, written together at its end
         _reserve(store, config, run_id, plan.worst_case_cu)
         body = _execute(store, config, plan, run_id)
-        text = current_app.json.dumps(body)  # once, for the store and the response
+        # Once, for the store and the response; compact like jsonify's answers.
+        text = current_app.json.dumps(body, separators=(",", ":"))
         store.finish_run(run_id, body, text)
         metrics.record_run(body)
         _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])

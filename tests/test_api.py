@@ -234,3 +234,14 @@ def test_an_unavailable_store_is_503_not_500(app, client, tmp_path):
     body = assert_error(post_run(client, TWO_NODES), 503, 503000)
     assert "Traceback" not in json.dumps(body)
     assert post_run(client, TWO_NODES).headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("path", ["/v1/runs/sync", "/b3os/v1/runs/sync"])
+def test_run_answers_are_compact_json(client, path):
+    """No spaces after separators, as in the README's example (and fewer bytes)."""
+    body = {"definition": definition("root>say", say={"type": "log",
+                                                     "payload": {"message": "hi"}})}
+    response = client.post(path, json=body, headers=DEV_AUTH)
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert text == json.dumps(response.json, separators=(",", ":"))
