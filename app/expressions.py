@@ -23,10 +23,10 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from .jstext import to_text
+from .textcache import cache_short_texts
 
 MISSING = object()  # a path that leads nowhere (distinct from a JSON null)
 
@@ -93,12 +93,9 @@ def is_template(text: str) -> bool:
     return "{{" in text
 
 
+@cache_short_texts(maxsize=4096)
 def parse(text: str) -> Template:
     """Split ``text`` into literal parts and parsed holes."""
-    return _parse_cached(text) if len(text) <= 1024 else _parse(text)
-
-
-def _parse(text: str) -> Template:
     parts: list[str | Hole] = []
     pos = 0
     for start, end, body in _holes(text):
@@ -111,9 +108,6 @@ def _parse(text: str) -> Template:
     if pos < len(text) or not parts:
         parts.append(text[pos:])
     return Template(_merge_literals(parts))
-
-
-_parse_cached = lru_cache(maxsize=4096)(_parse)
 
 
 def _holes(text: str):

@@ -9,15 +9,15 @@ expressions in the template were resolved before the node ran.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from marshmallow import ValidationError
 
 from ..expressions import Segment
 from ..jstext import to_text
+from ..textcache import cache_short_texts
 from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
-from .values import CACHED_TEXT_CHARS, ITEM_HOLE, at_path, parse_path, present
+from .values import ITEM_HOLE, at_path, parse_path, present
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
 
@@ -27,15 +27,9 @@ def _array_or_object(value: Any) -> None:
         raise ValidationError("Must be an array or an object.")
 
 
+@cache_short_texts(maxsize=512)  # checked at validation, then run again and again
 def compile_template(template: str) -> tuple[Part, ...]:
     """Split ``template`` into literal text and item paths; ``ValueError`` on a bad path."""
-    # Checked at validation, then run again and again: compiled once per process.
-    if len(template) <= CACHED_TEXT_CHARS:
-        return _compile_cached(template)
-    return _compile(template)
-
-
-def _compile(template: str) -> tuple[Part, ...]:
     parts: list[Part] = []
     pos = 0
     for hole in ITEM_HOLE.finditer(template):
@@ -44,9 +38,6 @@ def _compile(template: str) -> tuple[Part, ...]:
         pos = hole.end()
     parts.append(template[pos:])
     return tuple(p for p in parts if p != "")
-
-
-_compile_cached = functools.lru_cache(maxsize=512)(_compile)
 
 
 def _check_template(template: str) -> None:

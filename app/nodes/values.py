@@ -15,7 +15,6 @@ amounts are never rounded through a float.
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 from decimal import Decimal
@@ -24,6 +23,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ..expressions import MISSING, Segment, walk
+from ..textcache import cache_short_texts
 
 _NUMERIC = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _PART = re.compile(r"\s*([^\[\]]*?)\s*((?:\[\s*[0-9]+\s*\]\s*)*)")
@@ -32,17 +32,9 @@ _INDEX = re.compile(r"[0-9]+")
 ITEM_HOLE = re.compile(r"\{\{\s*@([^{}]*)\}\}")
 
 
+@cache_short_texts(maxsize=1024)  # the same few paths: checked, then used in every run
 def parse_path(text: str) -> tuple[Segment, ...]:
     """``"rows[0].id"`` → ``("rows", 0, "id")``; ``ValueError`` naming a bad path."""
-    # The same few paths come back in every run (checked at validation, then used).
-    return _parse_path_cached(text) if len(text) <= CACHED_TEXT_CHARS else _parse_path(text)
-
-
-# Texts up to this length are parsed once per process (bounds the caches' memory).
-CACHED_TEXT_CHARS = 1024
-
-
-def _parse_path(text: str) -> tuple[Segment, ...]:
     if not text.strip():
         return ()
     segments: list[Segment] = []
@@ -57,9 +49,6 @@ def _parse_path(text: str) -> tuple[Segment, ...]:
             raise ValueError(f"Invalid field path {text!r}: empty segment.")
         segments.extend(int(i) for i in _INDEX.findall(indexes))
     return tuple(segments)
-
-
-_parse_path_cached = functools.lru_cache(maxsize=1024)(_parse_path)
 
 
 def check_path(text: str) -> None:
