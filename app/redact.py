@@ -1,78 +1,165 @@
 """Redaction of secrets wherever data leaves the process (SPEC §9).
 
 A key is secret when its lowercase form without ``-`` and ``_`` equals or ends
-with one of ``SECRET_SUFFIXES``; its value becomes ``"[redacted]"``. The values
-of the props named in ``sensitivePropKeys`` are replaced wherever they appear,
-whole or inside text. Handlers and expressions keep the real values: only the
-response, the stored run and the logs are redacted.
+with one of ``SECRET_SUFFIXES``; its value becomes ``"[redacted]"``, whatever
+its length. The sensitive values of a request — the values of secret keys
+anywhere in it and the props named in ``sensitivePropKeys`` — are collected
+once (``Redactor.for_request``): every string and number leaf of each, and the
+compact JSON of each object or array. Each value of at least ``MIN_CHARS``
+characters is replaced wherever it appears, whole or inside text, in keys too,
+and in the forms it takes in JSON text, URLs, host names and Python's repr.
+
+All those forms go into one Aho–Corasick automaton (leftmost-longest), so a
+string is scanned once, in time linear in its length, however many secrets
+there are. ``"[redacted]"`` is in the automaton too, as a match that is kept,
+so redacting a value twice changes nothing. Handlers and expressions keep the
+real values: only the response, the stored run and the logs are redacted.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus
+
+import ahocorasick_rs
+
+from .jstext import stringify, to_text
 
 REDACTED = "[redacted]"
-SECRET_SUFFIXES = ("authorization", "cookie", "password", "secret", "token", "apikey",
-                   "privatekey")
+SECRET_SUFFIXES = ("authorization", "cookie", "password", "passwd", "passphrase", "secret",
+                   "secrets", "token", "tokens", "apikey", "privatekey", "credential",
+                   "credentials", "mnemonic", "seedphrase", "accesskey")
+MIN_CHARS = 4  # shorter values would take ordinary words and numbers out of every text
+MAX_PATTERN_CHARS = 1 << 20  # about half a second to build the automaton, 40 MB at most
+CHECK_EVERY = 1000  # values visited between two calls of value()'s check
+
+# How app/outbound/urls.py quotes a URL's path and its query.
+_URL_SAFE = ("/%:@!$&'()*+,;=~", "/?%:@!$&'()*+,;=~")
+_PLAIN = re.compile(r"[A-Za-z0-9._~-]*")  # written the same in JSON, URLs and repr
+_HOST = re.compile(r"[\w.-]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CREDENTIALS = re.compile(r"(?i)(?:basic|bearer|bot|token)\s+(\S+)")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+# The running request's redactor (None: only secret keys to redact). Set by the API for
+# the whole run; node threads inherit it with the rest of the context.
+current: contextvars.ContextVar[Redactor | None] = contextvars.ContextVar("redactor",
+                                                                          default=None)
 
 
 @functools.lru_cache(maxsize=4096)  # the same keys come back in every run
 def is_secret_key(key: str) -> bool:
-    """True for keys such as ``Authorization``, ``x-api-key``, ``db_password``."""
+    """True for keys such as ``Authorization``, ``x-api-key``, ``aws_secret_access_key``."""
     return key.lower().replace("-", "").replace("_", "").endswith(SECRET_SUFFIXES)
 
 
-class Redactor:
-    """Redacts secret keys and a run's sensitive prop values from JSON values and text."""
+def clip(text: str, limit: int, marker: str = "…") -> str:
+    """``text`` redacted with the current request's redactor, then cut to ``limit``
+    characters plus ``marker``: a cut never leaves the prefix of a secret behind."""
+    redactor = current.get()
+    if redactor is not None:
+        text = redactor.text(text)
+    return text if len(text) <= limit else text[:limit] + marker
 
-    def __init__(self, sensitive_values: list[Any] = ()):
-        # Longest first, so a value that contains another is replaced whole.
-        self.texts = sorted({v for v in sensitive_values if isinstance(v, str) and v},
-                            key=len, reverse=True)
-        self.others = [v for v in sensitive_values if not isinstance(v, str) and v is not None]
+
+class Redactor:
+    """Redacts secret keys and a request's sensitive values from JSON values and text."""
+
+    def __init__(self, sensitive_values: Iterable[Any] = ()):
+        patterns, numbers = _patterns(sensitive_values)
+        self.numbers = frozenset(numbers)  # whole JSON numbers to replace
+        keep = {form for to in (str, *_FORMS) if (form := to(REDACTED))}
+        replace = [_SURROGATE.sub("\ufffd", form) for form in patterns if form not in keep]
+        self._replaced = len(replace)  # matches of patterns from here on are kept
+        self._matcher = ahocorasick_rs.AhoCorasick(
+            [*replace, *keep], matchkind=ahocorasick_rs.MatchKind.LeftmostLongest,
+            implementation=ahocorasick_rs.Implementation.NoncontiguousNFA,  # builds fastest
+        ) if replace else None
+
+    @classmethod
+    def for_request(cls, definition: dict, payload: dict, prop_values: dict) -> Redactor:
+        """The redactor of a request: values of secret keys in ``payload``, ``propValues``,
+        ``definition.props`` and node payloads, and the ``sensitivePropKeys`` props."""
+        props = definition.get("props")
+        props = props if isinstance(props, dict) else {}
+        found: list[Any] = []
+        for source in (payload, prop_values, props):
+            _under_secret_keys(source, found)
+        nodes = definition.get("nodes")
+        for node in nodes.values() if isinstance(nodes, dict) else ():
+            if isinstance(node, dict):
+                _under_secret_keys(node.get("payload"), found)
+        merged = {**props, **(prop_values or {})}
+        keys = definition.get("sensitivePropKeys")
+        found += [merged[k] for k in keys if isinstance(k, str) and k in merged] \
+            if isinstance(keys, list) else []
+        return cls(found)
 
     @classmethod
     def for_run(cls, definition: dict, prop_values: dict) -> Redactor:
-        """The redactor of a run: the values of its ``sensitivePropKeys``."""
-        props = {**definition.get("props", {}), **prop_values}
-        keys = definition.get("sensitivePropKeys", [])
-        return cls([props[k] for k in keys if k in props])
+        """``for_request`` without a request payload."""
+        return cls.for_request(definition, {}, prop_values)
 
     def text(self, text: str) -> str:
-        for secret in self.texts:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        """Free text (a log or error message) with every sensitive value replaced."""
+        if self._matcher is None or len(text) < MIN_CHARS:
+            return text
+        try:
+            matches = self._matcher.find_matches_as_indexes(text)
+        except UnicodeEncodeError:  # a lone surrogate (valid in JSON): same length without
+            matches = self._matcher.find_matches_as_indexes(_SURROGATE.sub("\ufffd", text))
+        pieces: list[str] = []
+        at = 0
+        for pattern, start, end in matches:
+            if pattern < self._replaced:
+                pieces += (text[at:start], REDACTED)
+                at = end
+        if not pieces:
+            return text
+        pieces.append(text[at:])
+        return "".join(pieces)
 
-    def value(self, value: Any) -> Any:
-        """A redacted copy of a JSON value."""
-        if not self.texts and not self.others:
-            return _secret_keys_only(value)  # most runs: no sensitive values
+    def value(self, value: Any, check: Callable[[], None] | None = None) -> Any:
+        """A redacted copy of a JSON value; ``check()``, when given, is called every
+        ``CHECK_EVERY`` values visited (it raises to stop at the run's deadline)."""
+        tick = _Ticker(check) if check is not None else None
+        if self._matcher is None:
+            return _secret_keys_only(value, tick)  # most runs: no sensitive values
+        return self._value(value, tick or _Ticker(_nothing))
+
+    def _value(self, value: Any, tick: _Ticker) -> Any:
+        tick()
         if isinstance(value, str):
-            return self.text(value) if self.texts else value
+            return self.text(value)
         if isinstance(value, dict):
-            return {k: REDACTED if is_secret_key(k) else self.value(v) for k, v in value.items()}
+            return {self.text(k): REDACTED if is_secret_key(k) else self._value(v, tick)
+                    for k, v in value.items()}
         if isinstance(value, list):
-            return [self.value(v) for v in value]
-        if self.others and not isinstance(value, bool) and value in self.others:
+            return [self._value(v, tick) for v in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value in self.numbers:
             return REDACTED
         return value
 
-    def run(self, body: dict) -> dict:
+    def run(self, body: dict, check: Callable[[], None] | None = None) -> dict:
         """A response / stored run with every node's input and result redacted, and the
         messages of errors (their codes are ours, never a secret)."""
         out = dict(body)
         if body.get("error"):
             out["error"] = self._error(body["error"])
-        out["executionState"] = {node_id: self._node(state) for node_id, state
+        out["executionState"] = {node_id: self._node(state, check) for node_id, state
                                  in body.get("executionState", {}).items()}
         return out
 
-    def _node(self, state: dict) -> dict:
+    def _node(self, state: dict, check: Callable[[], None] | None) -> dict:
         state = dict(state)
         for key in ("input", "result"):
             if key in state:
-                state[key] = self.value(state[key])
+                state[key] = self.value(state[key], check)
         if "error" in state:
             state["error"] = self._error(state["error"])
         return state
@@ -81,13 +168,168 @@ class Redactor:
         return {**error, "message": self.value(error.get("message", ""))}
 
 
-def _secret_keys_only(value: Any) -> Any:
-    """``Redactor().value(value)``: only secret keys to redact, so scalars are kept as they
-    are without a call each (this runs over every node's input and result)."""
+class _Ticker:
+    """Calls ``check`` once every ``CHECK_EVERY`` calls."""
+
+    __slots__ = ("check", "left")
+
+    def __init__(self, check: Callable[[], None]):
+        self.check, self.left = check, CHECK_EVERY
+
+    def __call__(self) -> None:
+        self.left -= 1
+        if not self.left:
+            self.left = CHECK_EVERY
+            self.check()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _secret_keys_only(value: Any, tick: _Ticker | None = None) -> Any:
+    """``value()`` with only secret keys to redact: scalars are kept as they are without
+    a call each (this runs over every node's input and result); ticks per container."""
     if isinstance(value, dict):
+        if tick is not None:
+            tick()
         return {k: REDACTED if is_secret_key(k) else
-                _secret_keys_only(v) if isinstance(v, (dict, list)) else v
+                _secret_keys_only(v, tick) if isinstance(v, (dict, list)) else v
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_secret_keys_only(v) if isinstance(v, (dict, list)) else v for v in value]
+        if tick is not None:
+            tick()
+        return [_secret_keys_only(v, tick) if isinstance(v, (dict, list)) else v
+                for v in value]
     return value
+
+
+def _under_secret_keys(value: Any, found: list) -> None:
+    """Appends to ``found`` the value of every secret key at any depth of ``value``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_key(key):
+                found.append(item)
+            else:
+                _under_secret_keys(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _under_secret_keys(item, found)
+
+
+def _patterns(sensitive_values: Iterable[Any]) -> tuple[list[str], set[int | float]]:
+    """The texts to look for (each sensitive text, then its other forms) and the numbers
+    to replace whole."""
+    leaves: list[str] = []
+    numbers: set[int | float] = set()
+    containers: list[dict | list] = []
+    for value in sensitive_values:
+        _collect(value, leaves, numbers, containers)
+    patterns = _Patterns()
+    patterns.add(sorted(leaves, key=len))  # the most secrets within the bound
+    for container in containers:  # outermost first: sub-paths are read less often
+        if patterns.full:
+            break
+        patterns.add(_container_texts(container))
+    texts = list(patterns.found)
+    numbers = {n for n in numbers if len(to_text(n)) >= MIN_CHARS}
+    numbers.update(n for n in map(_as_number, texts) if n is not None)
+    patterns.add(map(str.lower, texts))  # host names
+    texts = [text for text in texts if not _PLAIN.fullmatch(text)]
+    for form in _FORMS:  # each the same as the text for most secrets
+        patterns.add(map(form, texts))
+    return list(patterns.found), numbers
+
+
+class _Patterns:
+    """The texts to look for, in the order given, until ``MAX_PATTERN_CHARS``: a hostile
+    request cannot make building the automaton cost more than that."""
+
+    def __init__(self):
+        self.found: dict[str, None] = {}
+        self.left = MAX_PATTERN_CHARS
+
+    @property
+    def full(self) -> bool:
+        return self.left <= 0
+
+    def add(self, texts: Iterable[str | None]) -> None:
+        """Adds ``texts`` (computed only while there is room) until one does not fit."""
+        for text in texts:
+            if self.full:
+                return
+            if text and len(text) >= MIN_CHARS and text not in self.found:
+                if len(text) > self.left:
+                    self.left = 0
+                    return
+                self.found[text] = None
+                self.left -= len(text)
+
+
+def _collect(value: Any, leaves: list[str], numbers: set, containers: list) -> None:
+    """What a sensitive value contributes: its string and number leaves (numbers by their
+    texts too), and each object or array in it (for its compact JSON)."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        leaves.append(value)
+        leaves += _CREDENTIALS.findall(value)  # "Bearer abc…": the credential alone too
+    elif isinstance(value, (int, float)):
+        numbers.add(value)
+        leaves += (to_text(value), str(value))
+    elif isinstance(value, (dict, list)):
+        containers.append(value)
+        for item in value.values() if isinstance(value, dict) else value:
+            _collect(item, leaves, numbers, containers)
+
+
+def _container_texts(value: dict | list) -> Iterator[str]:
+    """An object or array as Python's json, JavaScript and Python's repr write it (the
+    cheapest first: the next is only written while there is room for it)."""
+    yield json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    yield stringify(value)
+    yield json.dumps(value, separators=(",", ":"))
+    yield repr(value)
+
+
+def _as_number(text: str) -> int | float | None:
+    """The JSON number written ``text`` (as a number prints it), else None."""
+    if len(text) > 400 or not _JSON_NUMBER.fullmatch(text):  # int() refuses 4,300 digits
+        return None
+    number = float(text) if any(c in text for c in ".eE") else int(text)
+    return number if text in (to_text(number), str(number)) else None
+
+
+def _json_escaped(text: str, ascii_only: bool = False) -> str:
+    return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+
+
+def _quoted(safe: str, plus: bool = False) -> Callable[[str], str | None]:
+    def form(text: str) -> str | None:
+        try:
+            return quote_plus(text, safe=safe) if plus else quote(text, safe=safe)
+        except UnicodeEncodeError:  # a lone surrogate: no URL can hold it
+            return None
+    return form
+
+
+def _idna(text: str) -> str | None:
+    if text.isascii() or len(text) > 253 or not _HOST.fullmatch(text):
+        return None
+    try:
+        return text.encode("idna").decode("ascii")
+    except UnicodeError:  # not a host name IDNA can write
+        return None
+
+
+# The forms a text takes where it is written, most likely first (the automaton takes
+# them in this order while MAX_PATTERN_CHARS allows).
+_FORMS: tuple[Callable[[str], str | None], ...] = (
+    _json_escaped,
+    functools.partial(_json_escaped, ascii_only=True),
+    lambda text: repr(text)[1:-1],
+    _quoted(""), _quoted("", plus=True), *map(_quoted, _URL_SAFE),
+    lambda text: _json_escaped(_json_escaped(text)),  # JSON text inside a JSON string
+    lambda text: _json_escaped(_json_escaped(text, True), True),
+    _idna,
+)
