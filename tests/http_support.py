@@ -126,6 +126,31 @@ def call(payload: dict, settings: dict | None = None, seconds: float = 10.0,
     return module.run(data, ctx)
 
 
+def context(seconds: float = 10.0, settings: dict | None = None,
+            cancel_after: float | None = None) -> NodeContext:
+    """A node context as the engine makes one; its ``cancelled`` is set after
+    ``cancel_after`` seconds, as the engine does when a run ends early."""
+    ctx = NodeContext("run_test", "node", time.monotonic() + seconds,
+                      settings=ALLOW if settings is None else settings)
+    if cancel_after is not None:
+        timer = threading.Timer(cancel_after, ctx.cancelled.set)
+        timer.daemon = True
+        timer.start()
+    return ctx
+
+
+def timed_failure(payload: dict, module=http_request,
+                  **limits: float) -> tuple[NodeError, float]:
+    """The error a handler ends with, and the seconds it ran; ``limits`` are
+    ``context``'s, counted from once the payload is loaded."""
+    data = module.Payload().load(payload)
+    ctx = context(**limits)
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        module.run(data, ctx)
+    return caught.value, time.monotonic() - started
+
+
 def fails(payload: dict, **kwargs) -> NodeError:
     with pytest.raises(NodeError) as caught:
         call(payload, **kwargs)

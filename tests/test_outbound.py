@@ -1,15 +1,24 @@
 """The SSRF guard: address classes, the allow-list, resolution, URLs, bounded decoding.
 
 Nothing here connects anywhere except the local test server on 127.0.0.1;
-the spellings below resolve without a DNS query (numeric forms, /etc/hosts).
+the spellings below resolve without a DNS query (numeric forms, /etc/hosts),
+except in the lookup tests, which ask a name server of their own that never
+answers (in a private mount and network namespace).
 """
 from __future__ import annotations
 
 import gzip
 import ipaddress
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +172,104 @@ def test_request_cancelled_before_sending(server):
         outbound.request("GET", server.url(), {}, None, timeout=5,
                          allow_list=["127.0.0.1/32"], cancelled=cancelled)
     assert caught.value.code == "TIMEOUT" and server.seen == []
+
+
+def test_cancelled_lookup_starts_no_thread():
+    cancelled = threading.Event()
+    cancelled.set()
+    before = threading.active_count()
+    with pytest.raises(NodeError) as caught:
+        outbound.request("GET", "http://127.0.0.1:9/", {}, None, timeout=5, cancelled=cancelled)
+    assert caught.value.code == "TIMEOUT" and threading.active_count() == before
+
+
+# -- name resolution that never answers ------------------------------------------------
+
+SILENT_DNS_CHILD = textwrap.dedent("""
+    import json, socket, threading, time
+    from app import outbound
+    from app.nodes.base import NodeError
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 53))  # receives every query, answers none
+
+    def attempt(host, limit, cancel_after=None):
+        cancelled = threading.Event()
+        if cancel_after is not None:
+            threading.Timer(cancel_after, cancelled.set).start()
+        wall, cpu = time.monotonic(), time.process_time()
+        try:
+            outbound.request("GET", f"http://{host}/", {}, None, timeout=limit,
+                             cancelled=cancelled)
+            code = retryable = None
+        except NodeError as error:
+            code, retryable = error.code, error.retryable
+        return {"code": code, "retryable": retryable,
+                "ms": (time.monotonic() - wall) * 1000,
+                "cpu_ms": (time.process_time() - cpu) * 1000}
+
+    def report(**figures):
+        print(json.dumps(figures), flush=True)
+
+    report(deadline=attempt("never.example", 0.5))
+    report(cancelled=attempt("never-2.example", 5, cancel_after=0.2))
+    from app.outbound import lookup
+    for n in range(lookup.MAX_ABANDONED):  # fill the bound (two are out already)
+        attempt(f"filler-{n}.example", 0.01)
+    report(outstanding=lookup.abandoned(), flood=attempt("one-too-many.example", 5))
+""")
+
+
+def _run_with_silent_name_server(tmp_path: Path) -> dict:
+    """Run ``SILENT_DNS_CHILD`` where the system resolver asks only a UDP socket on
+    127.0.0.1:53 that never answers: a private network namespace (its own loopback)
+    and mount namespace (its own resolv.conf and nsswitch.conf, bind-mounted)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip to give the resolver a silent name server")
+    resolv, nsswitch = tmp_path / "resolv.conf", tmp_path / "nsswitch.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    nsswitch.write_text("hosts: files dns\n")
+    script = (f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
+              f"mount --bind {nsswitch} /etc/nsswitch.conf && exec \"$0\" -c \"$1\"")
+    try:  # each figure as soon as it is known: a lookup that hangs shows as a missing one
+        done = subprocess.run(["unshare", "--mount", "--net", "sh", "-c", script,
+                               sys.executable, SILENT_DNS_CHILD], capture_output=True,
+                              text=True, timeout=20, cwd=Path(__file__).resolve().parent.parent)
+        stdout, stderr = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as expired:
+        stdout, stderr = expired.stdout or b"", expired.stderr or b""
+        stdout, stderr = (o.decode() if isinstance(o, bytes) else o for o in (stdout, stderr))
+    if "unshare failed" in stderr:
+        pytest.skip(f"no namespaces here: {stderr.strip()}")
+    figures = {"stderr": stderr}
+    for line in stdout.splitlines():
+        figures.update(json.loads(line))
+    return figures
+
+
+@pytest.fixture(scope="module")
+def silent_lookups(tmp_path_factory):
+    return _run_with_silent_name_server(tmp_path_factory.mktemp("dns"))
+
+
+def test_lookup_that_never_answers_ends_at_the_deadline(silent_lookups):
+    assert "deadline" in silent_lookups, f"no answer within 20 s: {silent_lookups['stderr']}"
+    result = silent_lookups["deadline"]
+    assert (result["code"], result["retryable"]) == ("TIMEOUT", True)
+    assert 500 <= result["ms"] < 500 + 100
+    assert result["cpu_ms"] < 50  # waiting, not spinning
+
+
+def test_lookup_is_abandoned_when_the_attempt_is_cancelled(silent_lookups):
+    assert "cancelled" in silent_lookups, f"no answer within 20 s: {silent_lookups['stderr']}"
+    result = silent_lookups["cancelled"]
+    assert (result["code"], result["retryable"]) == ("TIMEOUT", True)
+    assert 200 <= result["ms"] < 200 + 100 and result["cpu_ms"] < 50
+
+
+def test_abandoned_lookups_are_bounded(silent_lookups):
+    assert "flood" in silent_lookups, f"no answer within 20 s: {silent_lookups['stderr']}"
+    assert silent_lookups["outstanding"] == 16
+    result = silent_lookups["flood"]
+    assert (result["code"], result["retryable"]) == ("NETWORK_ERROR", True)
+    assert result["ms"] < 50

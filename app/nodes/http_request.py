@@ -4,7 +4,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
@@ -23,6 +23,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 USER_AGENT = "workflow-runner/0.1"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header name
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+CHECK_EVERY = 1000  # items between two cancellation checks
 
 
 def _scalar(value: Any) -> bool:
@@ -69,9 +70,10 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """Send the request; describe the final response."""
     method = data["method"].upper()
-    url = with_query(data["url"], data["query"])
-    headers = request_headers(data["headers"])
+    url = with_query(data["url"], data["query"], ctx.check)
+    headers = request_headers(data["headers"], ctx.check)
     body = encode_body(data["body"], headers)
+    ctx.check()
     response = outbound.request(
         method, url, headers, body, timeout=ctx.time_left(),
         follow_redirects=data["followRedirects"], max_hops=MAX_HOPS,
@@ -84,10 +86,12 @@ def run(data: dict, ctx: NodeContext) -> dict:
     if data["failOnStatus"] and not 200 <= status < 400:
         raise NodeError("HTTP_ERROR", f"{method} to {host} answered {status} {response.reason}.",
                         retryable=status in (408, 429) or status >= 500)
+    ctx.check()
     content_type = response.headers.get("content-type")
     body_text = decode_text(response.body, content_type)
     return {"status": status, "statusText": response.reason, "headers": response.headers,
-            "body": body_text, "contentType": content_type, "json": parse_json(body_text)}
+            "body": body_text, "contentType": content_type,
+            "json": parse_json(body_text, ctx.check)}
 
 
 def text(value: Any) -> str:
@@ -99,17 +103,32 @@ def text(value: Any) -> str:
     return str(value)
 
 
-def with_query(url: str, query: dict) -> str:
-    """``url`` with ``query`` merged in; its keys replace the same keys already there."""
+def with_query(url: str, query: dict, check: Callable[[], None] = lambda: None) -> str:
+    """``url`` with ``query`` merged in; its keys replace the same keys already there.
+
+    ``check`` is called every ``CHECK_EVERY`` items (``NodeContext.check``).
+    """
     outbound.parse_url(url)  # INVALID_INPUT before anything else happens
     if not query:
         return url
     parts = urlsplit(url.strip())
-    kept = [p for p in parts.query.split("&")
+    kept = [p for p in _every(parts.query.split("&"), check)
             if p and unquote_plus(p.split("=", 1)[0]) not in query]
-    added = [f"{quote(name, safe='')}={quote(text(item), safe='')}"
-             for name, item in _pairs(query)]
+    added = [f"{_quoted(name, name)}={_quoted(text(item), name)}"
+             for name, item in _every(_pairs(query), check)]
     return urlunsplit(parts._replace(query="&".join(kept + added)))
+
+
+def _quoted(value: str, name: str) -> str:
+    return quote(outbound.check_text(value, f"Query parameter {name!r}"), safe="")
+
+
+def _every(items: Iterable, check: Callable[[], None]) -> Iterator:
+    """``items``, calling ``check`` before the first and then every ``CHECK_EVERY``."""
+    for count, item in enumerate(items):
+        if count % CHECK_EVERY == 0:
+            check()
+        yield item
 
 
 def _pairs(query: dict) -> Iterator[tuple[str, Any]]:
@@ -119,12 +138,27 @@ def _pairs(query: dict) -> Iterator[tuple[str, Any]]:
                 yield name, item
 
 
-def request_headers(headers: dict) -> dict[str, str]:
-    """The caller's headers as text, with our User-Agent unless they chose one."""
-    out = {name: text(value) for name, value in headers.items()}
+def request_headers(headers: dict, check: Callable[[], None] = lambda: None) -> dict[str, str]:
+    """The caller's headers as text, with our User-Agent unless they chose one.
+
+    A value must be Latin-1 text (what HTTP/1.1 can carry): INVALID_INPUT
+    naming the header otherwise, before anything is sent.
+    """
+    out = {name: _header_value(name, text(value)) for name, value in _every(headers.items(), check)}
     if not any(name.lower() == "user-agent" for name in out):
         out["User-Agent"] = USER_AGENT
     return out
+
+
+def _header_value(name: str, value: str) -> str:
+    outbound.check_text(value, f"Header {name!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError as error:
+        raise NodeError("INVALID_INPUT", f"Header {name!r} can only hold Latin-1 text; "
+                        f"U+{ord(value[error.start]):04X} at position {error.start} is not.",
+                        False) from None
+    return value
 
 
 def encode_body(body: Any, headers: dict[str, str]) -> bytes | None:
@@ -137,14 +171,31 @@ def encode_body(body: Any, headers: dict[str, str]) -> bytes | None:
     if body is None:
         return None
     if isinstance(body, str):
-        data = body.encode("utf-8")
+        data = outbound.check_text(body, "The body").encode("utf-8")
         kind = "application/json" if _is_json(body) else "text/plain; charset=utf-8"
     else:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        written = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        if outbound.unpaired(written) is not None:
+            outbound.check_text(*_first_unencodable(body, "body"))
+        data = written.encode("utf-8")
         kind = "application/json"
     if not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = kind
     return data
+
+
+def _first_unencodable(value: Any, path: str) -> tuple[str, str]:
+    """``(text, path)`` of the first key or string in ``value`` holding a surrogate."""
+    if isinstance(value, str):
+        return value, path
+    pairs = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in pairs:
+        if isinstance(key, str) and outbound.unpaired(key) is not None:
+            return key, f"A key in {path}"
+        if isinstance(item, (str, dict, list)) and outbound.unpaired(
+                json.dumps(item, ensure_ascii=False)) is not None:
+            return _first_unencodable(item, f"{path}[{key!r}]")
+    raise AssertionError("called only for a value that holds a surrogate")
 
 
 def _is_json(value: str) -> bool:
@@ -165,11 +216,12 @@ def decode_text(body: bytes, content_type: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-def parse_json(body_text: str) -> Any:
-    """The body parsed as strict JSON, or None when it is not JSON (or nests too deep)."""
+def parse_json(body_text: str, check: Callable[[], None] | None = None) -> Any:
+    """The body parsed as strict JSON, or None when it is not JSON (or nests too deep);
+    ``check`` stops the depth walk at the attempt's limit."""
     if not body_text.strip():
         return None
     try:
-        return loads_strict(body_text.lstrip("\ufeff"), MAX_JSON_DEPTH)
+        return loads_strict(body_text.lstrip("\ufeff"), MAX_JSON_DEPTH, check)
     except ValueError:
         return None

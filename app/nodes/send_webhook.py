@@ -36,7 +36,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
     url = data["url"]
     host = outbound.parse_url(url).host  # INVALID_INPUT before any POST
     delivery_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ctx.run_id}/{ctx.node_id}"))
-    headers = {name: value for name, value in request_headers(data["headers"]).items()
+    headers = {name: value for name, value in request_headers(data["headers"], ctx.check).items()
                if name.lower() != DELIVERY_HEADER.lower()}  # ours must match the result
     headers[DELIVERY_HEADER] = delivery_id
     body = encode_body(data["body"], headers)
@@ -44,6 +44,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
     for number in range(1, posts + 1):
         if number > 1 and not _wait(number - 1, ctx):
             raise _failed(number - 1, last)
+        ctx.check()  # no POST starts once the attempt has ended
         try:
             response = outbound.request(
                 "POST", url, headers, body, timeout=min(POST_TIMEOUT_S, ctx.time_left()),

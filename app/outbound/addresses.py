@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 
 from ..nodes.base import NodeError
+from .lookup import getaddrinfo
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -63,15 +65,19 @@ def allowed(host: str, ip: IPAddress, allow_list: Iterable[str]) -> bool:
     return False
 
 
-def resolve(host: str, port: int, allow_list: Iterable[str] = ()) -> list[IPAddress]:
+def resolve(host: str, port: int, allow_list: Iterable[str] = (), deadline: float | None = None,
+            cancelled: threading.Event | None = None) -> list[IPAddress]:
     """Every address ``host`` resolves to (once); BLOCKED_DESTINATION if any is refused.
+
+    The lookup is waited for until ``deadline`` (``time.monotonic()``) or
+    ``cancelled``, then ``TIMEOUT`` (``lookup``: getaddrinfo has no timeout).
 
     Refusing when *any* address is internal, not only when all are, means a
     name that answers both a public and an internal address cannot be used to
     reach the internal one.
     """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = getaddrinfo(host, port, deadline, cancelled)
     except (OSError, UnicodeError) as error:
         why = getattr(error, "strerror", None) or str(error)
         raise NodeError("NETWORK_ERROR", f"Could not resolve {host!r}: {why}.", True) from None

@@ -50,11 +50,12 @@ class Inflater:
         self._z = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header
 
     def feed(self, data: bytes, room: int) -> bytes:
-        out = b""
-        while data and len(out) <= room:
-            out += self._z.decompress(data, room + 1 - len(out))
+        parts, size = [], 0  # joined once: many small members must not cost size²
+        while data and size <= room:
+            parts.append(self._z.decompress(data, room + 1 - size))
+            size += len(parts[-1])
             data = self._z.unused_data if self._z.eof else b""
             if not data.startswith(b"\x1f\x8b"):  # no further member: padding is ignored
                 break
             self._z = zlib.decompressobj(32 + zlib.MAX_WBITS)
-        return out
+        return b"".join(parts)

@@ -22,12 +22,12 @@ from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from ..nodes.base import NodeError
+from ..redact import is_secret_key
 from .addresses import IPAddress, resolve
 from .body import read_limited
 from .urls import Target, parse_url
 
 REDIRECTS = {301, 302, 303, 307, 308}
-CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
 MIB = 1024 * 1024
 
 
@@ -89,15 +89,21 @@ def _is_redirect(status: int, headers: Mapping[str, str], limits: _Limits) -> bo
 
 def _redirect(target: Target, method: str, body: bytes | None,
               fields: urllib3.HTTPHeaderDict, response: Response):
-    """The next hop: 301/302/303 turn into a body-less GET, 307/308 repeat as sent."""
+    """The next hop: 301/302/303 turn into a body-less GET, 307/308 repeat as sent.
+
+    On another origin, no header whose name is secret (SPEC §9: ``Authorization``,
+    ``Cookie``, ``Proxy-Authorization``, ``X-Api-Key``, ``X-Auth-Token``, …) is
+    sent: they were meant for the first origin. A 307/308 keeps its method and
+    body, as HTTP requires, but not those headers.
+    """
     following = parse_url(urljoin(target.url, response.headers["location"]), "HTTP_ERROR")
     fields = fields.copy()
     if response.status in (301, 302, 303) and method != "HEAD":
         method, body = "GET", None
         for name in ("content-type", "content-encoding"):
             fields.discard(name)
-    if following.origin != target.origin:  # credentials were meant for the first origin
-        for name in CREDENTIALS:
+    if following.origin != target.origin:
+        for name in {name.lower() for name in fields if is_secret_key(name)}:
             fields.discard(name)
     return following, method, body, fields
 
@@ -105,7 +111,9 @@ def _redirect(target: Target, method: str, body: bytes | None,
 def _exchange(method: str, target: Target, fields: urllib3.HTTPHeaderDict,
               body: bytes | None, limits: _Limits) -> Response:
     """One hop: resolve and check, connect to a checked address, read the answer."""
-    addresses = resolve(target.host, target.port, limits.allow_list)
+    limits.left()  # TIMEOUT before a lookup is started for nothing
+    addresses = resolve(target.host, target.port, limits.allow_list, limits.deadline,
+                        limits.cancelled)
     sent = fields.copy()
     for name in ("host", "content-length", "transfer-encoding"):  # ours, not the caller's
         sent.discard(name)

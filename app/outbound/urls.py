@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from ..nodes.base import NodeError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, always unpaired
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Target:
 
 def parse_url(url: str, code: str = "INVALID_INPUT") -> Target:
     """An http(s) URL with a host, else ``NodeError(code)``."""
+    check_text(url, "The url", code)
     problem = NodeError(code, f"Not an http or https URL with a host: {url[:200]!r}.", False)
     try:
         parts = urlsplit(url.strip())
@@ -52,3 +55,21 @@ def parse_url(url: str, code: str = "INVALID_INPUT") -> Target:
                   path, auth)
 
 
+def unpaired(text: str) -> int | None:
+    """The position of the first unpaired surrogate in ``text``, else None."""
+    found = _SURROGATE.search(text)
+    return None if found is None else found.start()
+
+
+def check_text(text: str, what: str, code: str = "INVALID_INPUT") -> str:
+    """``text`` if it can be encoded; else ``NodeError(code)`` naming ``what``.
+
+    JSON's ``"\\ud800"`` is a valid Python string but no encoding can write it,
+    so it is refused here with a message that names the field (and does not
+    hold the character itself) instead of failing later inside a codec.
+    """
+    at = unpaired(text)
+    if at is not None:
+        raise NodeError(code, f"{what} holds an unpaired surrogate (U+{ord(text[at]):04X} "
+                        f"at position {at}), which cannot be encoded.", False)
+    return text

@@ -12,8 +12,9 @@ from contextlib import ExitStack
 
 import pytest
 
+from app import create_app
 from app.nodes import http_request
-from tests.helpers import definition, post_run, run_engine
+from tests.helpers import DEV_AUTH, definition, post_run, run_engine
 from tests.http_support import (
     ALLOW,
     Handler,
@@ -23,6 +24,7 @@ from tests.http_support import (
     redirect,
     reply,
     serve,
+    timed_failure,
 )
 
 # -- requests and responses --------------------------------------------------------
@@ -162,6 +164,27 @@ def test_cross_origin_redirect_drops_credentials(server):
     assert cross.headers["host"] == f"localhost:{server.server_port}"
 
 
+SECRET_HEADERS = {"Authorization": "Bearer x", "Cookie": "c=1", "Proxy-Authorization": "p",
+                  "X-Api-Key": "k-123", "X-Auth-Token": "t-456", "Private-Key": "pk-789",
+                  "api_key": "ak-000"}
+
+
+@pytest.mark.parametrize(("status", "method", "body"), [
+    (302, "GET", b""), (303, "GET", b""), (307, "POST", b"data"), (308, "POST", b"data")])
+def test_cross_origin_redirect_drops_every_secret_header(server, status, method, body):
+    other = f"http://localhost:{server.server_port}/to"  # same server, another origin
+    server.routes["/same"] = redirect("/from", status)
+    server.routes["/from"] = redirect(other, status)
+    call({"url": server.url("/same"), "method": "POST", "body": "data",
+          "headers": {**SECRET_HEADERS, "X-Keep": "1", "X-Key-Id": "kid"}},
+         settings={"OUTBOUND_ALLOW": ["127.0.0.1/32", "::1/128"]})
+    _, same_origin, cross = server.seen
+    assert {name.lower() for name in SECRET_HEADERS} <= set(same_origin.headers)
+    assert not {name.lower() for name in SECRET_HEADERS} & set(cross.headers)
+    assert (cross.headers["x-keep"], cross.headers["x-key-id"]) == ("1", "kid")
+    assert (cross.method, cross.body) == (method, body)  # 307/308: method and body kept
+
+
 def test_redirect_limit(server):
     for n in range(1, 7):
         server.routes[f"/hop{n}"] = redirect(f"/hop{n - 1}")
@@ -229,6 +252,19 @@ def test_timeout(server):
     error = fails({"url": server.url("/slow")}, seconds=0.3)
     assert (error.code, error.retryable) == ("TIMEOUT", True)
     assert time.monotonic() - started < 3
+
+
+def test_building_a_huge_query_stops_when_the_attempt_is_cancelled(server):
+    error, took = timed_failure({"url": server.url(), "query": {"q": list(range(400_000))}},
+                                seconds=30, cancel_after=0.1)
+    assert (error.code, error.retryable) == ("TIMEOUT", True)
+    assert took < 0.1 + 0.15 and server.seen == []
+
+
+def test_building_huge_headers_stops_at_the_deadline(server):
+    headers = {f"X-H{n}": "v" for n in range(200_000)}
+    error, took = timed_failure({"url": server.url(), "headers": headers}, seconds=0.1)
+    assert error.code == "TIMEOUT" and took < 0.1 + 0.15 and server.seen == []
 
 
 def _drip(head: bytes, part: bytes):
@@ -302,6 +338,50 @@ def test_invalid_url_from_an_expression_fails_the_node_not_the_request():
     assert node["error"]["code"] == "INVALID_INPUT"
 
 
+# -- text that cannot be encoded: an unpaired surrogate ("\\ud800" in JSON) -----------
+
+LONE = "\ud800"
+UNENCODABLE = [  # (payload besides the url, the url's path, what the message names)
+    ({}, f"/a{LONE}", "The url"),
+    ({}, f"/a?q={LONE}", "The url"),
+    ({"query": {"q": ["ok", f"x{LONE}"]}}, "/", "Query parameter 'q'"),
+    ({"query": {f"q{LONE}": "x"}}, "/", "Query parameter 'q\\ud800'"),
+    ({"headers": {"X-A": f"v{LONE}"}}, "/", "Header 'X-A'"),
+    ({"method": "POST", "body": f"b{LONE}"}, "/", "The body"),
+    ({"method": "POST", "body": {"a": ["ok", LONE]}}, "/", "body['a'][1]"),
+    ({"method": "POST", "body": {f"k{LONE}": 1}}, "/", "A key in body"),
+]
+
+
+@pytest.mark.parametrize(("payload", "path", "field"), UNENCODABLE)
+def test_unpaired_surrogate_is_invalid_input_naming_the_field(server, payload, path, field):
+    error = fails({**payload, "url": server.url(path)})
+    assert (error.code, error.retryable) == ("INVALID_INPUT", False)
+    assert field in error.message and "surrogate" in error.message
+    error.message.encode("utf-8")  # the message itself can be written anywhere
+    assert server.seen == []
+
+
+def test_header_beyond_latin1_is_invalid_input_before_sending(server):
+    error = fails({"url": server.url(), "headers": {"X-Price": "5 €"}})
+    assert (error.code, error.retryable) == ("INVALID_INPUT", False)
+    assert "Header 'X-Price'" in error.message and "U+20AC" in error.message
+    assert server.seen == []
+    call({"url": server.url(), "headers": {"X-Name": "café"}})  # Latin-1 is sent as such
+    assert server.seen[0].headers["x-name"] == "café"
+
+
+def test_unpaired_surrogate_through_the_api(client, server):
+    body = {"definition": definition("root>a", a={"type": "http-request", "payload": {
+        "url": "{{root.result.u}}", "method": "POST", "body": {"text": "{{root.result.t}}"}}}),
+        "payload": {"u": server.url("/x"), "t": f"half {LONE} a pair"}}
+    response = post_run(client, body)
+    assert response.status_code == 200
+    node = response.json["executionState"]["a"]
+    assert node["error"]["code"] == "INVALID_INPUT" and "body['text']" in node["error"]["message"]
+    assert server.seen == []
+
+
 # -- the default configuration -------------------------------------------------------
 
 def test_default_settings_block_the_local_server(server):
@@ -320,13 +400,16 @@ def test_blocked_is_never_retried(server):
     assert out["status"] == "failure" and server.seen == []
 
 
-def test_http_api_blocks_by_default_and_honours_the_allow_list(app, client, server):
+def test_http_api_blocks_by_default_and_honours_the_allow_list(client, server, tmp_path):
     body = {"definition": definition("root>a", a={
         "type": "http-request", "payload": {"url": server.url("/api")}})}
     blocked = post_run(client, body).json["executionState"]["a"]
     assert blocked["error"]["code"] == "BLOCKED_DESTINATION"
-    app.config["OUTBOUND_ALLOW"] = ["127.0.0.1/32"]
-    done = post_run(client, body).json["executionState"]["a"]
+    allowing = create_app({"TESTING": True, "STORE_PATH": str(tmp_path / "allow.sqlite3"),
+                           "LOG_FILE": str(tmp_path / "allow.log"),
+                           "OUTBOUND_ALLOW": ["127.0.0.1/32"]})
+    allowing.extensions["store"].ensure_token("dev", DEV_AUTH["Authorization"].split()[1], 10)
+    done = post_run(allowing.test_client(), body).json["executionState"]["a"]
     assert done["status"] == "success" and done["result"]["json"]["path"] == "/api"
     assert [s.path for s in server.seen] == ["/api"]
 

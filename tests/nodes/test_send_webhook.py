@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from app.nodes import send_webhook
 from app.nodes.base import NodeError
 from tests.helpers import definition, run_engine
-from tests.http_support import ALLOW, call, redirect, reply
+from tests.http_support import ALLOW, call, redirect, reply, timed_failure
 
 
 def deliver(payload: dict, **kwargs) -> dict:
@@ -98,6 +98,24 @@ def test_gives_up_when_no_time_is_left_to_wait(server):
     assert time.monotonic() - started < 3
 
 
+def test_huge_headers_stop_at_the_deadline_not_after(server):
+    headers = {f"X-H{n}": "v" for n in range(200_000)}
+    error, took = timed_failure({"url": server.url("/hook"), "headers": headers},
+                                send_webhook, seconds=0.1)
+    assert (error.code, error.retryable) == ("TIMEOUT", True)
+    assert took < 0.1 + 0.15 and server.seen == []
+
+
+def test_no_post_after_the_attempt_is_cancelled(server):
+    server.routes["/hook"] = failing(100)
+    error, took = timed_failure({"url": server.url("/hook"), "maxRetries": 10}, send_webhook,
+                                seconds=30, cancel_after=0.3)
+    assert error.code == "TIMEOUT" and took < 0.3 + 0.15
+    posts = len(server.seen)
+    time.sleep(0.3)
+    assert len(server.seen) == posts < 11
+
+
 def test_blocked_immediately_without_retries(server):
     error = refused({"url": server.url("/hook"), "maxRetries": 5}, settings={})
     assert (error.code, error.retryable) == ("BLOCKED_DESTINATION", False)
@@ -121,6 +139,30 @@ def test_through_the_engine_one_attempt_several_posts(server):
     node = out["executionState"]["w"]
     assert node["status"] == "success" and node["attempts"] == 1
     assert node["result"]["attempts"] == 2 and out["totalCu"] == 1
+
+
+@pytest.mark.parametrize(("payload", "path", "field"), [
+    ({}, "/hook\ud800", "The url"),
+    ({"headers": {"X-Sig": "s\ud800"}}, "/hook", "Header 'X-Sig'"),
+    ({"body": "b\ud800"}, "/hook", "The body"),
+    ({"body": {"event": {"name": "\udfff"}}}, "/hook", "body['event']['name']"),
+])
+def test_unpaired_surrogate_is_invalid_input_before_any_post(server, payload, path, field):
+    error = refused({**payload, "url": server.url(path), "maxRetries": 3})
+    assert (error.code, error.retryable) == ("INVALID_INPUT", False)
+    assert field in error.message and "surrogate" in error.message
+    error.message.encode("utf-8")
+    assert server.seen == []
+
+
+def test_unpaired_surrogate_through_the_engine_is_not_retried(server):
+    body = {"definition": definition("root>w", w={
+        "type": "send-webhook", "payload": {"url": server.url("/hook"),
+                                            "body": "{{root.result.t}}"},
+        "retry": {"maxAttempts": 3, "initialDelayMs": 1}}), "payload": {"t": "x\ud800"}}
+    node = run_engine(body, settings=ALLOW)["executionState"]["w"]
+    assert node["error"]["code"] == "INVALID_INPUT" and node["attempts"] == 1
+    assert server.seen == []
 
 
 @pytest.mark.parametrize("url", ["ftp://x/", "", "http:///nohost"])
