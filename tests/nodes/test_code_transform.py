@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from app import redact
 from app.nodes import code_transform
 from app.nodes.base import NodeContext, NodeError
 from tests.helpers import definition, post_run, run_engine, run_nodes
@@ -14,11 +15,13 @@ LOOP = "function transform(input) { while (true) {} }"
 GROW = "function transform(input) { const a = []; while (true) a.push(new Array(1e5).fill(1)); }"
 
 
-def call(code: str, seconds: float = 10.0, **payload) -> object:
+def call(code: str, seconds: float = 10.0, settings: dict | None = None,
+         cancelled: threading.Event | None = None, **payload) -> object:
     """Load the payload and limit the attempt as the engine does; return ``output``."""
     data = code_transform.Payload().load({"code": code, **payload})
     limit = min(seconds, data["timeout"] / 1000)  # the engine's _limit_ms, in short
-    ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + limit)
+    ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + limit,
+                      settings=settings or {}, cancelled=cancelled or threading.Event())
     return code_transform.run(data, ctx)["output"]
 
 
@@ -217,6 +220,131 @@ def test_input_that_is_not_json_is_invalid_input():
     with pytest.raises(NodeError) as caught:
         code_transform.run(data, ctx)
     assert caught.value.code == "INVALID_INPUT" and caught.value.message.startswith("input:")
+
+
+# -- the output cannot be tampered with ---------------------------------------------
+
+
+@pytest.mark.parametrize("tampering", [
+    # length 0 passed the size check, then toString gave 6 MB
+    "JSON.stringify = () => ({length: 0, toString() { return 'x'.repeat(6e6) }});",
+    "JSON.stringify = () => 'NaN';",
+    "JSON.stringify = () => '1e400';",
+    "JSON.parse = () => ({evil: true});",
+    "Object.prototype.toString = () => '[object Promise]';",
+    "String.prototype.slice = () => 'x'.repeat(6e6); String = () => 'x'.repeat(6e6);",
+    "Reflect.apply = () => 'x'; globalThis.__callTransform = () => 'ONaN';",
+])
+def test_replacing_globals_does_not_change_the_output(tampering):
+    code = tampering + " function transform(input) { return {n: input.n} }"
+    assert call(code, input={"n": 1}) == {"n": 1}
+
+
+def test_the_output_cap_holds_when_to_json_is_replaced():
+    code = ("Object.prototype.toJSON = function () { return 'x'.repeat(6e6) };"
+            " function transform(input) { return {} }")
+    assert "the limit is 5242880" in fails(code).message
+
+
+def test_the_call_cannot_be_redeclared():
+    assert "already been declared" in fails(
+        "const __callTransform = () => 'ONaN'; function transform(input) { return 1 }").message
+
+
+@pytest.mark.parametrize("reply, words", [
+    ("O" + "1" * (code_transform.MAX_OUTPUT_CHARS + 1), "the limit is"),
+    ("ONaN", "not valid JSON"),
+    ("O-Infinity", "not valid JSON"),
+    ("O[1e400]", "out of range"),
+    ("O[1,", "not valid JSON"),
+    ("O" + "[" * 65 + "]" * 65, "nested deeper than 64"),
+    (5, "replaced what the transform call relies on"),
+    ("Xyz", "replaced what the transform call relies on"),
+])
+def test_the_reply_is_checked_again_in_python(reply, words):
+    with pytest.raises(NodeError) as caught:
+        code_transform._output(reply)
+    assert caught.value.code == "CODE_ERROR" and words in caught.value.message
+
+
+def test_a_secret_cut_in_half_by_clipping_does_not_show():
+    secret = "s3cr3t-value-42"
+    token = redact.current.set(redact.Redactor([secret]))
+    try:
+        error = fails(f"function transform(input) {{ throw 'x'.repeat(990) + '{secret}' }}")
+    finally:
+        redact.current.reset(token)
+    assert "s3cr3t" not in error.message
+
+
+# -- at most CODE_MAX_HELPERS attempts of a worker at once -----------------------------
+
+BUSY = ("function transform(input) { const start = Date.now();"
+        " while (Date.now() - start < input.ms) {} return [start, Date.now()] }")
+
+
+def in_threads(count: int, fn) -> list:
+    results, threads = [None] * count, []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = fn(i)
+        except Exception as error:  # kept: an assert in a thread is lost
+            results[i] = error
+
+    for i in range(count):
+        threads.append(threading.Thread(target=one, args=(i,)))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_at_most_four_attempts_run_at_once():
+    spans = in_threads(7, lambda i: call(BUSY, input={"ms": 1000}))
+    assert all(isinstance(span, list) for span in spans), spans
+    most = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+    assert 2 <= most <= code_transform.MAX_HELPERS
+
+
+def test_an_attempt_waiting_for_a_helper_times_out_within_its_limit():
+    settings = {"CODE_MAX_HELPERS": 1}
+    busy = threading.Thread(target=call, args=(BUSY,), kwargs={
+        "input": {"ms": 1500}, "settings": settings})
+    busy.start()
+    time.sleep(0.3)  # the busy call holds the only slot
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        call("function transform(input) { return 1 }", seconds=0.3, settings=settings)
+    waited = time.monotonic() - started
+    busy.join()
+    assert caught.value.code == "TIMEOUT" and "waiting for a JavaScript helper" in \
+        caught.value.message
+    assert 0.25 < waited < 0.6
+
+
+def test_a_cancelled_attempt_stops_waiting_for_a_helper():
+    settings, cancelled = {"CODE_MAX_HELPERS": 1}, threading.Event()
+    busy = threading.Thread(target=call, args=(BUSY,), kwargs={
+        "input": {"ms": 1500}, "settings": settings})
+    busy.start()
+    time.sleep(0.3)
+    threading.Timer(0.2, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        call("function transform(input) { return 1 }", settings=settings, cancelled=cancelled)
+    waited = time.monotonic() - started
+    busy.join()
+    assert caught.value.code == "TIMEOUT" and waited < 0.5
+
+
+def test_a_cancelled_attempt_stops_its_helper():
+    cancelled = threading.Event()
+    threading.Timer(0.5, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        call(LOOP, cancelled=cancelled, timeout=10_000)
+    assert caught.value.code == "TIMEOUT" and time.monotonic() - started < 1.0
 
 
 @pytest.mark.parametrize("payload, field", [
