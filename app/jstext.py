@@ -9,32 +9,97 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 
-def to_text(value: Any) -> str:
+def to_text(value: Any, check: Callable[[], None] | None = None) -> str:
     """A value written into text, as JavaScript's String()/JSON.stringify would."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list)):
-        return stringify(value)
+        return stringify(value, check)
     return _scalar(value)
 
 
-def stringify(value: Any) -> str:
-    """Compact JSON with non-ASCII as is and numbers in JavaScript's form."""
-    if isinstance(value, dict):
-        items = (json.dumps(k, ensure_ascii=False) + ":" + stringify(v) for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(stringify(v) for v in value) + "]"
+def stringify(value: Any, check: Callable[[], None] | None = None) -> str:
+    """Compact JSON with non-ASCII as is and numbers in JavaScript's form.
+
+    Python's C encoder writes everything as JavaScript does except some floats
+    (``2.0``, ``1e-07``, ``1e+16`` where JavaScript writes ``2``, ``1e-7``,
+    ``10000000000000000``); when the text may hold one, a pass over it rewrites
+    them, calling ``check`` (a deadline's) every few thousand tokens.
+    """
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if value is None:
-        return "null"
-    return _scalar(value)
+        return _encode(value)
+    if not isinstance(value, (dict, list)):
+        return "null" if value is None else _scalar(value)
+    text = _encode(value)
+    if not _MAYBE_FLOAT.search(text):
+        return text
+    calls = 0
+
+    def js_float(found: re.Match) -> str:
+        nonlocal calls
+        calls += 1
+        if check is not None and not calls % 8:
+            check()
+        number = found[2]
+        if number is None:
+            return found[1]
+        if "e" in number or number == "-0.0":
+            return found[1] + number_to_text(float(number))
+        # Python's repr is the shortest round trip, as JavaScript's: only "2.0" differs.
+        return found[1] + (number[:-2] if number.endswith(".0") else number)
+    return _FLOATS.sub(js_float, text)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Python writes a float with a '.' or an exponent: text without a digit followed by
+# one of those holds no float.
+_MAYBE_FLOAT = re.compile(r"[0-9][.eE]")
+# At most 1000 tokens that are not floats (strings, punctuation and literals,
+# integers), then a float or nothing: the replacement is called once per float and
+# at least once per 1000 tokens, which is where the deadline is checked.
+_FLOATS = re.compile(r"""
+    ((?: "[^"\\]*+(?:\\.[^"\\]*+)*+"  # a string, escapes included
+       | [^"0-9-]++                  # punctuation, true, false, null, NaN, Infinity
+       | -?[0-9]++(?![.eE0-9])       # an integer
+       | -(?![0-9])                  # the sign of -Infinity
+    ){0,1000}+)
+    (-?[0-9]++(?:\.[0-9]++)?(?:[eE][+-]?[0-9]++)?)?
+""", re.VERBOSE)
+
+
+def json_length(value: Any, sizes: dict[int, int] | None) -> int:
+    """About the length of ``value`` as compact JSON (a float may differ by a
+    character or two, a short string is counted without its escapes).
+
+    A container or a long string is measured once per ``sizes`` (by ``id``: the
+    caller keeps the values alive while it counts), so a value repeated a
+    thousand times costs one measurement; with ``sizes`` None a container or a
+    long string counts 2 (for callers whose large values are bounded otherwise).
+    """
+    if isinstance(value, str) and len(value) <= _SHORT:
+        return len(value) + 2
+    if value is None or value is True:
+        return 4
+    if value is False:
+        return 5
+    if isinstance(value, (int, float)):
+        return len(repr(value))
+    if sizes is None:
+        return 2
+    size = sizes.get(id(value))
+    if size is None:
+        size = sizes[id(value)] = len(_encode(value))
+    return size
+
+
+_SHORT = 256
 
 
 def _scalar(value: Any) -> str:

@@ -45,27 +45,31 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{filtered}``: the items, in order, for which the condition holds."""
     name = "filter" if "filter" in data else "condition"
-    condition = data[name]
+    condition, array = data[name], data["array"]
+    tick = conditions.ticks(ctx.check)
     try:
-        conditions.check(condition, name)
+        conditions.check(condition, name, tick=tick)
     except conditions.ConditionError as error:
         raise NodeError("INVALID_INPUT", str(error)) from None
     # Every left-hand side is prepared once, so a bad path fails even on an empty array.
     keys: dict[str, Accessor] = {}
     item_values: dict[str, Accessor] = {}
-    for is_key, side in conditions.lefts(condition):
+    for is_key, side in conditions.lefts(condition, tick):
+        tick(1)
         if is_key:
             keys[side] = _key_accessor(side, ctx)
         elif isinstance(side, str) and (hole := ITEM_HOLE.fullmatch(side.strip())):
             item_values[side] = _path_accessor(hole.group(1))
+    lookups: dict = {}  # long $in arrays, hashed once for all items
 
     def matches(item: Any) -> bool:
         def operand(value: Any) -> Any:
             accessor = item_values.get(value) if isinstance(value, str) else None
             return accessor(item) if accessor else value
-        return conditions.holds(condition, lambda key: keys[key](item), operand)
+        tick(1)
+        return conditions.holds(condition, lambda key: keys[key](item), operand, tick, lookups)
 
-    return {"filtered": [item for item in data["array"] if matches(item)]}
+    return {"filtered": [item for item in array if matches(item)]}
 
 
 def _key_accessor(key: str, ctx: NodeContext) -> Accessor:

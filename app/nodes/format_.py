@@ -17,6 +17,7 @@ from ..expressions import Segment
 from ..jstext import to_text
 from ..textcache import cache_short_texts
 from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
+from .conditions import CHECK_EVERY
 from .values import ITEM_HOLE, at_path, parse_path, present
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
@@ -53,12 +54,6 @@ class Payload(PayloadSchema):
     separator = Str(load_default="\n")
 
 
-def render(parts: tuple[Part, ...], item: Any) -> str:
-    """One item through a compiled template."""
-    return "".join(p if isinstance(p, str) else to_text(present(at_path(item, p)))
-                   for p in parts)
-
-
 def inline(data: dict) -> bool:
     """Quick enough for the scheduling thread: few items and a short template."""
     items = len(data["data"]) if isinstance(data["data"], list) else 1
@@ -66,19 +61,34 @@ def inline(data: dict) -> bool:
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    """``{formatted}``: the rendered text, at most ``MAX_TEXT_CHARS`` long."""
+    """``{formatted}``: the rendered text, at most ``MAX_TEXT_CHARS`` long.
+
+    Each piece is counted before the next is written, so a template repeating
+    a large value fails after about ``MAX_TEXT_CHARS`` of text, not after all of it.
+    """
     try:
         parts = compile_template(data["template"])
     except ValueError as error:  # the schema checked it; kept for direct callers
         raise NodeError("INVALID_INPUT", str(error)) from None
-    value = data["data"]
+    value, separator = data["data"], data["separator"]
     items = value if isinstance(value, list) else [value]
-    pieces, length = [], 0
-    for item in items:
-        piece = render(parts, item)
-        length += len(piece) + len(data["separator"])
-        if length > MAX_TEXT_CHARS + len(data["separator"]):
+    pieces: list[str] = []
+    length = 0
+    for index, item in enumerate(items):
+        ctx.check()
+        if index:
+            length += len(separator)
+            pieces.append(separator)
+        for count, part in enumerate(parts, 1):
+            if not isinstance(part, str):
+                part = to_text(present(at_path(item, part)), ctx.check)
+            length += len(part)
+            if length > MAX_TEXT_CHARS:
+                break
+            pieces.append(part)
+            if not count % CHECK_EVERY:  # a template of many holes
+                ctx.check()
+        if length > MAX_TEXT_CHARS:  # also when separators alone are too long
             raise NodeError("INVALID_INPUT",
                             f"The formatted text would exceed {MAX_TEXT_CHARS} characters.")
-        pieces.append(piece)
-    return {"formatted": data["separator"].join(pieces)}
+    return {"formatted": "".join(pieces)}

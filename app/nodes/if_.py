@@ -28,4 +28,6 @@ def run(data: dict, ctx: NodeContext) -> dict:
         except ExpressionError as error:  # keys that came from an expression are unchecked
             raise NodeError("INVALID_INPUT", f"condition key {key!r}: {error}") from None
 
-    return {"branch": "then" if conditions.evaluate(data["condition"], left) else "else"}
+    tick = conditions.ticks(ctx.check)  # runs inline: bounded by its own checks alone
+    holds = conditions.evaluate(data["condition"], left, tick=tick)
+    return {"branch": "then" if holds else "else"}

@@ -14,5 +14,5 @@ inline = small_array
 
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{max, index, item}``."""
-    value, index, item = pick(data, largest=True)
+    value, index, item = pick(data, largest=True, check=ctx.check)
     return {"max": value, "index": index, "item": item}

@@ -14,5 +14,5 @@ inline = small_array
 
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{min, index, item}``."""
-    value, index, item = pick(data, largest=False)
+    value, index, item = pick(data, largest=False, check=ctx.check)
     return {"min": value, "index": index, "item": item}

@@ -9,9 +9,11 @@ first of equal values wins.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .base import Arr, NodeError, PayloadSchema, Str
+from .conditions import CHECK_EVERY
 from .values import at_path, check_path, number, parse_path
 
 
@@ -20,23 +22,38 @@ class Payload(PayloadSchema):
     field = Str(validate=check_path)
 
 
-def pick(data: dict, largest: bool) -> tuple[Any, int, Any]:
-    """``(value, index, item)`` of the smallest (or largest) comparable value."""
+def pick(data: dict, largest: bool, check: Callable[[], None]) -> tuple[Any, int, Any]:
+    """``(value, index, item)`` of the smallest (or largest) comparable value.
+
+    One pass, calling ``check`` (the attempt's deadline) every ``CHECK_EVERY`` items.
+    """
     array = data["array"]
     if not array:
         raise NodeError("INVALID_INPUT", "array: the array is empty.")
     path = parse_path(data.get("field", ""))
-    found = [at_path(item, path) for item in array]
-    keyed = [(i, n) for i, v in enumerate(found) if (n := number(v)) is not None]
-    if not keyed:
-        keyed = [(i, v) for i, v in enumerate(found) if isinstance(v, str)]
-    if not keyed:
+    # (index, key) of the best numeric value, and of the best string in case none is.
+    best: tuple[int, Any] | None = None
+    best_text: tuple[int, str] | None = None
+    for index, item in enumerate(array):
+        if not index % CHECK_EVERY:
+            check()
+        value = at_path(item, path)
+        key = number(value)
+        if key is not None:
+            if best is None or _beats(key, best[1], largest):
+                best = index, key
+        elif best is None and isinstance(value, str) and (
+                best_text is None or _beats(value, best_text[1], largest)):
+            best_text = index, value
+    found = best if best is not None else best_text
+    if found is None:
         where = f"field {data['field']!r}" if data.get("field") else "item"
         raise NodeError("INVALID_INPUT", f"array: no item has a comparable {where} "
                         "(a number, a numeric string or a string).")
-    best, best_key = keyed[0]
-    for index, key in keyed[1:]:
-        # Strict comparison: the first of equal values is kept.
-        if (key > best_key) if largest else (key < best_key):
-            best, best_key = index, key
-    return found[best], best, array[best]
+    index = found[0]
+    return at_path(array[index], path), index, array[index]
+
+
+def _beats(key: Any, best: Any, largest: bool) -> bool:
+    # Strict comparison: the first of equal values is kept.
+    return key > best if largest else key < best

@@ -17,6 +17,6 @@ class Payload(PayloadSchema):
 
 def run(data: dict, ctx: NodeContext) -> dict:
     """Log ``message`` with the run and node ids."""
-    message = to_text(data["message"])
+    message = to_text(data["message"], ctx.check)
     ctx.logger.info(message, extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
     return {"message": message, "loggedAt": iso_now()}

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from ..jstext import json_length
 from .base import SMALL_ARRAY, Arr, NodeContext, NodeError, PayloadSchema, Str
+from .conditions import CHECK_EVERY
 from .values import at_path, check_path, parse_path, present
 
 MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built
+MAX_RESULT_CHARS = 8 * 2**20  # a node's result (SPEC §3), unless the settings say otherwise
 
 
 class Payload(PayloadSchema):
@@ -42,14 +45,50 @@ def inline(data: dict) -> bool:
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
-    """``{values}``: one value (or object of values) per item, null where missing."""
-    names = _names(data)
-    if len(data["array"]) * len(names) > MAX_VALUES:
-        raise NodeError("INVALID_INPUT", f"{len(data['array'])} items × {len(names)} fields "
+    """``{values}``: one value (or object of values) per item, null where missing.
+
+    The result's JSON text is counted as it is built: past the result cap (SPEC
+    §3) the node fails with ``OUTPUT_TOO_LARGE`` without building the rest.
+    """
+    names, array = _names(data), data["array"]
+    if len(array) * len(names) > MAX_VALUES:
+        raise NodeError("INVALID_INPUT", f"{len(array)} items × {len(names)} fields "
                         f"is more than {MAX_VALUES} values.")
     paths = {name: parse_path(name) for name in names}
+    limit = ctx.settings.get("MAX_RESULT_CHARS", MAX_RESULT_CHARS)
+    sizes: dict[int, int] = {}
+    length = len('{"values":[]}')
+    values: list = []
     if len(names) == 1:
+        # Each value is a different part of the input, whose text the engine bounds
+        # at half the result cap: only what pluck adds (nulls) can grow, so neither
+        # containers nor long strings need measuring here.
         path = paths[names[0]]
-        return {"values": [present(at_path(item, path)) for item in data["array"]]}
-    return {"values": [{name: present(at_path(item, path)) for name, path in paths.items()}
-                       for item in data["array"]]}
+        for index, item in enumerate(array):
+            if not index % CHECK_EVERY:
+                ctx.check()
+            value = present(at_path(item, path))
+            length += json_length(value, None) + 1
+            if length > limit:
+                raise _too_large(limit)
+            values.append(value)
+        return {"values": values}
+    keys = sum(len(name) + 4 for name in paths) + 1  # "name": and a comma each, braces
+    for item in array:
+        ctx.check()  # each item is many values
+        row = {}
+        length += keys
+        for count, (name, path) in enumerate(paths.items(), 1):
+            row[name] = value = present(at_path(item, path))
+            length += json_length(value, sizes)
+            if length > limit:
+                raise _too_large(limit)
+            if not count % CHECK_EVERY:
+                ctx.check()
+        values.append(row)
+    return {"values": values}
+
+
+def _too_large(limit: int) -> NodeError:
+    return NodeError("OUTPUT_TOO_LARGE", f"The values would be more than {limit} "
+                     "characters of JSON, the limit of a node's result.")

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.expressions import MISSING
+from app.nodes import conditions
 from app.nodes.base import NodeError
-from app.nodes.conditions import evaluate, literal_validator
+from app.nodes.conditions import _in, check, equal, evaluate, literal_validator, lookup, ticks
+from tests.nodes.support_limits import counting_ctx
 
 
 def holds(condition: dict, **values) -> bool:
@@ -245,3 +249,100 @@ def test_literal_validator_skips_parts_holding_expressions():
 def test_literal_validator_names_its_field():
     with pytest.raises(ValidationError, match=r"^filter: an empty condition"):
         literal_validator("filter")({})
+
+
+# -- cancellation and hashed membership ----------------------------------------
+
+def _checks(allowed: int = 3):
+    """A tick over a check that raises TIMEOUT after ``allowed`` calls, and the check."""
+    context = counting_ctx(allowed)
+    return ticks(context.check), context
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: list(range(n)),
+    lambda n: [[i] for i in range(n)],
+    lambda n: {f"k{i}": i for i in range(n)},
+    lambda n: [list(range(1000)) for _ in range(n // 1000)],  # many small lists
+])
+def test_deep_equal_of_large_values_checks_the_deadline(make):
+    tick, context = _checks()
+    with pytest.raises(NodeError) as caught:
+        equal(make(20_000), make(20_000), tick)
+    assert caught.value.code == "TIMEOUT"
+    assert context.checks == 4
+
+
+def test_long_in_and_contains_check_the_deadline():
+    values = [[i] for i in range(20_000)]  # arrays: searched one by one
+    for condition in ({"x": {"$in": values}}, {"x": {"$nin": values}},
+                      {"$contains": [values, ["no"]]}):
+        tick, _ = _checks()
+        with pytest.raises(NodeError) as caught:
+            evaluate(condition, lambda key: ["no"], tick=tick)
+        assert caught.value.code == "TIMEOUT"
+
+
+def test_a_large_condition_checks_the_deadline_as_it_is_checked_and_evaluated():
+    parts = [{"x": {"$eq": i}} for i in range(20_000)]
+    tick, _ = _checks()
+    with pytest.raises(NodeError):
+        check({"$or": parts}, tick=tick)
+    tick, context = _checks()
+    with pytest.raises(NodeError):
+        conditions.holds({"$or": parts}, lambda key: -1, tick=tick)
+    assert context.checks == 4
+
+
+def test_small_values_do_not_reach_the_check():
+    tick, context = _checks(allowed=0)
+    assert evaluate({"$and": [{"x": {"$in": [1, 2, 3]}}, {"y": {"$eq": [1, {"a": 2}]}}]},
+                    {"x": "2", "y": [1, {"a": 2}]}.get, tick=tick)
+    assert context.checks == 0
+
+
+def test_a_long_in_array_is_hashed_once_for_many_items():
+    values = [str(i) for i in range(20_000)]
+    lookups: dict = {}
+    condition = {"x": {"$in": values}}
+    assert conditions.holds(condition, lambda key: 19_999, lookups=lookups)
+    assert conditions.holds(condition, lambda key: "5", lookups=lookups)
+    assert not conditions.holds(condition, lambda key: "5.0", lookups=lookups)
+    assert not conditions.holds({"x": {"$nin": values}}, lambda key: 5.0, lookups=lookups)
+    assert list(lookups) == [id(values)]
+
+
+@pytest.mark.parametrize("left,values,expected", [
+    (1e21, ["1000000000000000000000"], True),
+    ("1000000000000000000000", [1e21], True),
+    ("1e21", ["1000000000000000000000"], False),  # two strings compare as strings
+    ("1.0", ["1"], False),
+    (1, ["1.0"], True),
+    (True, [1, "true"], False),  # booleans are never numbers
+    (1, [True], False),
+    (None, [0, "", False], False),
+    (None, [None], True),
+    ([1], [[1.0]], True),  # arrays compare element by element
+    ({"a": "2"}, [{"a": 2}], True),
+    ("x", [["x"]], False),
+])
+def test_the_hashed_lookup_keeps_eq_semantics(left, values, expected):
+    assert _in(left, values) is expected
+    assert lookup(values)(left) is expected
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**25, 10**25),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["1", "1.0", "01", "-0", "0", "0.0", "1e21", "1E21", "1e+21",
+                     "1000000000000000000000", "10", "1e1", "abc", "", "true", "null"]),
+    st.integers(-1000, 1000).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SCALARS, st.lists(SCALARS, max_size=30))
+def test_the_hashed_lookup_agrees_with_the_linear_search(left, values):
+    assert lookup(values)(left) is _in(left, values)

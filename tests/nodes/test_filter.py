@@ -1,8 +1,9 @@
 """The ``filter`` node: the condition DSL over array items."""
 from __future__ import annotations
 
-from app.nodes import filter_
+from app.nodes import conditions, filter_
 from tests.helpers import run_nodes
+from tests.nodes.support_limits import assert_no_cpu_after, counted_items, times_out
 from tests.nodes.support_pure import call, failed_with, literal_rejected, node_error, schema_errors
 
 TOKENS = [
@@ -83,13 +84,15 @@ def test_order_is_preserved_and_items_are_unchanged():
 
 
 def test_in_a_workflow_with_a_threshold_from_the_trigger():
-    out = run_nodes("root>big", payload={"txs": TOKENS[:3], "min": "10"},
+    # "asset", not "token": values under a secret key are redacted in the answer (SPEC §9).
+    txs = [{"asset" if k == "token" else k: v for k, v in tx.items()} for tx in TOKENS[:3]]
+    out = run_nodes("root>big", payload={"txs": txs, "min": "10"},
                     big={"type": "filter", "payload": {
                         "array": "{{root.result.txs}}",
                         "filter": {"$and": [{"{{@amount}}": {"$gte": "{{root.result.min}}"}},
-                                            {"token.symbol": {"$ne": "USDC"}}]}}})
+                                            {"asset.symbol": {"$ne": "USDC"}}]}}})
     assert out["status"] == "success"
-    assert out["executionState"]["big"]["result"] == {"filtered": [TOKENS[0]]}
+    assert out["executionState"]["big"]["result"] == {"filtered": [txs[0]]}
     # {{@…}} is the node's own: the recorded input keeps it as written.
     assert "{{@amount}}" in out["executionState"]["big"]["input"]["filter"]["$and"][0]
 
@@ -145,3 +148,41 @@ def test_malformed_condition_from_an_expression_is_invalid_input():
                     f={"type": "filter", "payload": {"array": [],
                                                      "filter": "{{root.result.cond}}"}})
     assert "filter.a.$in: must be an array" in failed_with(out, "f")
+
+
+# -- cancellation and hashing (SPEC §3) ----------------------------------------------
+
+def test_a_long_filter_stops_at_the_deadline():
+    items, reads = counted_items(20_000)
+    times_out(filter_, {"array": items, "filter": {"i": {"$gte": 0}}})
+    assert 0 < reads[0] < 20_000
+
+
+def test_deep_comparisons_inside_one_item_stop_at_the_deadline():
+    values = [[n] for n in range(20_000)]  # arrays: no hashing, a search per item
+    items, reads = counted_items(3)
+    times_out(filter_, {"array": items, "filter": {"i": {"$in": values}}})
+    assert reads[0] == 1  # stopped inside the first item's search
+
+
+def test_in_hashes_a_scalar_list_once_for_all_items(monkeypatch):
+    calls = [0]
+    real_equal = conditions.equal
+
+    def counted_equal(*args):
+        calls[0] += 1
+        return real_equal(*args)
+    monkeypatch.setattr(conditions, "equal", counted_equal)
+    values = [str(n) for n in range(0, 600, 2)] + [True, None]
+    kept_items = call(filter_, {"array": list(range(300)), "filter": {"@": {"$in": values}}})
+    assert kept_items["filtered"] == list(range(0, 300, 2))
+    assert calls[0] == 0  # a linear search would make 300 × 302 comparisons
+    left_out = call(filter_, {"array": ["0", 0.0, "0.0", False], "filter": {"@": {"$nin": values}}})
+    assert left_out["filtered"] == ["0.0", False]
+
+
+def test_a_filter_cut_by_its_time_limit_stops_burning_cpu():
+    values = [[n] for n in range(20_000)]
+    assert_no_cpu_after({"type": "filter", "payload": {
+        "array": "{{root.result.items}}", "filter": {"@": {"$in": values}}}},
+        payload={"items": [[-n] for n in range(20_000)]})

@@ -1,9 +1,13 @@
 """The ``if`` node: a branch from a condition, and the engine following it."""
 from __future__ import annotations
 
+import pytest
+
 from app.expressions import resolve_string
 from app.nodes import if_
+from app.nodes.base import NodeError
 from tests.helpers import definition, post_run, run_nodes
+from tests.nodes.support_limits import counting_ctx
 from tests.nodes.support_pure import call, failed_with, literal_rejected, node_error
 
 PRICE_AT_MOST_2000 = {"$and": [{"{{root.result.price}}": {"$lte": 2000}}]}
@@ -144,3 +148,19 @@ def test_unparsable_key_from_an_expression_is_invalid_input():
                        lambda key: resolve_string(key, lambda path: None))
     assert error.code == "INVALID_INPUT"
     assert "{{a..b}}" in error.message
+
+
+# -- the deadline (SPEC §3): if runs on the scheduling thread ----------------------
+
+@pytest.mark.parametrize("condition", [
+    {"{{root.result.a}}": {"$eq": list(range(20_000))}},
+    {"{{root.result.a}}": {"$in": [[n] for n in range(20_000)]}},
+    {"$or": [{"{{root.result.a}}": {"$eq": n}} for n in range(20_000)]},
+])
+def test_a_large_condition_stops_at_the_deadline(condition):
+    context = counting_ctx(allowed=3)
+    context.resolve = lambda key: list(range(20_000))
+    with pytest.raises(NodeError) as caught:
+        if_.run(if_.Payload().load({"condition": condition}), context)
+    assert caught.value.code == "TIMEOUT"
+    assert context.checks == 4

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from app.nodes import list_max
 from tests.helpers import run_nodes
+from tests.nodes.support_limits import counted_items, times_out
 from tests.nodes.support_pure import call, failed_with, literal_rejected, node_error
 
 
@@ -68,3 +69,9 @@ def test_field_resolving_to_wrong_type_is_invalid_input():
                     m={"type": "list-max", "payload": {"array": [{"v": 1}],
                                                        "field": "{{root.result.f}}"}})
     assert "field: Not a valid string." in failed_with(out, "m")
+
+
+def test_a_long_array_stops_at_the_deadline():
+    items, reads = counted_items(20_000)
+    times_out(list_max, {"array": items, "field": "i"})
+    assert 0 < reads[0] < 20_000

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from app.nodes import list_min
 from tests.helpers import run_nodes
+from tests.nodes.support_limits import assert_no_cpu_after, counted_items, times_out
 from tests.nodes.support_pure import call, failed_with, literal_rejected, node_error
 
 
@@ -91,3 +92,21 @@ def test_empty_array_from_an_expression_fails_the_node():
     out = run_nodes("root>m", payload={"n": []},
                     m={"type": "list-min", "payload": {"array": "{{root.result.n}}"}})
     assert "empty" in failed_with(out, "m")
+
+
+# -- the deadline (SPEC §3) ----------------------------------------------------------
+
+def test_a_long_array_stops_at_the_deadline():
+    items, reads = counted_items(20_000)
+    times_out(list_min, {"array": items, "field": "i"})
+    assert 0 < reads[0] < 20_000
+
+
+def test_one_pass_keeps_the_first_of_equal_values_and_strings_only_without_numbers():
+    assert smallest([{"v": "b"}, {"v": 2}, {"v": "a"}, {"v": "2"}], field="v")["index"] == 1
+    assert smallest([{"v": "b"}, {"v": "a"}, {"v": "a"}], field="v")["index"] == 1
+
+
+def test_a_list_min_cut_by_its_time_limit_stops_burning_cpu():
+    assert_no_cpu_after({"type": "list-min", "payload": {"array": "{{root.result.a}}"}},
+                        payload={"a": [0] * 1_500_000})

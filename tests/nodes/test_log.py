@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
+from app.nodes import log
+from app.nodes.base import NodeError
 from tests.helpers import definition, post_run, run_nodes
+from tests.nodes.support_limits import counting_ctx
 
 
 def test_message_is_returned_and_logged(caplog):
@@ -31,3 +36,10 @@ def test_message_is_required(client):
     assert response.status_code == 400
     assert response.json["errors"] == {
         "definition.nodes.a.payload.message": ["Missing data for required field."]}
+
+
+def test_a_large_message_is_written_within_the_deadline():
+    context = counting_ctx(allowed=1)
+    with pytest.raises(NodeError) as caught:
+        log.run({"message": {"v": [1e-7] * 20_000}}, context)
+    assert caught.value.code == "TIMEOUT"
