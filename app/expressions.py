@@ -14,11 +14,18 @@ Three pure operations, all over plain JSON values:
 - ``resolve(value, lookup)`` replaces every hole in every string of a JSON
   value, keeping the type of a string that is one hole and nothing else.
 
-``{{@field}}`` holes belong to the ``format`` and ``filter`` nodes and are left
-exactly as written.
+A numeric segment is an ``int`` only when it is a canonical index (``0``, or
+digits without a leading zero); ``01`` stays the text ``"01"``, so on an object
+every segment names the key exactly as written and only canonical indexes read
+arrays.
+
+``{{@field}}`` holes belong to the ``format`` and ``filter`` nodes: they are kept
+as literal text and listed in ``Template.item_holes`` (validation rejects them
+anywhere else).
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -67,6 +74,7 @@ class Hole:
 @dataclass(frozen=True)
 class Template:
     parts: tuple[str | Hole, ...]
+    item_holes: tuple[str, ...] = ()  # each {{@field}} as written, kept in the text
 
     @property
     def holes(self) -> list[Hole]:
@@ -85,7 +93,20 @@ class Template:
 _HOLE_REST = re.compile(r'((?:[^}"]|"(?:[^"\\]|\\.)*+"|\}(?!\}))*+)\}\}', re.S)
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"\$?[A-Za-z0-9_-]+")
+# The usual hole, a dotted path of names, read in one match instead of token by token.
+_PLAIN_PATH = re.compile(r"\s*(\$?[A-Za-z_][A-Za-z0-9_-]*(?:\s*\.\s*[A-Za-z0-9_-]+)*)\s*")
 _INDEX = re.compile(r"\d+")
+_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
+# Array literals are nested at most this deep (a request's JSON depth is bounded too).
+MAX_LITERAL_DEPTH = 32
+
+
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+# String and array literals: strict JSON (no NaN or Infinity), scanned from "\"" or "[".
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def is_template(text: str) -> bool:
@@ -97,17 +118,24 @@ def is_template(text: str) -> bool:
 def parse(text: str) -> Template:
     """Split ``text`` into literal parts and parsed holes."""
     parts: list[str | Hole] = []
+    item_holes: list[str] = []
     pos = 0
     for start, end, body in _holes(text):
-        if body.strip().startswith("@"):
-            continue  # {{@field}}: not ours, kept verbatim as literal text
+        if body.lstrip().startswith("@"):
+            item_holes.append(text[start:end])  # the format/filter node's, kept as text
+            continue
         if start > pos:
             parts.append(text[pos:start])
         parts.append(_parse_hole(body, text[start:end]))
         pos = end
     if pos < len(text) or not parts:
         parts.append(text[pos:])
-    return Template(_merge_literals(parts))
+    return Template(tuple(parts), tuple(item_holes))
+
+
+def index_or_key(text: str) -> Segment:
+    """A path segment as written: an ``int`` only when it is a canonical index."""
+    return int(text) if _CANONICAL_INDEX.fullmatch(text) else text
 
 
 def _holes(text: str):
@@ -123,17 +151,11 @@ def _holes(text: str):
         pos = text.find("{{", found.end())
 
 
-def _merge_literals(parts: list[str | Hole]) -> tuple[str | Hole, ...]:
-    merged: list[str | Hole] = []
-    for part in parts:
-        if isinstance(part, str) and merged and isinstance(merged[-1], str):
-            merged[-1] += part
-        else:
-            merged.append(part)
-    return tuple(merged)
-
-
 def _parse_hole(body: str, source: str) -> Hole:
+    plain = _PLAIN_PATH.fullmatch(body)
+    if plain is not None and plain.group(1) not in ("true", "false", "null"):
+        names = [name.strip() for name in plain.group(1).split(".")]
+        return Hole((Path((names[0], *map(index_or_key, names[1:]))),), source)
     scanner = _Scanner(body, source)
     terms = [scanner.term()]
     while scanner.eat("||"):
@@ -169,12 +191,16 @@ class _Scanner:
     def end(self) -> None:
         self.skip_space()
         if self.pos < len(self.text):
-            raise self.fail(f"unexpected {self.text[self.pos:]!r}")
+            rest = self.text[self.pos:self.pos + 40]
+            more = "…" if self.pos + 40 < len(self.text) else ""
+            raise self.fail(f"unexpected {rest!r}{more}")
 
     def term(self) -> Path | Literal:
         self.skip_space()
         if self.peek('"'):
             return Literal(self.string())
+        if self.peek("["):
+            return Literal(self.array())
         start = self.pos
         number = self.match(_NUMBER)
         if number is not None and self.at_term_end():
@@ -198,7 +224,7 @@ class _Scanner:
                 segment = self.match(_NAME)
                 if segment is None or segment.startswith("$"):
                     raise self.fail("expected a name after '.'")
-                segments.append(int(segment) if segment.isdigit() else segment)
+                segments.append(index_or_key(segment))
             elif self.eat("["):
                 self.skip_space()
                 if self.peek('"'):
@@ -207,7 +233,7 @@ class _Scanner:
                     index = self.match(_INDEX)
                     if index is None:
                         raise self.fail("expected a number or a quoted key in '[ ]'")
-                    segments.append(int(index))
+                    segments.append(index_or_key(index))
                 if not self.eat("]"):
                     raise self.fail("expected ']'")
             else:
@@ -222,13 +248,37 @@ class _Scanner:
         return found.group(0)
 
     def string(self) -> str:
-        decoder = json.JSONDecoder()
         try:
-            value, end = decoder.raw_decode(self.text, self.pos)
+            value, end = _DECODER.raw_decode(self.text, self.pos)
         except json.JSONDecodeError:
             raise self.fail("unterminated or malformed string literal") from None
         self.pos = end
         return value
+
+    def array(self) -> list:
+        """A JSON array literal (``[]``, ``[1, "a"]``); it must end the term."""
+        try:
+            value, end = _DECODER.raw_decode(self.text, self.pos)
+        except (json.JSONDecodeError, RecursionError):
+            raise self.fail("malformed array literal") from None
+        self.pos = end
+        if not self.at_term_end():
+            raise self.fail("expected '||' or the end after an array literal")
+        if _depth(value) > MAX_LITERAL_DEPTH:
+            raise self.fail(f"an array literal is nested at most {MAX_LITERAL_DEPTH} deep")
+        return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                 else item))
+    return deepest
 
 
 def references(text: str) -> list[tuple[str, Path]]:
@@ -249,14 +299,26 @@ class Budget:
     limit resolution stops with ``ExpressionError``.
     """
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, check: Callable[[], None] | None = None):
         self.limit, self.left = limit, limit
         self._sizes: dict[int, int] = {}  # id → JSON size of containers seen
+        # Called now and then (it raises at the run's deadline): a payload of many
+        # small holes is cheap per hole but not in all.
+        self._check, self._calls = check, 0
 
     def spend(self, amount: int) -> None:
         self.left -= amount
         if self.left < 0:
             raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
+        self._calls += 1
+        if self._check is not None and not self._calls & 255:
+            self._check()
+
+    def afford(self, value: Any) -> None:
+        """Fail before writing ``value`` into text when its JSON alone is over the budget
+        (text is never longer than the JSON, so nothing large is built in vain)."""
+        if isinstance(value, (dict, list)) and self.size(value) > self.left:
+            self.spend(self.size(value))
 
     def size(self, value: Any) -> int:
         """The length of ``value`` as JSON (memoised: results are shared)."""
@@ -301,6 +363,8 @@ def resolve_string(text: str, lookup: Lookup, budget: Budget | None = None) -> A
             piece = part
         else:
             value = evaluate(part, lookup)
+            if budget is not None:
+                budget.afford(value)
             piece = to_text(None if value is MISSING else value)
         if budget is not None:
             budget.spend(len(piece))
@@ -312,7 +376,11 @@ def evaluate(hole: Hole, lookup: Lookup) -> Any:
     """The first term that is neither null nor missing, else the last one."""
     value: Any = MISSING
     for term in hole.terms:
-        value = term.value if isinstance(term, Literal) else lookup(term)
+        if isinstance(term, Literal):
+            # An array literal lives in the parse cache: each use gets its own copy.
+            value = copy.deepcopy(term.value) if isinstance(term.value, list) else term.value
+        else:
+            value = lookup(term)
         if value is not None and value is not MISSING:
             return value
     return value

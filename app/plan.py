@@ -9,6 +9,7 @@ from types import ModuleType
 class Limits:
     max_nodes: int = 20
     run_deadline_ms: int = 60_000
+    max_problems: int = 1000  # validation errors listed in one answer (SPEC §3)
 
 
 @dataclass

@@ -5,6 +5,7 @@ definition live in ``validation``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
@@ -14,6 +15,10 @@ from .nodes.base import Any_, Bool, Int, Num, Obj, Str
 NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 RUN_ID = r"^run_[A-Za-z0-9_]{1,64}$"
 INPUT_TYPES = ("string", "number", "boolean", "object", "array")
+MAX_SENSITIVE_PROP_KEYS = 1000  # SPEC §9: redaction cost grows with them
+# A key longer than this is cut in an error's location, so that no location (and no
+# error body) grows with the length of a hostile key.
+LOCATION_KEY_CHARS = 100
 
 
 class RetrySchema(Schema):
@@ -79,7 +84,9 @@ class DefinitionSchema(Schema):
     variableDefs = fields.List(fields.Nested(VariableDefSchema), load_default=list)
     triggerNodeIds = fields.List(Str(), validate=_only_root)
     blockExpansions = Obj()
-    sensitivePropKeys = fields.List(Str(), load_default=list)
+    sensitivePropKeys = fields.List(Str(), load_default=list, validate=validate.Length(
+        max=MAX_SENSITIVE_PROP_KEYS,
+        error="At most {max} keys are accepted."))
 
 
 class RunRequestSchema(Schema):
@@ -111,7 +118,8 @@ class NodeErrorSchema(Schema):
 
 class RunErrorSchema(Schema):
     code = Str(required=True, validate=validate.OneOf(("NODE_FAILED", "RUN_TIMEOUT",
-                                                       "ABORTED", "INTERNAL")))
+                                                       "RUN_TOO_LARGE", "ABORTED",
+                                                       "INTERNAL")))
     message = Str(required=True)
 
 
@@ -177,18 +185,35 @@ class NodeTypesSchema(Schema):
 
 def flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     """marshmallow's nested error dict → ``{"a.b[1].c": [messages]}``."""
-    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
-        return {prefix: list(errors)}
-    if not isinstance(errors, dict):
-        return {prefix: [str(errors)]}
     flat: dict[str, list[str]] = {}
-    for key, value in errors.items():
-        if isinstance(key, int):
-            path = f"{prefix}[{key}]"
-        elif key == "_schema":
-            path = prefix
-        else:
-            path = f"{prefix}.{key}" if prefix else str(key)
-        for sub, messages in flatten(value, path).items():
-            flat.setdefault(sub, []).extend(messages)
+    for path, message in iter_flat(errors, prefix):
+        flat.setdefault(path, []).append(message)
     return flat
+
+
+def iter_flat(errors: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(location, message)`` of each message of a nested error dict, lazily: a
+    consumer that has enough stops before the rest of the locations are built."""
+    stack: list[tuple[str, Any]] = [(prefix, errors)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, list) and all(isinstance(e, str) for e in value):
+            yield from ((path, message) for message in value)
+        elif not isinstance(value, dict):
+            yield path, str(value)
+        else:
+            stack.extend((_sub(path, key), sub) for key, sub in reversed(value.items()))
+
+
+def _sub(prefix: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    if key == "_schema":
+        return prefix
+    return f"{prefix}.{location_key(key)}" if prefix else location_key(key)
+
+
+def location_key(key: Any) -> str:
+    """A key as written in an error location; a very long one cut (marked ``…``)."""
+    key = str(key)
+    return key if len(key) <= LOCATION_KEY_CHARS else key[:LOCATION_KEY_CHARS - 1] + "…"

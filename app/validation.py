@@ -18,7 +18,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from . import errors, graph
-from .expressions import ExpressionError, Path, is_template, parse, references
+from .expressions import ExpressionError, Path, Template, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .nodes.base import load, schema_of
 from .plan import Limits, Plan, PlanNode
@@ -28,35 +28,70 @@ from .schemas import (
     NodeSchema,
     RunRequestSchema,
     ValidateRequestSchema,
-    flatten,
+    iter_flat,
+    location_key,
 )
 
 NAMESPACES = {"$nodes", "$trigger", "$props", "$inputs", "$vars", "$run", "$workflow"}
 JSON_TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,),
               "object": (dict,), "array": (list,)}
+# Payload fields whose strings may hold {{@field}} item holes (keys too, in conditions).
+ITEM_FIELDS = {"format": ("template",), "filter": ("filter", "condition")}
+# A location or message quoting a hostile value is cut: an error body stays small.
+MESSAGE_CHARS = 500
+TRUNCATED = "_truncated"  # the location of the note that problems were left out
 
 
 class Invalid(Exception):
-    """Every problem of a request: ``errors`` path → messages, ``codes`` path → code."""
+    """Every problem of a request: ``errors`` path → messages, ``codes`` path → code.
 
-    def __init__(self):
+    At most ``limit`` problems are listed, a problem being one message (a location
+    can hold several): a hostile definition can hold millions, and the answer must
+    stay small. Past the limit one more entry, under ``_truncated``, says so; the
+    problems left out still count for the envelope's ``code``.
+    """
+
+    def __init__(self, limit: int = 1000):
         super().__init__("invalid request")
         self.errors: dict[str, list[str]] = {}
         self.codes: dict[str, int] = {}
+        self.limit, self.listed = limit, 0
+        self.known_types_listed = False  # said once per answer, not a thousand times
+        self._left_out_codes: set[int] = set()
+
+    @property
+    def full(self) -> bool:
+        return self.listed >= self.limit
 
     def add(self, path: str, message: str, code: int = errors.INVALID_DEFINITION) -> None:
+        if self.full:
+            self._left_out(code)
+            return
+        self.listed += 1
+        if len(path) > MESSAGE_CHARS:
+            path = path[:MESSAGE_CHARS - 1] + "…"
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS - 1] + "…"
         self.errors.setdefault(path, []).append(message)
         self.codes.setdefault(path, code)
 
-    def extend(self, flat: dict[str, list[str]], code: int = errors.INVALID_DEFINITION
-               ) -> None:
-        for path, messages in flat.items():
-            for message in messages:
-                self.add(path, message, code)
+    def extend(self, pairs: Iterator[tuple[str, str]],
+               code: int = errors.INVALID_DEFINITION) -> None:
+        """Add ``(location, message)`` pairs; stops reading them when full."""
+        for path, message in pairs:
+            if self.full:
+                self._left_out(code)
+                return
+            self.add(path, message, code)
+
+    def _left_out(self, code: int) -> None:
+        self._left_out_codes.add(code)
+        self.errors[TRUNCATED] = [f"More problems were found; only the first {self.limit} "
+                                  "are listed."]
 
     @property
     def code(self) -> int:
-        present = set(self.codes.values())
+        present = set(self.codes.values()) | self._left_out_codes
         return next(c for c in errors.CODE_PRECEDENCE if c in present)
 
 
@@ -68,7 +103,7 @@ FIELD_CODES = {"payload": errors.INVALID_PAYLOAD, "propValues": errors.INVALID_P
 
 def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Plan:
     """The plan of a run request, or ``Invalid`` listing every problem."""
-    problems = Invalid()
+    problems = Invalid(limits.max_problems)
     schema = ValidateRequestSchema if validate_only else RunRequestSchema
     request = _load_request(schema, body, problems)
     timeout = request.get("timeoutMs")
@@ -124,7 +159,7 @@ def _load_request(schema: type[Schema], body: dict, problems: Invalid) -> dict:
         return load(schema, body)
     except ValidationError as error:
         for key, messages in error.messages.items():
-            problems.extend(flatten(messages, str(key)),
+            problems.extend(iter_flat(messages, location_key(key)),
                             FIELD_CODES.get(key, errors.INVALID_DEFINITION))
         return error.valid_data if isinstance(error.valid_data, dict) else {}
 
@@ -133,7 +168,7 @@ def _load(schema: Schema, data: Any, prefix: str, problems: Invalid) -> dict:
     try:
         return schema.load(data)
     except ValidationError as error:
-        problems.extend(flatten(error.messages, prefix))
+        problems.extend(iter_flat(error.messages, prefix))
         return error.valid_data if isinstance(error.valid_data, dict) else {}
 
 
@@ -141,10 +176,10 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
     raw_nodes = definition["nodes"]
     nodes = {}
     for node_id, raw in raw_nodes.items():
-        where = f"definition.nodes.{node_id}"
+        where = f"definition.nodes.{location_key(node_id)}"
         if not re.fullmatch(NODE_ID, node_id):
             problems.add(where, "Node ids must match ^[A-Za-z0-9_-]{1,64}$.")
-        node = _load(schema_of(NodeSchema), raw, where, problems)
+        node = _plain_node(raw) or _load(schema_of(NodeSchema), raw, where, problems)
         node.setdefault("children", [])
         nodes[node_id] = node
         _check_type(node_id, node, problems)
@@ -171,6 +206,25 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
     return Plan({n: _plan_node(n, nodes[n], parents[n], levels[n]) for n in order}, definition)
 
 
+# NodeSchema's fields that a plain node does not have.
+_NOT_PLAIN = frozenset(("branch", "continueOnError", "timeoutMs", "retry"))
+
+
+def _plain_node(raw: Any) -> dict | None:
+    """A node of only ``type``, ``payload`` and ``children`` (and ignored display keys),
+    well typed, as NodeSchema would load it; None for any other, loaded by the schema.
+    A request can hold tens of thousands of nodes, and the schema costs ~100 µs each."""
+    if not isinstance(raw, dict) or _NOT_PLAIN & raw.keys() or \
+            not isinstance(raw.get("type"), str):
+        return None
+    payload, children = raw.get("payload", {}), raw.get("children", [])
+    if not isinstance(payload, dict) or not isinstance(children, list) or \
+            not all(isinstance(child, str) for child in children):
+        return None
+    return {"type": raw["type"], "payload": payload, "children": list(children),
+            "continueOnError": False}
+
+
 def _plan_node(node_id: str, node: dict, parents: list[str], level: int) -> PlanNode:
     return PlanNode(
         id=node_id, type=node["type"], module=NODE_TYPES[node["type"]],
@@ -180,7 +234,7 @@ def _plan_node(node_id: str, node: dict, parents: list[str], level: int) -> Plan
 
 
 def _check_type(node_id: str, node: dict, problems: Invalid) -> None:
-    kind, where = node.get("type"), f"definition.nodes.{node_id}.type"
+    kind, where = node.get("type"), f"definition.nodes.{location_key(node_id)}.type"
     if kind is None:
         return  # already reported by the schema
     if node_id == "root":
@@ -192,37 +246,47 @@ def _check_type(node_id: str, node: dict, problems: Invalid) -> None:
     elif kind in REJECTED_IN_SYNC:
         problems.add(where, REJECTED_IN_SYNC[kind])
     elif kind not in NODE_TYPES:
+        if problems.known_types_listed:  # a thousand copies would make most of the answer
+            problems.add(where, f"Unknown node type {_quoted(kind)}.")
+            return
         known = ", ".join(sorted(t for t in NODE_TYPES if t != "manual"))
-        problems.add(where, f"Unknown node type {kind!r}. Known types: {known}.")
+        problems.add(where, f"Unknown node type {_quoted(kind)}. Known types: {known}.")
+        problems.known_types_listed = True
 
 
 def _check_edges(nodes: dict, problems: Invalid) -> dict[str, list[str]] | None:
     """Children exist, no self-loops or cycles; the edges, or None if unusable."""
     edges: dict[str, list[str]] = {}
     for node_id, node in nodes.items():
-        edges[node_id] = []
+        edges[node_id], seen = [], set()  # the set: a long list is checked in linear time
         for i, child in enumerate(node["children"]):
-            where = f"definition.nodes.{node_id}.children[{i}]"
+            where = f"definition.nodes.{location_key(node_id)}.children[{i}]"
             if child == node_id:
-                problems.add(where, f"Node {node_id!r} lists itself as a child.")
+                problems.add(where, f"Node {_quoted(node_id)} lists itself as a child.")
             elif child not in nodes:
-                problems.add(where, f"Unknown node {child!r}.")
-            elif child in edges[node_id]:
-                problems.add(where, f"Child {child!r} is listed twice.")
+                problems.add(where, f"Unknown node {_quoted(child)}.")
+            elif child in seen:
+                problems.add(where, f"Child {_quoted(child)} is listed twice.")
             else:
                 edges[node_id].append(child)
+                seen.add(child)
     cycle = graph.find_cycle(edges)
     if cycle:
-        problems.add(f"definition.nodes.{cycle[-2]}.children",
+        problems.add(f"definition.nodes.{location_key(cycle[-2])}.children",
                      "Cycle: " + " → ".join(cycle) + ".")
         return None
     return edges if "root" in nodes else None
 
 
+def _quoted(text: str) -> str:
+    """A value as quoted in a message: a long one cut, without copying all of it."""
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "…"
+
+
 def _check_branches(nodes: dict, parents: dict[str, list[str]], problems: Invalid) -> None:
     for node_id, node in nodes.items():
         under_if = any(nodes[p].get("type") == "if" for p in parents[node_id])
-        where = f"definition.nodes.{node_id}.branch"
+        where = f"definition.nodes.{location_key(node_id)}.branch"
         if under_if and "branch" not in node:
             problems.add(where, "Required on a child of an 'if' node ('then' or 'else').")
         elif not under_if and "branch" in node:
@@ -240,17 +304,34 @@ def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]
         where = f"definition.nodes.{node_id}.payload"
         payload = node["payload"]
         literal_errors = _literal_only(schema_of(module.Payload).validate(payload), payload)
-        problems.extend(flatten(literal_errors, where), errors.INVALID_DEFINITION)
-        for path, text in _expression_strings(payload, where, module):
-            try:
-                found = references(text)
-            except ExpressionError as error:
-                problems.add(path, str(error))
-                continue
-            for source, term in found:
-                why = _bad_reference(term, node_id, nodes, ancestors, inputs)
-                if why:
-                    problems.add(path, f"{source}: {why}")
+        problems.extend(iter_flat(literal_errors, where), errors.INVALID_DEFINITION)
+        item_fields = ITEM_FIELDS.get(node["type"], ())
+        for location, text, items_ok in _expression_strings(payload, module, item_fields):
+            for why in _expression_problems(text, items_ok, node_id, nodes, ancestors, inputs):
+                problems.add(location(where), why)
+
+
+def _expression_problems(text: str, items_ok: bool, node_id: str, nodes: dict,
+                         ancestors: dict[str, set[str]], inputs: set[str]) -> Iterator[str]:
+    """What is wrong with the holes of one payload string."""
+    try:
+        template: Template = parse(text)
+    except ExpressionError as error:
+        yield str(error)
+        return
+    if template.item_holes and not items_ok:
+        yield (f"{_clip(template.item_holes[0])}: an item field ({{{{@…}}}}) is only read by "
+               "the format node's template and the filter node's filter/condition.")
+    for hole in template.holes:
+        for term in hole.terms:
+            why = isinstance(term, Path) and _bad_reference(term, node_id, nodes, ancestors,
+                                                            inputs)
+            if why:
+                yield f"{_clip(hole.source)}: {why}"
+
+
+def _clip(source: str) -> str:
+    return source if len(source) <= 80 else source[:77] + "..."
 
 
 def _literal_only(found: dict, value: Any) -> dict:
@@ -287,24 +368,45 @@ def _child(value: Any, key: Any) -> Any:
     return None
 
 
-def _expression_strings(payload: dict, where: str, module: ModuleType
-                        ) -> Iterator[tuple[str, str]]:
-    """``(location, string)`` of each string that may hold holes, condition keys too."""
+class _Location:
+    """A location built only when a problem is found there: the string of every value
+    of a large payload under a long key would cost time and memory for nothing."""
+
+    __slots__ = ("parent", "step")
+
+    def __init__(self, parent: _Location | None, step: str | int):
+        self.parent, self.step = parent, step
+
+    def __call__(self, where: str) -> str:
+        steps, node = [], self
+        while node is not None:
+            steps.append(f"[{node.step}]" if isinstance(node.step, int)
+                         else f".{location_key(node.step)}")
+            node = node.parent
+        return where + "".join(reversed(steps))
+
+
+def _expression_strings(payload: dict, module: ModuleType, item_fields: tuple[str, ...]
+                        ) -> Iterator[tuple[_Location, str, bool]]:
+    """``(location, string, item holes allowed)`` of each string that may hold holes,
+    condition keys too."""
     condition_fields = getattr(module, "CONDITION_FIELDS", ())
-    stack: list[tuple[str, Any, bool]] = [
-        (f"{where}.{k}", v, k in condition_fields) for k, v in payload.items()]
+    stack: list[tuple[_Location, Any, bool, bool]] = [
+        (_Location(None, str(k)), v, k in condition_fields, k in item_fields)
+        for k, v in payload.items()]
     while stack:
-        path, value, keys_too = stack.pop()
+        location, value, keys_too, items_ok = stack.pop()
         if isinstance(value, str):
             if is_template(value):
-                yield path, value
+                yield location, value, items_ok
         elif isinstance(value, dict):
             for k, v in value.items():
                 if keys_too and is_template(k):
-                    yield f"{path}.{k}", k
-                stack.append((f"{path}.{k}", v, keys_too))
+                    yield _Location(location, str(k)), k, items_ok
+                stack.append((_Location(location, str(k)), v, keys_too, items_ok))
         elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v, keys_too) for i, v in enumerate(value))
+            stack.extend((_Location(location, i), v, keys_too, items_ok)
+                         for i, v in enumerate(value))
 
 
 def _bad_reference(term: Path, node_id: str, nodes: dict, ancestors: dict[str, set[str]],
@@ -337,7 +439,7 @@ def _check_inputs(definition: dict, payload: Any, problems: Invalid) -> None:
     for item in definition.get("inputSchema", []):
         if "key" not in item or item.get("type") not in JSON_TYPES:
             continue  # an ill-formed item is reported under definition.inputSchema
-        key, where = item["key"], f"payload.{item['key']}"
+        key, where = item["key"], f"payload.{location_key(item['key'])}"
         if key not in payload:
             if item.get("required"):
                 problems.add(where, "Missing required input.", errors.INVALID_PAYLOAD)

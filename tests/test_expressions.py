@@ -209,3 +209,84 @@ def test_a_budget_stops_resolutions_that_would_blow_up():
     with pytest.raises(ExpressionError):
         resolve("{{a}}" * 100, lookup, Budget(1_000_000))
     assert resolve({"k": "{{a}}"}, lookup, Budget(1_000_000))["k"] is big  # shared, not copied
+
+
+# -- numeric segments, array literals, item holes (SPEC §4) ------------------------------
+
+MONTHS = {"months": {"01": "Jan", "1": "one"}, "only_one": {"1": "one"},
+          "rows": [{"id": "r0"}, {"id": "r1"}], "keyed": {"0": "zero"}}
+
+
+def walked(text: str):
+    (hole,) = parse(text).holes
+    return walk({"root": MONTHS}, hole.terms[0].segments)
+
+
+@pytest.mark.parametrize("text, segments", [
+    ("{{a.01}}", ("a", "01")), ("{{a[01]}}", ("a", "01")), ("{{a.0}}", ("a", 0)),
+    ("{{a[0]}}", ("a", 0)), ("{{a.10}}", ("a", 10)), ("{{a.00}}", ("a", "00")),
+])
+def test_only_canonical_numeric_segments_are_indexes(text, segments):
+    (hole,) = parse(text).holes
+    assert hole.terms == (Path(segments),)
+
+
+def test_a_leading_zero_names_the_key_as_written():
+    assert walked("{{root.months.01}}") == "Jan"
+    assert walked("{{root.months[01]}}") == "Jan"
+    assert walked("{{root.months.1}}") == "one"
+    assert walked("{{root.only_one.01}}") is MISSING
+    assert walked("{{root.rows.01}}") is MISSING  # not an index of an array
+
+
+def test_canonical_indexes_read_arrays_and_name_keys_of_objects():
+    assert walked("{{root.rows.0.id}}") == "r0"
+    assert walked("{{root.rows[1].id}}") == "r1"
+    assert walked("{{root.keyed.0}}") == "zero"
+    assert walked("{{root.keyed[0]}}") == "zero"
+
+
+def test_a_leading_zero_segment_resolves_inside_text_and_alone():
+    scope = {"root": {"result": MONTHS}}
+
+    def look(path):
+        return walk(scope, path.segments)
+    assert resolve("{{root.result.months.01}}", look) == "Jan"
+    assert resolve("m={{root.result.only_one.01}}", look) == "m="
+
+
+def test_array_literals_as_fallbacks():
+    assert r("{{ root.result.nope || [] }}") == []
+    assert r('{{root.result.nope || [1, "a", [2], {"k": null}]}}') == [1, "a", [2], {"k": None}]
+    assert r("{{ root.result.nope || [] || 1 }}") == []
+    assert r("{{ root.result.items || [] }}") == [{"id": "a"}, {"id": "b"}]
+    assert r("x={{ root.result.nope || [1, 2] }}") == "x=[1,2]"
+    (hole,) = parse("{{ a || [ ] }}").holes
+    assert hole.terms[1] == Literal([])
+
+
+def test_an_array_literal_is_a_fresh_copy_each_time():
+    first = r("{{ root.result.nope || [[1]] }}")
+    first[0].append(2)
+    assert r("{{ root.result.nope || [[1]] }}") == [[1]]
+
+
+@pytest.mark.parametrize("text", ["{{ a || [1 }}", "{{ a || [1] b }}", "{{ a || [NaN] }}",
+                                  "{{ a || [Infinity] }}", "{{ a || [1,] }}",
+                                  "{{ a || " + "[" * 40 + "]" * 40 + " }}"])
+def test_bad_array_literals_raise(text):
+    with pytest.raises(ExpressionError):
+        parse(text)
+
+
+def test_item_holes_are_kept_as_text_and_listed():
+    template = parse("{{@amount}} of {{ root.result.n }} {{ @token.symbol }}")
+    assert template.item_holes == ("{{@amount}}", "{{ @token.symbol }}")
+    assert r("{{@amount}} of {{ root.result.n }}") == "{{@amount}} of 3"
+    assert parse("{{ root.result.n }}").item_holes == ()
+
+
+def test_a_long_bad_hole_gives_a_short_message():
+    with pytest.raises(ExpressionError) as caught:
+        parse("{{ a " + "b" * 100_000 + " }}")
+    assert len(str(caught.value)) < 300

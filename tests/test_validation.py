@@ -243,3 +243,126 @@ def test_ill_formed_input_schema_items_are_reported_not_crashed_on():
     assert code == 400228
     assert {"definition.inputSchema[0].type", "definition.inputSchema[1].key",
             "definition.inputSchema[2]"} <= set(errors)
+
+
+# -- item holes, sensitivePropKeys, the problem cap, hostile sizes -----------------------
+
+def test_item_holes_are_rejected_outside_format_and_filter():
+    _, errors = problems({"definition": definition(
+        "root>a", "root>c", a=log("total {{@amount}}"),
+        c={"type": "if", "payload": {"condition": {"{{@amount}}": {"$gt": 1}}},
+           "children": []})})
+    [message] = errors["definition.nodes.a.payload.message"]
+    assert message.startswith("{{@amount}}: an item field")
+    assert "definition.nodes.c.payload.condition.{{@amount}}" in errors
+
+
+def test_item_holes_are_allowed_in_format_template_and_filter_condition():
+    plan = check_request({"definition": definition(
+        "root>f", "root>g",
+        f={"type": "format", "payload": {"data": [], "template": "{{@name}}: {{ @n }}"}},
+        g={"type": "filter", "payload": {"array": [], "filter": {
+            "{{@amount}}": {"$gt": 1}, "$or": [{"x": {"$eq": "{{@other}}"}}]}}})}, Limits())
+    assert plan.nodes["f"].payload["template"] == "{{@name}}: {{ @n }}"
+
+
+def test_item_holes_elsewhere_in_format_are_rejected():
+    _, errors = problems({"definition": definition("root>f", f={"type": "format", "payload": {
+        "data": [], "template": "{{@a}}", "separator": "{{@sep}}"}})})
+    assert list(errors) == ["definition.nodes.f.payload.separator"]
+
+
+def test_at_most_1000_sensitive_prop_keys():
+    keys = [f"k{i}" for i in range(1001)]
+    code, errors = problems({"definition": {**definition(), "sensitivePropKeys": keys}})
+    assert code == 400228
+    assert errors == {"definition.sensitivePropKeys": ["At most 1000 keys are accepted."]}
+    check_request({"definition": {**definition(), "sensitivePropKeys": keys[:1000]}}, Limits())
+
+
+def bad_nodes(count: int, pad: int = 0) -> dict:
+    """A definition of ``count`` nodes, each with an unknown type and an unknown child."""
+    nodes = {"root": {"type": "manual", "children": [f"n{i}" for i in range(count)]}}
+    for i in range(count):
+        nodes[f"n{i}"] = {"type": "nope" + "x" * pad, "children": [f"ghost{i}"]}
+    return {"nodes": nodes}
+
+
+def test_problems_are_capped_with_a_note_that_more_were_left_out():
+    _, errors = problems({"definition": bad_nodes(10)}, Limits(max_problems=5))
+    assert sum(len(m) for k, m in errors.items() if k != "_truncated") == 5
+    assert errors["_truncated"] == ["More problems were found; only the first 5 are listed."]
+    _, errors = problems({"definition": bad_nodes(1)}, Limits(max_problems=5))
+    assert "_truncated" not in errors
+
+
+def test_the_code_counts_problems_left_out():
+    body = {"definition": {"nodes": {"a": {"type": "nope"}, "root": {"type": "webhook"}}}}
+    code, errors = problems(body, Limits(max_problems=1))
+    assert code == 400229 and "definition.nodes.a.type" in errors and "_truncated" in errors
+
+
+def test_a_large_bad_definition_answers_a_small_body_quickly():
+    import json
+    import time
+    body = {"definition": bad_nodes(6000, pad=100)}
+    assert len(json.dumps(body)) > 900_000
+    started = time.perf_counter()
+    _, errors = problems(body)
+    assert time.perf_counter() - started < 5
+    assert sum(len(m) for k, m in errors.items() if k != "_truncated") == 1000
+    assert len(json.dumps(errors)) < 200_000
+
+
+def test_hostile_keys_and_values_give_short_locations_and_messages():
+    import json
+    long_id = "n" * 300_000
+    nodes = {"root": {"type": "manual", "children": [long_id, "x" * 300_000]},
+             long_id: {"type": "log", "payload": {"message": "hi"}}}
+    _, errors = problems({"definition": {"nodes": nodes}})
+    assert len(json.dumps(errors)) < 5_000
+
+
+def test_validation_is_linear_on_hostile_payloads():
+    import time
+    # Each was quadratic: paths built for every value under a long key, a list scan
+    # for children listed twice.
+    holes = "{{root.result.a}}" * 60_000  # 1 MiB of expressions in one string
+    huge_key = {"k" * 400_000: ["{{@item}}", "{{ nope.result }}"] * 20_000}
+    many_children = {f"n{i}": log() for i in range(40_000)}
+    started = time.perf_counter()
+    check_request({"definition": definition("root>a", a=log(holes))}, Limits())
+    _, errors = problems({"definition": definition("root>a", a={
+        "type": "log", "payload": {"message": "hi", **huge_key}})})
+    assert len(errors) <= 1001
+    _, errors = problems({"definition": definition(
+        *[f"root>{n}" for n in many_children], **many_children)})
+    assert "definition.nodes" in errors
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "log"}, {"type": "log", "payload": {"m": 1}, "children": ["a"], "title": "t"},
+    {"type": "x", "children": []}, {"type": "log", "branch": "then"},
+    {"type": 5}, {"type": "log", "children": [1]}, {"type": "log", "payload": None}, [],
+])
+def test_plain_nodes_load_as_the_schema_loads_them(raw):
+    from marshmallow import ValidationError
+
+    from app.nodes.base import schema_of
+    from app.schemas import NodeSchema
+    from app.validation import _plain_node
+    try:
+        loaded = schema_of(NodeSchema).load(raw)
+    except ValidationError:
+        loaded = None
+    plain = _plain_node(raw)
+    assert plain is None or plain == loaded  # None: left to the schema
+    if raw in ({"type": "log"}, {"type": "x", "children": []}):
+        assert plain is not None
+
+
+def test_the_known_types_are_listed_once():
+    _, errors = problems({"definition": bad_nodes(3)})
+    listed = [m for k, ms in errors.items() if k.endswith(".type") for m in ms]
+    assert len(listed) == 3 and sum("Known types" in m for m in listed) == 1

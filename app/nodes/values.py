@@ -2,9 +2,12 @@
 
 An *item path* names a field of an array item: dot segments, a numeric segment
 indexing an array (or naming that key of an object), ``[n]`` also accepted
-(``token.symbol``, ``rows.0.id``, ``rows[0].id``). Whitespace around segments
-is ignored; an empty path is the item itself. It is the ``{{@path}}`` of the
-``format`` and ``filter`` nodes and the ``field`` of ``pluck``/``list-min``/``list-max``.
+(``token.symbol``, ``rows.0.id``, ``rows[0].id``). As in expressions (SPEC §4),
+only a canonical index (``0``, or digits without a leading zero) reads an array;
+on an object a segment names the key as written (``01`` is the key ``"01"``).
+Whitespace around segments is ignored; an empty path is the item itself. It is
+the ``{{@path}}`` of the ``format`` and ``filter`` nodes and the ``field`` of
+``pluck``/``list-min``/``list-max``.
 
 A value is *numeric* when it is a JSON number (never a boolean, never NaN or
 infinite) or a string that is a decimal number: an optional ``-``, digits, an
@@ -22,11 +25,13 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from ..expressions import MISSING, Segment, walk
+from ..expressions import MISSING, Segment, index_or_key, walk
 from ..textcache import cache_short_texts
 
 _NUMERIC = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_PART = re.compile(r"\s*([^\[\]]*?)\s*((?:\[\s*[0-9]+\s*\]\s*)*)")
+# The "[n]" indexes after a segment's name; no two parts can match the same space, so a
+# long path is scanned once.
+_INDEXES = re.compile(r"(?:\[\s*[0-9]+\s*\]\s*)*")
 _INDEX = re.compile(r"[0-9]+")
 # {{@path}}: an item field in a format template or a filter key, never a run expression.
 ITEM_HOLE = re.compile(r"\{\{\s*@([^{}]*)\}\}")
@@ -39,16 +44,22 @@ def parse_path(text: str) -> tuple[Segment, ...]:
         return ()
     segments: list[Segment] = []
     for position, part in enumerate(text.split(".")):
-        found = _PART.fullmatch(part)
-        if found is None:
-            raise ValueError(f"Invalid field path {text!r}: unbalanced '[' or ']'.")
-        name, indexes = found.groups()
+        bracket = part.find("[")
+        name = (part if bracket < 0 else part[:bracket]).strip()
+        indexes = "" if bracket < 0 else part[bracket:].lstrip()
+        if "]" in name or not _INDEXES.fullmatch(indexes):
+            raise ValueError(f"Invalid field path {_clip(text)}: unbalanced '[' or ']'.")
         if name:
-            segments.append(int(name) if _INDEX.fullmatch(name) else name)
+            segments.append(index_or_key(name))
         elif position > 0 or not indexes:
-            raise ValueError(f"Invalid field path {text!r}: empty segment.")
-        segments.extend(int(i) for i in _INDEX.findall(indexes))
+            raise ValueError(f"Invalid field path {_clip(text)}: empty segment.")
+        segments.extend(index_or_key(i) for i in _INDEX.findall(indexes))
     return tuple(segments)
+
+
+def _clip(text: str) -> str:
+    """A path as quoted in a message: long ones cut."""
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "…"
 
 
 def check_path(text: str) -> None:

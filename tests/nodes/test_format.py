@@ -26,6 +26,12 @@ def test_object_renders_once():
     assert formatted({"user": {"name": "Zoë"}}, "Hi {{@user.name}}!") == "Hi Zoë!"
 
 
+def test_a_leading_zero_names_the_key_as_written():
+    months = [{"m": {"01": "Jan", "1": "one"}}, {"m": {"1": "one"}}, {"m": ["a", "b"]}]
+    assert formatted(months, "[{{@m.01}}|{{@m[01]}}|{{@m.1}}]", separator=" ") == (
+        "[Jan|Jan|one] [||one] [||b]")
+
+
 def test_missing_and_null_render_empty():
     assert formatted([{"a": None}, {}], "[{{@a}}|{{@b.c}}]") == "[|]\n[|]"
 

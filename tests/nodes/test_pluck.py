@@ -27,6 +27,14 @@ def test_nested_and_index_paths_with_null_where_missing():
     assert values(field="tags[0]") == ["a", None, None, None]
 
 
+def test_a_leading_zero_names_the_key_as_written():
+    items = [{"months": {"01": "Jan", "1": "one"}}, {"months": {"1": "one"}},
+             {"months": ["a", "b"]}]
+    assert call(pluck, {"array": items, "field": "months.01"})["values"] == ["Jan", None, None]
+    assert call(pluck, {"array": items, "field": "months[01]"})["values"] == ["Jan", None, None]
+    assert call(pluck, {"array": items, "field": "months.1"})["values"] == ["one", "one", "b"]
+
+
 def test_unicode_key():
     assert values(field="名前") == ["イーサ", None, None, None]
 

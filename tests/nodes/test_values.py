@@ -48,3 +48,34 @@ def test_numeric(value, expected):
 ])
 def test_not_numeric(value):
     assert number(value) is None
+
+
+@pytest.mark.parametrize("text,segments", [
+    ("months.01", ("months", "01")), ("months[01]", ("months", "01")),
+    ("rows.00", ("rows", "00")), ("rows.10", ("rows", 10)), ("[0]", (0,)), ("01", ("01",)),
+])
+def test_only_canonical_numbers_are_indexes(text, segments):
+    assert parse_path(text) == segments
+
+
+def test_a_leading_zero_names_the_key_as_written():
+    item = {"months": {"01": "Jan", "1": "one"}, "one": {"1": "one"}, "rows": ["a", "b"],
+            "keyed": {"0": "zero"}}
+    assert at_path(item, parse_path("months.01")) == "Jan"
+    assert at_path(item, parse_path("months[01]")) == "Jan"
+    assert at_path(item, parse_path("one.01")) is MISSING
+    assert at_path(item, parse_path("rows.01")) is MISSING
+    assert at_path(item, parse_path("rows.1")) == "b"
+    assert at_path(item, parse_path("keyed.0")) == "zero"
+
+
+def test_long_paths_parse_in_linear_time():
+    import time
+    started = time.perf_counter()
+    for text in ["a" + " " * 200_000 + "x", "a[1]" + " " * 200_000 + "x",
+                 ".".join(["a"] * 100_000), "a" + "[1]" * 100_000]:
+        try:
+            parse_path(text)
+        except ValueError as error:
+            assert len(str(error)) < 300
+    assert time.perf_counter() - started < 1
