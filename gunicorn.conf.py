@@ -1,5 +1,12 @@
 """gunicorn settings, production and ``make run`` alike. Environment overrides:
-BIND or PORT, WEB_CONCURRENCY, GUNICORN_RELOAD=1, RUNNER_RUN_DEADLINE_MS."""
+BIND or PORT, WEB_CONCURRENCY, GUNICORN_RELOAD=1, RUNNER_RUN_DEADLINE_MS,
+RUNNER_MAX_CONCURRENT_RUNS (default: the workers but one).
+
+Sync workers read a request from one client at a time: a few idle, half-sent
+connections hold every worker. In production gunicorn sits behind a buffering
+proxy (deploy/nginx.conf); it says so at start-up when it listens beyond this host.
+"""
+import ipaddress
 import multiprocessing
 import os
 import shutil
@@ -11,6 +18,14 @@ import traceback
 # -- Server socket --------------------------------------------------------------
 bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 backlog = 2048
+
+# -- Request limits ---------------------------------------------------------------
+# Above nginx's (large_client_header_buffers 4 8k in deploy/nginx.conf), so that nginx
+# refuses a long request line or header first, with its JSON answer. 8190 is the most
+# gunicorn allows for the line; a header grows past nginx's limit by the
+# X-Forwarded-For nginx appends to. gunicorn's own refusals are JSON too (post_fork).
+limit_request_line = 8190
+limit_request_field_size = 16384
 
 # -- Workers --------------------------------------------------------------------
 # "sync" is the only worker whose `timeout` bounds a single request: it tells the
@@ -95,6 +110,9 @@ def on_starting(server):
     """Before any worker: schema up to date, runs orphaned by a crash aborted, old runs gone."""
     from app import config
 
+    # SPEC §8: one token alone can never occupy every worker of the host. Here, where
+    # the worker count is known (-w included), before the workers read the settings.
+    os.environ.setdefault("RUNNER_MAX_CONCURRENT_RUNS", str(max(1, server.cfg.workers - 1)))
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
@@ -110,6 +128,17 @@ def on_starting(server):
         server.log.warning("aborted %d run(s) left running by a previous start", aborted)
 
 
+def when_ready(server):
+    """Warn when listening beyond this host: bare sync workers are easy to stall."""
+    for listener in server.LISTENERS:
+        address = listener.sock.getsockname()
+        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
+            server.log.warning(
+                "listening on %s, beyond this host: put gunicorn behind a buffering proxy "
+                "(deploy/nginx.conf); sync workers read one client at a time, so a few "
+                "idle, half-sent connections would hold every worker", listener)
+
+
 def child_exit(server, worker):
     """A worker is gone (killed, hard timeout, recycled): its unfinished runs are aborted."""
     from prometheus_client import multiprocess
@@ -121,15 +150,37 @@ def child_exit(server, worker):
 
 
 def post_fork(server, worker):
-    """Logging handlers (the shared file among them) belong to each worker process."""
+    """Logging handlers (the shared file among them) belong to each worker process;
+    gunicorn's own error answers (bad request line, headers too large) are JSON."""
+    from gunicorn import util
+
     from app import config, logconfig
 
     logconfig.configure(config.load())
+    util.write_error = _write_json_error
+
+
+def _write_json_error(sock, status, reason, message):
+    """gunicorn's error page, in the app's envelope instead of HTML (``message`` may
+    hold what the client sent: it is logged by gunicorn, not echoed)."""
+    import json
+    import uuid
+
+    from gunicorn import util
+
+    body = json.dumps({"code": status * 1000, "message": reason,
+                       "requestId": uuid.uuid4().hex}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def post_worker_init(worker):
-    """On SIGTERM, /readyz answers 503 while the run in flight finishes."""
-    from app import health
+    """On SIGTERM, /readyz answers 503 while the run in flight finishes. A node thread
+    that outlives its cancelled attempt (a bug burning CPU after the answer) makes
+    the worker stop the same way: after its current request, and gunicorn starts a
+    fresh one."""
+    from app import health, pool
 
     stop = signal.getsignal(signal.SIGTERM)
 
@@ -138,6 +189,7 @@ def post_worker_init(worker):
         stop(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+    pool.on_stuck = lambda: os.kill(os.getpid(), signal.SIGTERM)
     worker.log.info("worker ready (pid: %s)", worker.pid)
 
 

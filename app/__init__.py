@@ -18,6 +18,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """config → logging → store → error handlers → blueprints."""
     app = Flask(__name__)
+    # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
+    app.url_map.merge_slashes = False
     app.config.update(config.load(test_config))
     app.json.sort_keys = False  # executionState keeps its topological order
     app.json.compact = True
@@ -53,8 +55,13 @@ def _finish_response(response):
     data, requestId}``."""
     request_id = g.get("request_id")
     response.headers["X-Request-ID"] = request_id or ""
-    if request.blueprint == "b3os" and 200 <= response.status_code < 300:
-        response.set_data(current_app.json.dumps(
-            {"code": 0, "message": "success", "data": response.get_json(),
-             "requestId": request_id}, separators=(",", ":")))
+    if (request.blueprint == "b3os" and 200 <= response.status_code < 300
+            and response.is_json and not response.is_streamed):
+        # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
+        data = response.get_data()
+        if data.endswith(b"\n"):  # jsonify's
+            data = memoryview(data)[:-1]
+        response.set_data(b"".join((
+            b'{"code":0,"message":"success","data":', data, b',"requestId":',
+            current_app.json.dumps(request_id).encode(), b"}")))
     return response

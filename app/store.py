@@ -5,6 +5,11 @@ process opens its own connection on first use (SQLite is not fork-safe).
 Balances only ever change inside ``BEGIN IMMEDIATE`` transactions with
 conditional updates, so concurrent runs can never drive one below zero.
 Only hashes of tokens are stored.
+
+A run is named by its token and its ``runId`` together (a ``runId`` is unique
+per token). Its row keeps the attempts it has started, so a run whose worker
+dies is charged for them and releases only the rest of its reservation, and
+its final state as the JSON text answered, served again without parsing.
 """
 from __future__ import annotations
 
@@ -64,6 +69,35 @@ SCHEMA = [  # SQL or a function of the connection; user_version = how many have 
     # 2: migration 1 gained worker_pid, expires_at, runs_running and probes after
     # its first version had made stores: complete those.
     _complete_first_schema,
+    # 3: a runId is unique per token, not across tokens (SPEC §8), so rows get an id of
+    # their own; `attempts` (started so far) is what a run whose worker dies is charged.
+    """
+    CREATE TABLE runs_3 (
+        row_id INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        token_id INTEGER NOT NULL REFERENCES tokens(id),
+        request_id TEXT,
+        status TEXT NOT NULL,
+        reserved INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        total_cu INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        worker_pid INTEGER,
+        expires_at REAL,
+        body TEXT NOT NULL,
+        UNIQUE (token_id, id)
+    );
+    INSERT INTO runs_3 (id, token_id, request_id, status, reserved, total_cu, created_at,
+                        finished_at, worker_pid, expires_at, body)
+        SELECT id, token_id, request_id, status, reserved, total_cu, created_at,
+               finished_at, worker_pid, expires_at, body
+        FROM runs ORDER BY created_at;
+    DROP TABLE runs;
+    ALTER TABLE runs_3 RENAME TO runs;
+    CREATE INDEX runs_created_at ON runs (created_at);
+    CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running'
+    """,
 ]
 
 
@@ -202,8 +236,9 @@ class Store:
                   expires_at: float, max_concurrent: int = 0) -> None:
         """Record a run and reserve its worst-case cost, or raise and change nothing.
 
-        ``expires_at``: when a run still marked running is certainly dead (its
-        worker would have been killed by then). ``max_concurrent`` 0 = no limit.
+        ``run_id`` is unique per token. ``expires_at``: when a run still marked
+        running is certainly dead (its worker would have been killed by then).
+        ``max_concurrent`` 0 = no limit.
         """
         # Each refusal raises inside the transaction, which rolls back what came before.
         now = time.time()
@@ -229,71 +264,92 @@ class Store:
                 if running > max_concurrent:  # this run is one of them
                     raise TooManyRuns(running - 1)
 
-    def finish_run(self, run_id: str, body: dict, text: str | None = None) -> None:
+    def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
+        """Note the attempts the run has started so far: what it costs if its worker dies."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET attempts = MAX(attempts, ?) "
+                       "WHERE token_id = ? AND id = ? AND status = 'running'",
+                       (attempts, token_id, run_id))
+
+    def finish_run(self, run_id: str, token_id: int, body: dict,
+                   text: str | None = None) -> None:
         """Store the final state, charge ``totalCu`` and release the rest, atomically.
 
-        ``text``: ``body`` already written as JSON, when the caller has it.
+        ``text``: the whole answer as JSON, stored as it is (``body`` then needs only
+        ``status`` and ``totalCu``); else ``body`` is written.
         """
         with self._transaction() as db:
-            row = db.execute("SELECT token_id, reserved, status FROM runs WHERE id = ?",
-                             (run_id,)).fetchone()
-            if row["status"] != "running":
+            row = db.execute("SELECT row_id, reserved, status FROM runs "
+                             "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
+            if row is None or row["status"] != "running":
                 return  # aborted meanwhile (taken for dead): its reservation is released
             db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
-                       (row["reserved"] - body["totalCu"], row["token_id"]))
+                       (row["reserved"] - body["totalCu"], token_id))
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
-                       "finished_at = ?, body = ? WHERE id = ?",
+                       "finished_at = ?, body = ? WHERE row_id = ?",
                        (body["status"], body["totalCu"], time.time(), text or json.dumps(body),
-                        run_id))
+                        row["row_id"]))
 
-    def run(self, run_id: str, token_id: int) -> dict | None:
-        """A stored run, only for the token that made it."""
+    def run_text(self, run_id: str, token_id: int) -> str | None:
+        """A stored run as the JSON text stored (never parsed), only for the token that made it.
+
+        A run shown as running whose worker is gone is aborted first.
+        """
         with self._reading() as db:
-            row = db.execute("SELECT status, body FROM runs WHERE id = ? AND token_id = ?",
-                                     (run_id, token_id)).fetchone()
-        if row is not None and row["status"] == "running" and self.abort_orphans():
-            return self.run(run_id, token_id)
-        return json.loads(row["body"]) if row else None
+            row = db.execute("SELECT row_id, status, worker_pid, expires_at, body FROM runs "
+                             "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
+        if row is None:
+            return None
+        if row["status"] == "running" and _dead(row):
+            self._abort_row(row["row_id"])
+            return self.run_text(run_id, token_id)  # aborted now, or finished meanwhile
+        return row["body"]
 
     # -- runs whose worker died --------------------------------------------------
+
+    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None) -> bool:
+        """Mark a running run ``failure``/``ABORTED``: charge its started attempts (the
+        stored count or ``attempts``, whichever is larger, at most the reservation) and
+        release the rest. False when it is not running (finished meanwhile)."""
+        with self._reading() as db:
+            row = db.execute("SELECT row_id FROM runs WHERE token_id = ? AND id = ? "
+                             "AND status = 'running'", (token_id, run_id)).fetchone()
+        return bool(row) and self._abort_row(row["row_id"], attempts)
 
     def abort_orphans(self) -> int:
         """Abort running runs whose worker is gone or whose time is certainly up."""
         with self._reading() as db:
-            rows = db.execute("SELECT id, worker_pid, expires_at FROM runs "
-                                      "WHERE status = 'running'").fetchall()
-        now = time.time()
-        dead = [r["id"] for r in rows if r["expires_at"] < now or not _alive(r["worker_pid"])]
-        return self.abort(dead)
+            rows = db.execute("SELECT row_id, worker_pid, expires_at FROM runs "
+                              "WHERE status = 'running'").fetchall()
+        return sum(self._abort_row(row["row_id"]) for row in rows if _dead(row))
 
     def abort_runs_of_worker(self, pid: int) -> int:
         """Abort the running runs of a worker that has exited (gunicorn's child_exit)."""
         with self._reading() as db:
-            rows = db.execute("SELECT id FROM runs WHERE status = 'running' "
-                                      "AND worker_pid = ?", (pid,)).fetchall()
-        return self.abort([r["id"] for r in rows])
+            rows = db.execute("SELECT row_id FROM runs WHERE status = 'running' "
+                              "AND worker_pid = ?", (pid,)).fetchall()
+        return sum(self._abort_row(row["row_id"]) for row in rows)
 
-    def abort(self, run_ids: list[str]) -> int:
-        """Mark runs ``failure``/``ABORTED`` and release their whole reservation."""
-        aborted = 0
-        for run_id in run_ids:
-            with self._transaction() as db:
-                row = db.execute("SELECT * FROM runs WHERE id = ? AND status = 'running'",
-                                 (run_id,)).fetchone()
-                if row is None:
-                    continue  # finished meanwhile
-                now = time.time()
-                body = {"runId": run_id, "status": "failure",
-                        "durationMs": round((now - row["created_at"]) * 1000), "totalCu": 0,
-                        "error": {"code": "ABORTED", "message": "The worker running this run "
-                                  "stopped before the run finished."},
-                        "executionState": {}}
-                db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
-                           (row["reserved"], row["token_id"]))
-                db.execute("UPDATE runs SET status = 'failure', reserved = 0, finished_at = ?, "
-                           "body = ? WHERE id = ?", (now, json.dumps(body), run_id))
-                aborted += 1
-        return aborted
+    def _abort_row(self, row_id: int, attempts: int | None = None) -> bool:
+        """Abort one run if it is still running; its charge is its started attempts."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM runs WHERE row_id = ? AND status = 'running'",
+                             (row_id,)).fetchone()
+            if row is None:
+                return False  # finished meanwhile
+            now = time.time()
+            charged = min(row["reserved"], max(row["attempts"], attempts or 0))
+            body = {"runId": row["id"], "status": "failure",
+                    "durationMs": round((now - row["created_at"]) * 1000), "totalCu": charged,
+                    "error": {"code": "ABORTED", "message": "The worker running this run "
+                              "stopped before the run finished."},
+                    "executionState": {}}
+            db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
+                       (row["reserved"] - charged, row["token_id"]))
+            db.execute("UPDATE runs SET status = 'failure', total_cu = ?, reserved = 0, "
+                       "finished_at = ?, body = ? WHERE row_id = ?",
+                       (charged, now, json.dumps(body), row_id))
+        return True
 
     def prune(self, retention_seconds: float) -> int:
         """Delete finished runs older than the retention."""
@@ -318,6 +374,11 @@ class Store:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def _dead(row: sqlite3.Row) -> bool:
+    """A running run whose time is certainly up or whose worker is gone."""
+    return row["expires_at"] < time.time() or not _alive(row["worker_pid"])
 
 
 def _alive(pid: int | None) -> bool:

@@ -74,6 +74,12 @@ check "wrong content type" 415 'b["code"] == 415000' \
     "${AUTH[@]}" -H "Content-Type: text/plain" -d "$TWO_NODES" "$BASE/v1/runs/sync"
 check "unknown route" 404 'b["code"] == 404000' "${AUTH[@]}" "$BASE/v1/nothing"
 check "method not allowed" 405 'b["code"] == 405000' "${AUTH[@]}" -X DELETE "$BASE/v1/runs/sync"
+check "doubled slashes are no route (JSON, not a redirect)" 404 'b["code"] == 404000' \
+    --path-as-is "${AUTH[@]}" "${JSON[@]}" -d "$TWO_NODES" "$BASE/v1//runs/sync"
+check "gunicorn's own 414 is JSON" 414 'b["code"] == 414000' \
+    "$BASE/v1/runs/$(python -c 'print("a" * 9000)')"
+check "stored run in the B3OS envelope" 200 "b[\"code\"] == 0 and b[\"data\"][\"runId\"] == \"$run_id\"" \
+    "${AUTH[@]}" "$BASE/b3os/v1/runs/$run_id"
 
 python -c 'import sys; sys.stdout.write("[" * 5000 + "]" * 5000)' >"$work/deep.json"
 check "5,000-deep JSON is a 400" 400 'b["code"] == 400000' \

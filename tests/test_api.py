@@ -189,6 +189,64 @@ def test_client_run_ids_cannot_be_reused(client):
     assert "runId" in again["errors"]
 
 
+def test_run_ids_are_unique_per_token_not_across_tokens(app, client):
+    """Another token's run of the same id is neither revealed nor blocking (SPEC §8)."""
+    app.extensions["store"].create_token("other", 10, secret="other-token")
+    other = {"Authorization": "Bearer other-token"}
+    body = {**TWO_NODES, "runId": "run_invoice_42"}
+    mine = post_run(client, body).json
+    theirs = client.post("/v1/runs/sync", json={**body, "payload": {"message": "bye"}},
+                         headers=other)
+    assert theirs.status_code == 200 and theirs.json["runId"] == "run_invoice_42"
+    assert_error(client.post("/v1/runs/sync", json=body, headers=other), 400, 400079)
+    assert_error(post_run(client, body), 400, 400079)
+    assert client.get("/v1/runs/run_invoice_42", headers=DEV_AUTH).json == mine
+    assert client.get("/v1/runs/run_invoice_42", headers=other).json == theirs.json
+    assert balance(app, "other") == 9
+
+
+def test_stored_runs_are_served_as_stored_and_enveloped_as_text(app, client):
+    """GET serves the stored text as it is, and /b3os wraps it without parsing it."""
+    store = app.extensions["store"]
+    token = store.token_by_name("dev")
+    store.start_run("run_stored", token.id, None, 1, time.time() + 60)
+    text = '{"runId":"run_stored", "status":"success","totalCu":1, "n":1.50}'  # not canonical
+    store.finish_run("run_stored", token.id, {"status": "success", "totalCu": 1}, text)
+    response = client.get("/v1/runs/run_stored", headers=DEV_AUTH)
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_data(as_text=True) == text
+    wrapped = client.get("/b3os/v1/runs/run_stored", headers={**DEV_AUTH, "X-Request-ID": "r1"})
+    assert wrapped.get_data(as_text=True) == (
+        '{"code":0,"message":"success","data":' + text + ',"requestId":"r1"}')
+
+
+def test_b3os_envelope_holds_jsonify_answers_compactly(client):
+    response = client.get("/b3os/v1/node-types", headers={**DEV_AUTH, "X-Request-ID": "r2"})
+    text = response.get_data(as_text=True)
+    assert text == json.dumps(response.json, separators=(",", ":"))
+    assert response.json["code"] == 0 and response.json["requestId"] == "r2"
+    assert response.json["data"]["nodeTypes"]
+
+
+def post_path(app, path_info: str):
+    """POST a run to this exact PATH_INFO (the test client would read ``//x`` as a host)."""
+    environ = EnvironBuilder(method="POST", headers=DEV_AUTH, json=TWO_NODES).get_environ()
+    environ["PATH_INFO"] = path_info
+    body, status, headers = run_wsgi_app(app, environ, buffered=True)
+    return int(status.split()[0]), dict(headers), json.loads(b"".join(body))
+
+
+@pytest.mark.parametrize("path", ["/v1//runs/sync", "/v1/runs//sync", "/b3os//v1/runs/sync"])
+def test_doubled_slashes_are_a_json_404_not_an_html_redirect(app, path):
+    status, headers, body = post_path(app, path)
+    assert (status, body["code"]) == (404, 404000) and "Location" not in headers
+
+
+def test_leading_slashes_are_ignored_as_werkzeug_does(app):
+    status, _, body = post_path(app, "//v1/runs/sync")
+    assert status == 200 and body["status"] == "success"
+
+
 def test_validate_endpoint_runs_checks_and_charges_nothing(app, client):
     before = balance(app)
     response = client.post("/v1/workflows/validate", headers=DEV_AUTH,

@@ -126,22 +126,24 @@ def test_a_deleted_log_directory_does_not_stop_runs(tmp_path):
         server.stop()
 
 
-def test_a_request_past_the_hard_timeout_loses_its_worker_not_its_money(tmp_path):
+def test_a_request_past_the_hard_timeout_is_charged_only_its_started_attempts(tmp_path):
+    """SPEC §3: a worker killed mid-run charges the attempts the run started and releases
+    the rest of its reservation (3 reserved here, 1 started)."""
     # Misconfigured on purpose: gunicorn's hard timeout (2 s) below the run deadline.
     server = Server(tmp_path, RUN_DEADLINE_MS="20000")
     server.env["GUNICORN_TIMEOUT"] = "2"
     server.flask("token", "seed-dev")
     server.start()
     slow = {"runId": "run_too_slow", "definition": definition("root>wait", wait={
-        "type": "delay", "payload": {"delayMs": 8000}})}
+        "type": "delay", "payload": {"delayMs": 8000}, "retry": {"maxAttempts": 3}})}
     try:
         status, body = server.request("POST", "/v1/runs/sync", slow)
         assert status == 503 and body["code"] == 503000 and body["runId"] == "run_too_slow"
         status, run = server.request("GET", "/v1/runs/run_too_slow")
         assert status == 200 and run["status"] == "failure"
-        assert run["error"]["code"] == "ABORTED" and run["totalCu"] == 0
+        assert run["error"]["code"] == "ABORTED" and run["totalCu"] == 1
         assert server.request("POST", "/v1/runs/sync", ONE_CU)[0] == 200
         assert "worker timeout: thread" in (tmp_path / "gunicorn.out").read_text()
     finally:
         server.stop()
-    assert integrity(server.env["RUNNER_STORE_PATH"]) == ("ok", 1_000_000 - 1, 0)
+    assert integrity(server.env["RUNNER_STORE_PATH"]) == ("ok", 1_000_000 - 2, 0)

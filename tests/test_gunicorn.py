@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
+import socket
 import sqlite3
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.helpers import definition
-from tests.server import Server
+from tests.server import ROOT, Server
 
 pytestmark = pytest.mark.server
 
@@ -109,24 +112,36 @@ def running_pid(server, run_id):
     return row and row[0]
 
 
+def attempts(server, run_id):
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        row = db.execute("SELECT attempts FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row and row[0]
+
+
 def slow_run(run_id, ms=10_000):
     return {"runId": run_id, "definition": definition("root>wait", wait={
         "type": "delay", "payload": {"delayMs": ms}})}
 
 
-def test_a_killed_worker_leaves_no_run_running_and_no_reservation(server):
+def test_a_killed_worker_leaves_no_run_running_and_charges_only_started_attempts(server):
+    """SPEC §3: the run's started attempts (known from the store) are charged, the rest of
+    its reservation released."""
     before = balance(server, "dev-token")
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(server.request, "POST", "/v1/runs/sync", slow_run("run_killed"))
+        killed = slow_run("run_killed")
+        killed["definition"]["nodes"]["wait"]["retry"] = {"maxAttempts": 3}
+        pending = pool.submit(server.request, "POST", "/v1/runs/sync", killed)
         pid = wait_for(lambda: running_pid(server, "run_killed"))
-        assert balance(server, "dev-token") == before - 1  # reserved
+        wait_for(lambda: attempts(server, "run_killed"))  # the delay has started
+        assert balance(server, "dev-token") == before - 3  # reserved
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(OSError):  # the connection dies with the worker
             pending.result(timeout=30)
     status, run = wait_for(lambda: (lambda r: r if r[1]["status"] != "running" else None)(
         server.request("GET", "/v1/runs/run_killed")))
     assert status == 200 and run["status"] == "failure" and run["error"]["code"] == "ABORTED"
-    assert balance(server, "dev-token") == before
+    assert run["totalCu"] == 1
+    assert balance(server, "dev-token") == before - 1
     assert server.request("POST", "/v1/runs/sync", ONE_CU)[0] == 200  # the service goes on
 
 
@@ -145,6 +160,81 @@ def test_runs_beyond_the_token_limit_get_429(tmp_path):
         assert server.request("POST", "/v1/runs/sync", ONE_CU)[0] == 200
     finally:
         server.stop()
+
+
+def test_by_default_one_token_cannot_occupy_every_worker(tmp_path):
+    """SPEC §8: RUNNER_MAX_CONCURRENT_RUNS defaults to the workers but one (here 2 of 3),
+    so another token still runs while one token's extra run gets 429."""
+    server = Server(tmp_path, workers=3)
+    server.env.pop("RUNNER_MAX_CONCURRENT_RUNS", None)
+    server.flask("token", "seed-dev")
+    other = server.flask("token", "create", "other", "--balance", "10")
+    server.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(server.request, "POST", "/v1/runs/sync",
+                                slow_run(f"run_hog_{n}", 3000)) for n in range(2)]
+            for n in range(2):
+                wait_for(lambda n=n: running_pid(server, f"run_hog_{n}"))
+            status, body = server.request("POST", "/v1/runs/sync", slow_run("run_hog_2", 3000))
+            assert status == 429 and body["code"] == 429000
+            started = time.monotonic()
+            status, body = server.request("POST", "/v1/runs/sync", ONE_CU, token=other)
+            assert status == 200 and body["status"] == "success"
+            assert time.monotonic() - started < 2  # not queued behind the slow runs
+            assert all(not future.done() for future in slow)
+            assert [future.result(timeout=30)[0] for future in slow] == [200, 200]
+    finally:
+        server.stop()
+
+
+def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(("request_head", "status"), [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"GET /livez HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-%d: 1\r\n" % n for n in range(150)) + b"\r\n", 431),
+    (b"NOT A REQUEST\r\n\r\n", 400),
+])
+def test_gunicorns_own_refusals_are_json(server, request_head, status):
+    answer_status, headers, body = raw_exchange(server, request_head)
+    assert answer_status == status
+    assert headers["Content-Type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["code"] == status * 1000 and answer["message"] and answer["requestId"]
+    assert "aaaa" not in body.decode()  # what the client sent is not echoed
+
+
+def test_a_warning_when_listening_beyond_this_host(monkeypatch, tmp_path):
+    # The config sets this variable for the server it configures: not for this process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    warnings = []
+
+    def fake(address):
+        sock = types.SimpleNamespace(getsockname=lambda: address)
+        return types.SimpleNamespace(sock=sock)
+
+    server = types.SimpleNamespace(
+        LISTENERS=[fake(("127.0.0.1", 8000)), fake(("::1", 8000, 0, 0)), fake("/run/r.sock")],
+        log=types.SimpleNamespace(warning=lambda *args: warnings.append(args)))
+    hooks["when_ready"](server)
+    assert warnings == []
+    server.LISTENERS.append(fake(("0.0.0.0", 8000)))
+    hooks["when_ready"](server)
+    assert len(warnings) == 1 and "buffering proxy" in warnings[0][0]
 
 
 def test_sigterm_lets_the_run_in_flight_finish(server):

@@ -22,6 +22,7 @@ TWO_NODES = {"definition": definition("root>greet", greet={
     "type": "log", "payload": {"message": "Incoming: {{root.result.message}}"}}),
     "payload": {"message": "hello"}}
 AUTH = {"Authorization": "Bearer dev-token", "Content-Type": "application/json"}
+AUTH_LINE = b"Authorization: Bearer dev-token\r\n"
 
 
 @pytest.fixture
@@ -133,3 +134,106 @@ def test_upstream_down_is_json_502(proxy):
     assert status == 502
     assert json.loads(body) == {"code": 502000, "message": "Service unavailable",
                                 "requestId": "down"}
+
+
+def raw_exchange(port, data: bytes, timeout=10) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def line_of(length: int) -> bytes:
+    """A GET request line of exactly ``length`` bytes (CRLF not counted)."""
+    return b"GET /v1/runs/" + b"a" * (length - len(b"GET /v1/runs/ HTTP/1.1")) + b" HTTP/1.1"
+
+
+def test_the_longest_request_line_nginx_passes_reaches_the_app(proxy):
+    _, port = proxy
+    request_head = line_of(8190) + b"\r\nHost: x\r\nConnection: close\r\n"
+    status, _, body = raw_exchange(port, request_head + AUTH_LINE + b"\r\n")
+    assert status == 404 and json.loads(body)["message"].startswith("No run named")  # the app's
+    status, headers, body = raw_exchange(port, line_of(8191) + b"\r\nHost: x\r\n\r\n")
+    assert status == 414 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"code": 414000, "message": "Request line too long",
+                                "requestId": headers["X-Request-ID"]}
+
+
+def test_a_header_line_nginx_passes_reaches_the_app(proxy):
+    """nginx appends to X-Forwarded-For: gunicorn's header limit must leave room."""
+    _, port = proxy
+    status, _, body = request(port, "GET", "/livez", None,
+                              {"X-Forwarded-For": "1" * 8000, "X-Other": "b" * 8000})
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Big": "a" * 9000},  # longer than nginx's header buffer: its own error (494)
+    {f"X-Header-{n}": "1" for n in range(150)},  # more than gunicorn's 100: gunicorn's 431
+], ids=["long", "many"])
+def test_headers_too_large_are_json_431(proxy, headers):
+    _, port = proxy
+    status, answer, body = request(port, "GET", "/livez", None, headers)
+    assert status == 431 and answer["Content-Type"] == "application/json"
+    assert json.loads(body) == {"code": 431000, "message": "Request header fields too large",
+                                "requestId": answer["X-Request-ID"]}
+
+
+def test_a_request_nginx_cannot_parse_is_json_400(proxy):
+    _, port = proxy
+    status, headers, body = raw_exchange(port, b"NOT A REQUEST\r\n\r\n")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["code"] == 400000
+
+
+def test_the_apps_own_errors_pass_through_untouched(proxy):
+    """error_page in the proxied location lists no 400 or 403: the app's bodies stay."""
+    _, port = proxy
+    status, _, body = request(port, "POST", "/v1/runs/sync", {"definition": {}}, AUTH)
+    assert status == 400 and json.loads(body)["code"] == 400228 and json.loads(body)["errors"]
+    status, _, body = request(port, "POST", "/v1//runs/sync", TWO_NODES, AUTH)
+    assert status == 404 and json.loads(body)["code"] == 404000  # the app's, not a redirect
+
+
+def test_a_disabled_tokens_403_is_the_apps(proxy):
+    app, port = proxy
+    secret = app.flask("token", "create", "off")
+    app.flask("token", "disable", "off")
+    status, _, body = request(port, "POST", "/v1/runs/sync", TWO_NODES,
+                              {**AUTH, "Authorization": f"Bearer {secret}"})
+    assert status == 403 and json.loads(body)["message"] == "API token is disabled"
+
+
+def test_idle_half_sent_connections_do_not_stop_runs(proxy):
+    """Sync workers read one client at a time; nginx reads requests whole before passing
+    them on, so clients that stop mid-request hold no worker (2 workers here)."""
+    _, port = proxy
+    idle = []
+    try:
+        for _ in range(5):
+            headers_only = socket.create_connection(("127.0.0.1", port))
+            headers_only.sendall(b"POST /v1/runs/sync HTTP/1.1\r\nHost: x\r\n")
+            body_half = socket.create_connection(("127.0.0.1", port))
+            body_half.sendall(b"POST /v1/runs/sync HTTP/1.1\r\nHost: x\r\n" + AUTH_LINE
+                              + b"Content-Type: application/json\r\n"
+                              b"Content-Length: 1000\r\n\r\n{\"definition\": ")
+            idle += [headers_only, body_half]
+        opened = time.monotonic()
+        time.sleep(0.5)
+        for _ in range(3):
+            started = time.monotonic()
+            status, _, body = request(port, "POST", "/v1/runs/sync", TWO_NODES, AUTH)
+            assert status == 200 and json.loads(body)["status"] == "success"
+            assert time.monotonic() - started < 2
+        for sock in idle:  # nginx drops them after 10 s of silence (its default: 60 s)
+            sock.settimeout(15 - (time.monotonic() - opened))
+            sock.recv(4096)  # EOF or a 408; TimeoutError while nginx still holds it
+    finally:
+        for sock in idle:
+            sock.close()

@@ -8,9 +8,15 @@ import time
 
 import pytest
 
-from app.store import DuplicateRun, InsufficientBalance, Store, TooManyRuns, token_hash
+from app.store import SCHEMA, DuplicateRun, InsufficientBalance, Store, TooManyRuns, token_hash
 
 LATER = 10**10  # an expiry far in the future
+
+
+def stored(store, run_id, token_id):
+    """The stored run, parsed here (the store hands out its text)."""
+    text = store.run_text(run_id, token_id)
+    return None if text is None else json.loads(text)
 
 
 @pytest.fixture
@@ -38,9 +44,9 @@ def test_reserve_then_charge_what_was_used(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, "req", 6, LATER)
     assert store.token_by_name("t").balance == 4
-    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 2})
+    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 2})
     assert store.token_by_name("t").balance == 8
-    assert store.run("run_a", token.id)["totalCu"] == 2
+    assert stored(store, "run_a", token.id)["totalCu"] == 2
 
 
 def test_short_balance_and_duplicates_change_nothing(store):
@@ -52,7 +58,7 @@ def test_short_balance_and_duplicates_change_nothing(store):
     with pytest.raises(DuplicateRun):
         store.start_run("run_b", token.id, None, 1, LATER)
     assert store.token_by_name("t").balance == 2
-    assert store.run("run_a", token.id) is None
+    assert stored(store, "run_a", token.id) is None
 
 
 def test_concurrent_reservations_never_overdraw(tmp_path):
@@ -89,7 +95,7 @@ def test_concurrency_limit_counts_live_runs_only(store):
     with pytest.raises(TooManyRuns):
         store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
     assert store.token_by_name("t").balance == 8  # the refused run reserved nothing
-    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 1})
+    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 1})
     store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
 
 
@@ -99,13 +105,80 @@ def test_runs_of_a_dead_worker_are_aborted_and_released(store):
     with store._transaction() as db:  # as if a worker with this (unused) pid had started it
         db.execute("UPDATE runs SET worker_pid = 999999999 WHERE id = 'run_a'")
     assert store.token_by_name("t").balance == 6
-    aborted = store.run("run_a", token.id)  # a lookup notices the worker is gone
+    aborted = stored(store, "run_a", token.id)  # a lookup notices the worker is gone
     assert aborted["status"] == "failure" and aborted["error"]["code"] == "ABORTED"
     assert aborted["totalCu"] == 0
     assert store.token_by_name("t").balance == 10
     # the worker finishing after all changes nothing
-    store.finish_run("run_a", {"runId": "run_a", "status": "success", "totalCu": 4})
+    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 4})
     assert store.token_by_name("t").balance == 10
+
+
+def test_a_lookup_aborts_a_dead_workers_run_charging_its_started_attempts(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 4, LATER)
+    store.record_attempts("run_a", token.id, 3)
+    store.record_attempts("run_a", token.id, 1)  # an older count never lowers it
+    with store._transaction() as db:
+        db.execute("UPDATE runs SET worker_pid = 999999999 WHERE id = 'run_a'")
+    assert stored(store, "run_a", token.id)["totalCu"] == 3
+    assert store.token_by_name("t").balance == 7
+
+
+@pytest.mark.parametrize(("recorded", "given", "charged"),
+                         [(0, None, 0), (2, None, 2), (2, 3, 3), (3, 1, 3), (2, 9, 5)])
+def test_abort_run_charges_the_started_attempts_within_the_reservation(
+        store, recorded, given, charged):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 5, LATER)
+    store.record_attempts("run_a", token.id, recorded)
+    assert store.abort_run("run_a", token.id, given)
+    body = stored(store, "run_a", token.id)
+    assert (body["status"], body["error"]["code"], body["totalCu"]) == (
+        "failure", "ABORTED", charged)
+    assert store.token_by_name("t").balance == 10 - charged
+    assert not store.abort_run("run_a", token.id, 5)  # once only
+    assert store.token_by_name("t").balance == 10 - charged
+
+
+def test_a_dead_worker_and_a_crash_charge_the_stored_attempts(store):
+    import os
+
+    token = store.token(store.create_token("t", 20))
+    store.start_run("run_exited", token.id, None, 5, LATER)
+    store.record_attempts("run_exited", token.id, 2)
+    store.start_run("run_expired", token.id, None, 5, time.time() - 1)
+    store.record_attempts("run_expired", token.id, 4)
+    assert store.abort_orphans() == 1
+    assert store.abort_runs_of_worker(os.getpid()) == 1
+    assert stored(store, "run_exited", token.id)["totalCu"] == 2
+    assert stored(store, "run_expired", token.id)["totalCu"] == 4
+    assert store.token_by_name("t").balance == 14
+
+
+def test_run_ids_are_unique_per_token(store):
+    alice = store.token(store.create_token("alice", 10))
+    bob = store.token(store.create_token("bob", 10))
+    store.start_run("run_invoice_1", alice.id, None, 1, LATER)
+    store.start_run("run_invoice_1", bob.id, None, 2, LATER)  # not blocked by alice's
+    with pytest.raises(DuplicateRun):
+        store.start_run("run_invoice_1", alice.id, None, 1, LATER)
+    store.finish_run("run_invoice_1", bob.id, {"status": "success", "totalCu": 2}, '{"b":2}')
+    assert store.run_text("run_invoice_1", bob.id) == '{"b":2}'
+    assert stored(store, "run_invoice_1", alice.id)["status"] == "running"  # untouched
+    store.finish_run("run_invoice_1", alice.id, {"status": "success", "totalCu": 1}, '{"a":1}')
+    assert store.run_text("run_invoice_1", alice.id) == '{"a":1}'
+    assert (store.token_by_name("alice").balance, store.token_by_name("bob").balance) == (9, 8)
+    assert store.abort_run("run_invoice_1", alice.id) is False  # finished: nothing to abort
+
+
+def test_run_text_is_the_text_stored(store):
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 1, LATER)
+    text = '{"runId": "run_a",  "status":"success", "totalCu":1, "x": 1.50}'  # as written
+    store.finish_run("run_a", token.id, {"status": "success", "totalCu": 1}, text)
+    assert store.run_text("run_a", token.id) == text
+    assert store.run_text("run_a", token.id + 1) is None
 
 
 def test_abort_runs_of_an_exited_worker(store):
@@ -114,7 +187,7 @@ def test_abort_runs_of_an_exited_worker(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 3, LATER)
     assert store.abort_runs_of_worker(os.getpid()) == 1
-    assert store.run("run_a", token.id)["error"]["code"] == "ABORTED"
+    assert stored(store, "run_a", token.id)["error"]["code"] == "ABORTED"
     assert store.abort_runs_of_worker(os.getpid()) == 0
 
 
@@ -123,20 +196,20 @@ def test_prune_deletes_finished_runs_past_retention(store):
     for run_id in ("run_old", "run_new", "run_live"):
         store.start_run(run_id, token.id, None, 1, LATER)
     for run_id in ("run_old", "run_new"):
-        store.finish_run(run_id, {"runId": run_id, "status": "success", "totalCu": 1})
+        store.finish_run(run_id, token.id, {"runId": run_id, "status": "success", "totalCu": 1})
     with store._transaction() as db:
         db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
     assert store.prune(3600) == 1
-    assert store.run("run_old", token.id) is None
-    assert store.run("run_new", token.id) and store.run("run_live", token.id)
+    assert stored(store, "run_old", token.id) is None
+    assert stored(store, "run_new", token.id) and stored(store, "run_live", token.id)
 
 
 def test_stored_body_round_trips(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
     body = {"runId": "run_a", "status": "success", "totalCu": 1, "executionState": {"é": [1]}}
-    store.finish_run("run_a", body)
-    assert json.dumps(store.run("run_a", token.id)) == json.dumps(body)
+    store.finish_run("run_a", token.id, body)
+    assert json.dumps(stored(store, "run_a", token.id)) == json.dumps(body)
 
 
 def test_backup_is_a_consistent_copy(store, tmp_path):
@@ -145,7 +218,7 @@ def test_backup_is_a_consistent_copy(store, tmp_path):
     store.backup(str(tmp_path / "copy.sqlite3"))
     copy = Store(str(tmp_path / "copy.sqlite3"))
     assert copy.token_by_name("t").balance == 9
-    assert copy.run("run_a", token.id) == {"runId": "run_a", "status": "running"}
+    assert stored(copy, "run_a", token.id) == {"runId": "run_a", "status": "running"}
     copy.close()
 
 
@@ -178,12 +251,51 @@ def test_a_store_made_by_the_first_schema_is_upgraded_with_its_data(tmp_path):
     store = Store(path)
     store.migrate()
     store.migrate()  # and again: nothing more to do
-    assert store.run("run_done", 1)["totalCu"] == 2
+    assert stored(store, "run_done", 1)["totalCu"] == 2
     assert store.abort_orphans() == 1
-    assert store.run("run_left", 1)["error"]["code"] == "ABORTED"
+    assert stored(store, "run_left", 1)["error"]["code"] == "ABORTED"
     assert store.token("s3cret").balance == 10  # 7 + the 3 reserved by the dead run
     store.start_run("run_new", 1, "r3", 2, LATER)
-    store.finish_run("run_new", {"runId": "run_new", "status": "success", "totalCu": 1})
+    store.finish_run("run_new", 1, {"runId": "run_new", "status": "success", "totalCu": 1})
     assert store.token("s3cret").balance == 9
     store.check_writable()  # the probes table exists
+    store.close()
+
+
+def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_path):
+    """Migration 3 rebuilds the runs table (a row id, runId unique per token): every row
+    and column is kept, and the running run is still aborted and released."""
+    path = str(tmp_path / "v2.sqlite3")
+    old = sqlite3.connect(path)
+    old.row_factory = sqlite3.Row
+    for statement in filter(str.strip, SCHEMA[0].split(";")):
+        old.execute(statement)
+    SCHEMA[1](old)
+    old.execute("PRAGMA user_version = 2")
+    old.execute("INSERT INTO tokens (id, name, hash, balance, created_at) "
+                "VALUES (1, 'a', ?, 7, 0), (2, 'b', ?, 5, 0)",
+                (token_hash("a-secret"), token_hash("b-secret")))
+    old.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, total_cu, "
+                "created_at, finished_at, worker_pid, expires_at, body) VALUES "
+                "('run_done', 1, 'r1', 'success', 0, 2, 1, 2, 11, 99, '{\"done\": 1}'), "
+                "('run_left', 1, 'r2', 'running', 3, 0, 3, NULL, 999999999, ?, "
+                "'{\"runId\": \"run_left\", \"status\": \"running\"}')", (LATER,))
+    old.commit()
+    old.close()
+    store = Store(path)
+    store.migrate()
+    with store._reading() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 3
+        done = db.execute("SELECT * FROM runs WHERE id = 'run_done'").fetchone()
+        assert dict(done) == {**dict(done), "token_id": 1, "request_id": "r1",
+                              "status": "success", "total_cu": 2, "created_at": 1,
+                              "finished_at": 2, "worker_pid": 11, "expires_at": 99,
+                              "attempts": 0}
+    assert store.run_text("run_done", 1) == '{"done": 1}'
+    assert store.run_text("run_done", 2) is None
+    store.start_run("run_done", 2, None, 1, LATER)  # another token's id no longer blocks
+    with pytest.raises(DuplicateRun):
+        store.start_run("run_done", 1, None, 1, LATER)
+    assert stored(store, "run_left", 1)["error"]["code"] == "ABORTED"  # its worker is gone
+    assert store.token("a-secret").balance == 10 and store.token("b-secret").balance == 4
     store.close()
