@@ -12,8 +12,9 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from . import config as config_module
 from . import logconfig, metrics, openapi
-from .engine import Run, new_run_id
+from .engine import Outcome, Run, new_run_id
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .redact import Redactor
@@ -66,7 +67,8 @@ def invalid(error: Invalid):
 
 def _limits() -> Limits:
     config = current_app.config
-    return Limits(max_nodes=config["MAX_NODES"], run_deadline_ms=config["RUN_DEADLINE_MS"])
+    return Limits(max_nodes=config["MAX_NODES"], run_deadline_ms=config["RUN_DEADLINE_MS"],
+                  max_problems=config["MAX_PROBLEMS"])
 
 
 @bp.post("/runs/sync")
@@ -77,17 +79,16 @@ def run_sync():
     run_id = plan.run_id or new_run_id()
     with logconfig.batched():  # the run's log lines, written together at its end
         _reserve(store, config, run_id, plan.worst_case_cu)
-        body = _execute(store, config, plan, run_id)
-        # Once, for the store and the response; compact like jsonify's answers.
-        text = current_app.json.dumps(body, separators=(",", ":"))
-        store.finish_run(run_id, body, text)
-        metrics.record_run(body)
+        outcome = _execute(store, config, plan, run_id)
+        store.finish_run(run_id, g.token.id,
+                         {"status": outcome.status, "totalCu": outcome.total_cu}, outcome.text)
+        metrics.record_run(outcome)
         _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
         run_log.info("run finished", extra={
-            "runId": run_id, "status": body["status"], "durationMs": body["durationMs"],
-            "nodeCount": len(plan.nodes), "totalCu": body["totalCu"],
-            "errorCode": (body["error"] or {}).get("code")})
-    return current_app.response_class(text, mimetype="application/json")
+            "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
+            "nodeCount": len(plan.nodes), "totalCu": outcome.total_cu,
+            "errorCode": (outcome.error or {}).get("code")})
+    return current_app.response_class(outcome.text, mimetype="application/json")
 
 
 def _reserve(store, config, run_id: str, worst_case_cu: int) -> None:
@@ -107,18 +108,30 @@ def _reserve(store, config, run_id: str, worst_case_cu: int) -> None:
         raise ApiError(429, headers={"Retry-After": "1"}) from None
 
 
-def _execute(store, config, plan, run_id: str) -> dict:
-    """The run's response body, secrets redacted (in the logs written meanwhile too)."""
-    run = Run(plan, run_id, settings={"OUTBOUND_ALLOW": config["OUTBOUND_ALLOW"]},
-              deadline_ms=config["RUN_DEADLINE_MS"])
-    redactor = Redactor.for_run(plan.definition, plan.prop_values)
+def _run_settings(config) -> dict:
+    """The settings node handlers may read (``ctx.settings``): every RUNNER_ setting."""
+    settings = current_app.extensions.get("run_settings")
+    if settings is None:
+        settings = current_app.extensions["run_settings"] = {
+            name: config[name] for name in config_module.SETTINGS}
+    return settings
+
+
+def _execute(store, config, plan, run_id: str) -> Outcome:
+    """The run's outcome, secrets redacted (in the logs written meanwhile too)."""
+    token_id = g.token.id
+    redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values)
+    run = Run(plan, run_id, settings=_run_settings(config),
+              deadline_ms=config["RUN_DEADLINE_MS"], redactor=redactor,
+              on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts))
     redacting = logconfig.redactor.set(redactor)
     try:
         with metrics.IN_PROGRESS.track_inprogress():
-            return redactor.run(run.execute())
+            return run.run()
     except BaseException as error:  # a bug, or gunicorn stopping the worker (SystemExit)
         with contextlib.suppress(StoreUnavailable):  # the first error is the one to report
-            store.abort([run_id])
+            # Charged for the attempts it started (SPEC §3); the rest is released.
+            store.abort_run(run_id, token_id, run.started_attempts)
         if isinstance(error, SystemExit):
             # gunicorn's hard timeout: answer in our envelope; the worker exits after.
             raise ApiError(503, message="The run was stopped before it finished "
@@ -141,11 +154,11 @@ def _prune_now_and_then(store, retention_days: int) -> None:
 
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str):
-    """A stored run, only to the token that made it."""
-    body = current_app.extensions["store"].run(run_id, g.token.id)
-    if body is None:
+    """A stored run, only to the token that made it: its stored text, never parsed again."""
+    text = current_app.extensions["store"].run_text(run_id, g.token.id)
+    if text is None:
         raise ApiError(404, message=f"No run named {run_id!r}")
-    return jsonify(body)
+    return current_app.response_class(text, mimetype="application/json")
 
 
 @bp.post("/workflows/validate")

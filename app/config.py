@@ -50,15 +50,27 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
     "LOG_LEVEL": ("INFO", str.upper),
     "LOG_MAX_BYTES": (10 * MIB, _int(0)),
+    "LOG_LINE_MAX_BYTES": (64 * 1024, _int(1024)),  # longer lines are cut
     "LOG_BACKUPS": (5, _int(0)),
     "MAX_BODY_BYTES": (1 * MIB, _int(1)),
     "MAX_JSON_DEPTH": (64, _int(1, 512)),
     "MAX_NODES": (20, _int(2, 1000)),
+    "MAX_PROBLEMS": (1000, _int(1, 100_000)),  # validation errors listed in one answer
+    # SPEC §3's size caps, in characters of JSON: a node's resolved input (condition
+    # keys included), a node's result, a run's whole answer (and stored run).
+    "MAX_INPUT_CHARS": (4 * MIB, _int(1024)),
+    "MAX_RESULT_CHARS": (8 * MIB, _int(1024)),
+    "MAX_RUN_CHARS": (32 * MIB, _int(4096)),
     "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),
     "RUN_RETENTION_DAYS": (30, _int(1)),
-    "MAX_CONCURRENT_RUNS": (10, _int(0)),  # per token; 0 = no limit
+    "MAX_CONCURRENT_RUNS": (max(1, 2 * (os.cpu_count() or 1)), _int(0)),  # per token; workers−1
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
+    # code-transform: JavaScript heap and whole helper process (OS-enforced) per
+    # attempt, and attempts of one worker at once (SPEC §3).
+    "CODE_HEAP_MIB": (128, _int(16, 4096)),
+    "CODE_PROCESS_MIB": (256, _int(128, 16384)),
+    "CODE_MAX_HELPERS": (4, _int(1, 64)),
 }
 
 

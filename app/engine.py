@@ -24,30 +24,37 @@ from __future__ import annotations
 
 import functools
 import heapq
+import json
 import logging
 import os
 import queue
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError
 
 from . import metrics
-from .expressions import MISSING, Budget, ExpressionError, resolve
-from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, NodeContext, NodeError, iso, load
+from .expressions import MISSING, Budget, ExpressionError, is_template, resolve
+from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, Cancel, NodeContext, NodeError, iso, load
 from .plan import Plan, PlanNode
 from .pool import pool
+from .redact import Redactor
 from .schemas import flatten
 from .scope import Scope
-from .state import NodeState, node_view, skip_reason
+from .state import NodeState, body_text, dumps, node_view_text, skip_reason
 
 log = logging.getLogger("app.engine")
 
-NEVER_RETRIED = {"BLOCKED_DESTINATION"}
-# A node's resolved input may be at most this large (characters of JSON): a short
-# payload could otherwise copy a large result thousands of times into memory.
-MAX_INPUT_CHARS = 4 * 1024 * 1024
+NEVER_RETRIED = {"BLOCKED_DESTINATION", "OUTPUT_TOO_LARGE"}
+MIB = 1024 * 1024
+# SPEC §3's size limits, in characters of JSON (each is a setting): a node's resolved
+# input, condition keys included (a short payload could otherwise copy a large result
+# thousands of times into memory); a node's result; the whole answer of a run.
+MAX_INPUT_CHARS = 4 * MIB
+MAX_RESULT_CHARS = 8 * MIB
+MAX_RUN_CHARS = 32 * MIB
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
@@ -57,27 +64,62 @@ def new_run_id() -> str:
     return "run_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run: its body as JSON text, and the summary the caller logs and counts."""
+
+    text: str
+    status: str
+    total_cu: int
+    duration_ms: int
+    error: dict | None
+    nodes: list[tuple[str, str]]  # (type, status) of every node, for the metrics
+
+    def body(self) -> dict:
+        return json.loads(self.text)
+
+
 class Run:
-    """The state of one run; only the thread that calls ``execute`` mutates it."""
+    """The state of one run; only the thread that calls ``run`` mutates it."""
 
     def __init__(self, plan: Plan, run_id: str, settings: dict | None = None,
-                 deadline_ms: int = 60_000):
+                 deadline_ms: int = 60_000, redactor: Redactor | None = None,
+                 on_progress: Callable[[int], None] | None = None):
         self.plan, self.run_id, self.settings = plan, run_id, settings or {}
+        self.redactor = redactor or Redactor()
+        # Told the started attempts before attempts that can act outside the process
+        # start, so a worker killed mid-run is still charged for them (SPEC §3).
+        self.on_progress = on_progress
         self.states = {node_id: NodeState() for node_id in plan.nodes}
         self.waiting = {n.id: len(n.parents) for n in plan.nodes.values()}
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
-        self.running: dict[str, tuple[int, float, threading.Event]] = {}
+        self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
         self.ready: list[str] = []
         self.started_at = time.time()
         self.deadline = time.monotonic() + (plan.timeout_ms or deadline_ms) / 1000
         self.timed_out = False
+        self.too_large = False  # the answer reached MAX_RUN_CHARS: results were dropped
+        self.size = 0  # characters of the answer's node entries so far
+        self.max_input = self.settings.get("MAX_INPUT_CHARS", MAX_INPUT_CHARS)
+        self.max_result = self.settings.get("MAX_RESULT_CHARS", MAX_RESULT_CHARS)
+        self.max_run = self.settings.get("MAX_RUN_CHARS", MAX_RUN_CHARS)
+        self.views: dict[str, str] = {}  # node id → its final entry, as JSON text
         self.scope = Scope(plan, run_id, self.states)
+
+    @property
+    def started_attempts(self) -> int:
+        """Attempts started so far: what the run is charged (SPEC §8)."""
+        return sum(s.attempts for n, s in self.states.items() if n != "root")
 
     # -- the loop ------------------------------------------------------------
 
     def execute(self) -> dict:
-        """Run every node and return the response body of SPEC §1."""
+        """Run every node and return the response body of SPEC §1 as a value."""
+        return self.run().body()
+
+    def run(self) -> Outcome:
+        """Run every node; the response body of SPEC §1 as text, and its summary."""
         self._run_root()
         while self.ready or self.running or self.timers:
             if time.monotonic() >= self.deadline:
@@ -90,7 +132,7 @@ class Run:
             self._wait(min([self.deadline] + [d for _, d, _ in self.running.values()]
                            + [t for t, _ in self.timers[:1]]) - now)
             self._expire(time.monotonic())
-        return self._response()
+        return self._outcome()
 
     def _wait(self, seconds: float) -> None:
         """Apply the outcomes that arrive within ``seconds``, judged by when they ended."""
@@ -99,7 +141,7 @@ class Run:
         except queue.Empty:
             return
         while True:
-            node_id, attempt, outcome, ended = item
+            node_id, attempt, outcome, text, ended = item
             current = self.running.get(node_id)
             # An outcome of an attempt already given up is ignored; one that ended
             # after the run deadline is left for _hit_deadline (the run timed out,
@@ -109,7 +151,7 @@ class Run:
                 del self.running[node_id]
                 if ended >= current[1]:
                     outcome = self._timeout_error(node_id, current[1])
-                self._finish_attempt(node_id, outcome)
+                self._finish_attempt(node_id, outcome, text)
             try:
                 item = self.outcomes.get_nowait()
             except queue.Empty:
@@ -137,31 +179,51 @@ class Run:
         root_payload = resolve(self.plan.nodes["root"].payload, self.scope.lookup)
         state.result = {**root_payload, **self.plan.payload, "triggeredAt": iso(state.started)}
         state.status = "success"
+        try:
+            state.result_text = self._text(state.result, _until(self.deadline))
+        except NodeError:  # the deadline passed already: the payload is not shown
+            state.result_text = None
+        self._settled("root")
         self._settle_children("root")
 
     def _start_ready(self) -> None:
-        inline = []
+        pooled, inline = [], []
         while self.ready:
             node_id = self.ready.pop(0)
             started = self._start_attempt(node_id)
             if started is not None:
-                inline.append(started)
+                (inline if started[2].cancelled is _NEVER_CANCELLED else pooled).append(started)
+        if pooled:
+            if self.on_progress is not None:
+                self.on_progress(self.started_attempts)
+            for node_id, data, ctx in pooled:
+                node = self.plan.nodes[node_id]
+                pool().submit(_run_pooled, node, data, ctx, self.states[node_id].attempts,
+                              self.outcomes, self._result_text, cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
-            self._finish_attempt(node_id, _call(self.plan.nodes[node_id], data, ctx))
+            if time.monotonic() < self.deadline:
+                outcome, text = _call(self.plan.nodes[node_id], data, ctx, self._result_text)
+                if time.monotonic() < self.deadline:
+                    self._finish_attempt(node_id, outcome, text)
+                    continue
+            # Started, but the run deadline came first: _hit_deadline judges it, as it
+            # judges a pooled handler whose outcome ended past the deadline.
+            self.running[node_id] = (self.states[node_id].attempts, self.deadline, Cancel())
 
     def _start_attempt(self, node_id: str):
-        """Resolve and check the input, then hand the handler to the pool.
-
-        Returns ``(node_id, data, ctx)`` for an inline handler, to be run by
-        the caller once every pooled handler of this round has started.
-        """
+        """Resolve and check the input; ``(node_id, data, ctx)`` for the caller to run
+        (pooled handlers first, then inline ones on this thread), or None."""
         node, state = self.plan.nodes[node_id], self.states[node_id]
         state.begin_attempt(time.time(), time.monotonic())
+        until = _until(self.deadline)
+        state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
-            state.input = resolve(node.payload, self.scope.lookup, Budget(MAX_INPUT_CHARS))
+            budget = Budget(self.max_input, until)
+            value = resolve(node.payload, self.scope.lookup, budget)
+            state.input_text, state.input = self._text(value, until), value
             data = load(node.module.Payload, state.input)
+            keys = _condition_keys(node.module, data, self.scope.resolve_key, budget)
         except ExpressionError as error:
-            state.input = MISSING  # never shown: it may be what was too large
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
             return None
         except ValidationError as error:
@@ -169,20 +231,21 @@ class Run:
                                  for k, v in flatten(error.messages).items())
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", messages))
             return None
+        except NodeError as error:  # the deadline passed while resolving
+            self._finish_attempt(node_id, error)
+            return None
         # Exactly the run deadline when that comes first, so the deadline (not the
         # attempt's limit a few microseconds before it) decides: RUN_TIMEOUT.
         limit = min(self.deadline, time.monotonic() + self._limit_ms(node, data) / 1000)
         inline = _runs_inline(node.module, data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
-                          # an inline handler cannot be interrupted: no event to build
-                          cancelled=_NEVER_CANCELLED if inline else threading.Event(),
-                          settings=self.settings, resolve=self.scope.resolve_key,
+                          # an inline handler is bounded by ctx.check() against its limit
+                          cancelled=_NEVER_CANCELLED if inline else Cancel(),
+                          settings=self.settings, resolve=keys,
                           logger=_node_logger(node.type))
-        if inline:
-            return node_id, data, ctx
-        self.running[node_id] = (state.attempts, limit, ctx.cancelled)
-        pool().submit(_run_pooled, node, data, ctx, state.attempts, self.outcomes)
-        return None
+        if not inline:
+            self.running[node_id] = (state.attempts, limit, ctx.cancelled)
+        return node_id, data, ctx
 
     def _limit_ms(self, node: PlanNode, data: dict) -> float:
         """The smallest of the node's, the payload's and the type's limits (the run's
@@ -196,16 +259,37 @@ class Run:
             limits.append(data[own])
         return max(0.0, min(limits))
 
+    # -- what leaves the process ---------------------------------------------
+
+    def _text(self, value: Any, check: Callable[[], None]) -> str:
+        """``value`` redacted and written as JSON; ``check`` stops the walk in time."""
+        return dumps(self.redactor.value(value, check))
+
+    def _result_text(self, result: Any, check: Callable[[], None]) -> str:
+        """A result as it leaves the process; OUTPUT_TOO_LARGE past the cap (SPEC §3)."""
+        try:
+            text = self._text(result, check)
+        except (ValueError, TypeError, RecursionError):
+            raise NodeError("INTERNAL", "The node's result is not a JSON value.") from None
+        if len(text) > self.max_result:
+            raise NodeError("OUTPUT_TOO_LARGE", f"The result is {len(text)} characters of "
+                            f"JSON; the limit is {self.max_result}.")
+        return text
+
     # -- finishing nodes -----------------------------------------------------
 
-    def _finish_attempt(self, node_id: str, outcome: Any) -> None:
+    def _finish_attempt(self, node_id: str, outcome: Any, text: str | None = None) -> None:
         node, state = self.plan.nodes[node_id], self.states[node_id]
         state.finished = time.time()
         if not isinstance(outcome, NodeError):
             state.status, state.result, state.error = "success", outcome, None
+            state.result_text = text
+            self._settled(node_id)
             self._settle_children(node_id)
             return
-        state.error = outcome.as_dict()
+        error = outcome.as_dict()
+        error["message"] = self.redactor.text(error["message"])
+        state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
             metrics.BLOCKED.inc()
         start_at = self._next_attempt_at(node, state, outcome)
@@ -213,6 +297,7 @@ class Run:
             heapq.heappush(self.timers, (start_at, node_id))
             return
         state.status = "failure"
+        self._settled(node_id)
         self._settle_children(node_id)
 
     def _next_attempt_at(self, node: PlanNode, state: NodeState, error: NodeError):
@@ -243,7 +328,21 @@ class Run:
                     self.ready.append(child_id)
                 else:
                     self.states[child_id].skip(reason)
+                    self._settled(child_id)
                     todo.append(child_id)
+
+    def _settled(self, node_id: str) -> None:
+        """A node is final: write its entry now, within the run's size cap (SPEC §3)."""
+        node, state = self.plan.nodes[node_id], self.states[node_id]
+        view = node_view_text(node, state)
+        if self.size + len(view) > self.max_run and state.result_text is not None:
+            self.too_large, state.result_text = True, None  # the result that pushed it over
+            view = node_view_text(node, state)
+        if self.size + len(view) > self.max_run and state.input_text is not None:
+            self.too_large, state.input_text = True, None
+            view = node_view_text(node, state)
+        self.size += len(view)
+        self.views[node_id] = view
 
     def _hit_deadline(self) -> None:
         self.timed_out = True
@@ -257,18 +356,23 @@ class Run:
                 state.status = "failure"
             elif state.status == "pending":
                 state.skip("run_timeout")
+            else:
+                continue
+            self._settled(node_id)
         self.running.clear()
         self.timers.clear()
 
     # -- the response ----------------------------------------------------------
 
-    def _response(self) -> dict:
-        execution = {node_id: node_view(node, self.states[node_id])
-                     for node_id, node in self.plan.nodes.items()}
+    def _outcome(self) -> Outcome:
         failed = [n for n, s in self.states.items()
                   if s.status == "failure" and not self.plan.nodes[n].continue_on_error]
         if self.timed_out:
             error = {"code": "RUN_TIMEOUT", "message": "The run deadline passed."}
+        elif self.too_large:
+            error = {"code": "RUN_TOO_LARGE", "message": (
+                f"The run's answer reached its limit of {self.max_run} characters; the "
+                "results that did not fit were left out.")}
         elif failed:
             first = min(failed, key=lambda n: self.states[n].finished)
             others = [n for n in failed if n != first]
@@ -278,17 +382,48 @@ class Run:
             error = {"code": "NODE_FAILED", "message": message}
         else:
             error = None
-        return {
-            "runId": self.run_id,
-            "status": "failure" if error else "success",
-            "durationMs": round((time.time() - self.started_at) * 1000),
-            "totalCu": sum(s.attempts for n, s in self.states.items() if n != "root"),
-            "error": error,
-            "executionState": execution,
-        }
+        duration_ms = round((time.time() - self.started_at) * 1000)
+        summary = {"runId": self.run_id, "status": "failure" if error else "success",
+                   "durationMs": duration_ms, "totalCu": self.started_attempts,
+                   "error": error}
+        views = [(node_id, self.views[node_id]) for node_id in self.plan.nodes]
+        return Outcome(body_text(summary, views), summary["status"], summary["totalCu"],
+                       duration_ms, error,
+                       [(node.type, self.states[n].status) for n, node in self.plan.nodes.items()])
 
 
-_NEVER_CANCELLED = threading.Event()
+_NEVER_CANCELLED = Cancel()
+
+
+def _until(deadline: float) -> Callable[[], None]:
+    """A check that raises TIMEOUT once ``deadline`` (monotonic) has passed."""
+    def check() -> None:
+        if time.monotonic() >= deadline:
+            raise NodeError("TIMEOUT", "The run deadline passed.", True)
+    return check
+
+
+def _condition_keys(module, data: dict, resolve_key: Callable[[str], Any], budget: Budget
+                    ) -> Callable[[str], Any]:
+    """The condition keys of ``data`` that hold expressions, resolved now within the
+    input's budget (SPEC §3: condition keys count in it); a lookup for the handler."""
+    fields = getattr(module, "CONDITION_FIELDS", ())
+    resolved: dict[str, Any] = {}
+    stack = [data[name] for name in fields if name in data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if is_template(key):
+                    try:
+                        found = resolve_key(key, budget)
+                    except ExpressionError as error:
+                        raise ExpressionError(f"condition key {key!r}: {error}") from None
+                    resolved[key] = found
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return lambda key: resolved.get(key, key)  # no holes: the text as written
 
 
 def _runs_inline(module, data: dict) -> bool:
@@ -304,21 +439,26 @@ def _node_logger(node_type: str) -> logging.Logger:
     return logging.getLogger(f"app.nodes.{node_type}")
 
 
-def _call(node: PlanNode, data: dict, ctx: NodeContext) -> Any:
-    """A handler's outcome as a value: its result, or a ``NodeError``."""
+def _call(node: PlanNode, data: dict, ctx: NodeContext,
+          text_of: Callable[[Any, Callable[[], None]], str]) -> tuple[Any, str | None]:
+    """A handler's outcome as a value — its result, or a ``NodeError`` — and the result's
+    text as it leaves the process (redacted, size-checked, within the attempt's limit)."""
     try:
         result = node.module.run(data, ctx)
+        if ctx.cancelled.is_set():
+            raise NodeError("TIMEOUT", "The attempt exceeded its time limit.", True)
+        return result, text_of(result, ctx.check)
     except NodeError as error:
-        return error
+        return error, None
+    except UnicodeError:  # a value that cannot be encoded (an unpaired surrogate)
+        return NodeError("INVALID_INPUT", "A value is not valid Unicode (an unpaired "
+                         "surrogate) and cannot be encoded."), None
     except Exception:  # a bug in a handler must not become a 500 or a traceback
         log.exception("node handler raised", extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
-        return NodeError("INTERNAL", f"Node type {node.type!r} failed unexpectedly.")
-    if ctx.cancelled.is_set():
-        return NodeError("TIMEOUT", "The attempt exceeded its time limit.", True)
-    return result
+        return NodeError("INTERNAL", f"Node type {node.type!r} failed unexpectedly."), None
 
 
 def _run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
-                outcomes: queue.SimpleQueue) -> None:
-    outcome = _call(node, data, ctx)
-    outcomes.put((node.id, attempt, outcome, time.monotonic()))
+                outcomes: queue.SimpleQueue, text_of) -> None:
+    outcome, text = _call(node, data, ctx, text_of)
+    outcomes.put((node.id, attempt, outcome, text, time.monotonic()))

@@ -36,15 +36,13 @@ IN_PROGRESS = Gauge("runner_runs_in_progress", "Runs executing now.",
                     multiprocess_mode="livesum")
 
 
-def record_run(body: dict) -> None:
-    """Count one finished run (the response body of SPEC §1)."""
-    RUNS.labels(body["status"]).inc()
-    RUN_SECONDS.observe(body["durationMs"] / 1000)
-    CU.inc(body["totalCu"])
+def record_run(outcome) -> None:
+    """Count one finished run (``engine.Outcome``)."""
+    RUNS.labels(outcome.status).inc()
+    RUN_SECONDS.observe(outcome.duration_ms / 1000)
+    CU.inc(outcome.total_cu)
     # One write per (type, status), however many nodes share it: each costs a lock.
-    tally = collections.Counter((state["type"], state["status"])
-                                for state in body["executionState"].values())
-    for (node_type, status), count in tally.items():
+    for (node_type, status), count in collections.Counter(outcome.nodes).items():
         NODES.labels(node_type, status).inc(count)
 
 

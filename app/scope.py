@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .expressions import MISSING, Path, resolve_string, walk
+from .expressions import MISSING, Budget, Path, resolve_string, walk
 from .plan import Plan
 from .state import NodeState
 
@@ -47,6 +47,6 @@ class Scope:
                 return MISSING
         return walk(value, rest)
 
-    def resolve_key(self, text: str) -> Any:
+    def resolve_key(self, text: str, budget: Budget | None = None) -> Any:
         """A condition key: one whole-value expression, or the text as written."""
-        return resolve_string(text, self.lookup)
+        return resolve_string(text, self.lookup, budget)

@@ -1,7 +1,15 @@
-"""A node's run state and the small pure rules over it (SPEC §1, §3)."""
+"""A node's run state, the small pure rules over it (SPEC §1, §3), and the run's body.
+
+The body leaves the process as JSON text built piece by piece: each node's
+input and result are redacted and serialized when they come into being (on
+the thread that made them, within the attempt's time limit), so the end of a
+run only joins texts, whatever their size, and the run's size is known as it
+grows (SPEC §3's caps).
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +28,10 @@ class NodeState:
     finished: float | None = None  # epoch seconds: last attempt's end
     attempts: int = 0
     attempt_started: float = 0.0  # monotonic: this attempt's start
+    # What leaves the process: the redacted JSON text of ``input`` and ``result``
+    # (None where absent, or dropped because the run grew past its size cap).
+    input_text: str | None = None
+    result_text: str | None = None
 
     def begin_attempt(self, epoch: float, monotonic: float) -> None:
         self.attempts += 1
@@ -69,6 +81,42 @@ def skip_reason(node, nodes: Mapping, states: Mapping[str, NodeState]) -> str | 
         else:
             active = True
     return None if active else "branch_not_taken"
+
+
+# The body's JSON: compact, ASCII (lone surrogates stay escaped), never NaN.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+dumps = _ENCODER.encode
+
+
+def node_view_text(node, state: NodeState) -> str:
+    """One entry of ``executionState`` as JSON text, the input and result spliced in."""
+    head = dumps({"type": node.type, "status": state.status, "level": node.level})
+    parts = [head[:-1]]
+    if state.input_text is not None:
+        parts.append(',"input":' + state.input_text)
+    if state.status == "success" and state.result_text is not None:
+        parts.append(',"result":' + state.result_text)
+    tail: dict[str, Any] = {}
+    if state.error is not None and state.status == "failure":
+        tail["error"] = state.error
+    if state.reason:
+        tail["reason"] = state.reason
+    if state.started is not None:
+        tail["startedAt"] = iso(state.started)
+        if state.finished is not None and state.status != "running":
+            tail["finishedAt"] = iso(state.finished)
+            tail["durationMs"] = max(0, round((state.finished - state.started) * 1000))
+    if node.id != "root" and state.attempts:
+        tail["attempts"] = state.attempts
+    parts.append("," + dumps(tail)[1:] if tail else "}")
+    return "".join(parts)
+
+
+def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> str:
+    """The response body of SPEC §1: ``summary``'s fields, then ``executionState`` built
+    from ``(node id, node_view_text)`` pairs in order."""
+    state = ",".join(dumps(node_id) + ":" + view for node_id, view in views)
+    return dumps(dict(summary))[:-1] + ',"executionState":{' + state + "}}"
 
 
 def node_view(node, state: NodeState) -> dict:

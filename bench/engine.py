@@ -83,8 +83,8 @@ def overhead() -> None:
     for name, edges in shapes().items():
         inline, pooled = plan_for(edges, "noop"), plan_for(edges, "noop-pooled")
         keys, dsk = list(edges), dask_graph(edges)
-        ours_inline = median_ms(lambda p=inline: Run(p, "run_bench").execute())
-        ours_pooled = median_ms(lambda p=pooled: Run(p, "run_bench").execute())
+        ours_inline = median_ms(lambda p=inline: Run(p, "run_bench").run())
+        ours_pooled = median_ms(lambda p=pooled: Run(p, "run_bench").run())
         theirs = median_ms(lambda d=dsk, k=keys: dask.threaded.get(d, k))
         print(f"| {name} | {ours_inline:.3f} | {ours_pooled:.3f} | {theirs:.3f} | "
               f"{ours_pooled / theirs:.2f} |")
@@ -124,7 +124,7 @@ def schedule_quality(rounds: int = 5) -> None:
     edges, durations = skewed()
     payloads = {n: {"delayMs": ms} for n, ms in durations.items()}
     plan = plan_for(edges, "delay", payloads)
-    ours = statistics.median(Run(plan, "run_bench").execute()["durationMs"]
+    ours = statistics.median(Run(plan, "run_bench").run().duration_ms
                              for _ in range(rounds))
     levels_measured = statistics.median(level_by_level_ms(edges, durations)
                                         for _ in range(rounds))

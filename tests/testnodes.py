@@ -69,6 +69,27 @@ def _hang(data, ctx):
     return {"late": True}
 
 
+def _spin(data, ctx):
+    """Busy until cancelled, checking as handlers must (SPEC §3)."""
+    spins = 0
+    while True:
+        ctx.check()
+        spins += 1
+
+
+def _busy(data, ctx):
+    """A handler bug: burn CPU for ``failures`` seconds (default 3), ignoring cancellation."""
+    until = time.monotonic() + (data["failures"] or 3)
+    while time.monotonic() < until and not release.is_set():
+        pass
+    return {"late": True}
+
+
+def _big(data, ctx):
+    """A result of ``failures`` characters (as JSON, about)."""
+    return {"text": "x" * data["failures"]}
+
+
 def _crash(data, ctx):
     raise RuntimeError("secret internals")
 
@@ -88,6 +109,10 @@ TEST_TYPES = {
     "t-fail": _type(_fail),
     "t-flaky": _type(_flaky),
     "t-hang": _type(_hang),
+    "t-spin": _type(_spin),
+    "t-spin-inline": _type(_spin, inline=True),
+    "t-busy": _type(_busy),
+    "t-big": _type(_big, inline=True),
     "t-crash": _type(_crash),
     "t-echo": _type(_echo),
     "t-echo-inline": _type(_echo, inline=True),

@@ -51,6 +51,18 @@ class NodeError(Exception):
         return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
+class Cancel(threading.Event):
+    """An attempt's cancel flag that remembers when it was set (the pool's watchdog
+    looks for threads still busy long after their attempt was given up)."""
+
+    set_at: float | None = None
+
+    def set(self) -> None:
+        if self.set_at is None:
+            self.set_at = time.monotonic()
+        super().set()
+
+
 @dataclass
 class NodeContext:
     """What a handler may use besides its payload; never Flask's globals."""
@@ -66,6 +78,16 @@ class NodeContext:
     def time_left(self) -> float:
         """Seconds until this attempt must end (never negative)."""
         return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise ``TIMEOUT`` once the attempt is cancelled or past its limit.
+
+        Loops over data whose size the request controls call this at least
+        every few milliseconds of work (every ~1000 cheap items), so no handler,
+        inline or pooled, runs on after its attempt has ended (SPEC §3).
+        """
+        if self.cancelled.is_set() or time.monotonic() >= self.deadline:
+            raise NodeError("TIMEOUT", "The attempt exceeded its time limit.", retryable=True)
 
 
 class PayloadSchema(Schema):

@@ -1,0 +1,143 @@
+"""SPEC §3's resource limits through the engine's entry point: time, sizes, charging."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from app import engine
+from app.engine import Run
+from app.pool import ElasticPool
+from app.validation import Limits, check_request
+from tests.helpers import definition, run_engine
+from tests.server import Server
+
+
+def _run(body: dict, **kwargs):
+    plan = check_request(body, Limits())
+    return Run(plan, "run_limits", **kwargs)
+
+
+def test_condition_keys_count_in_the_input_budget():
+    pairs = [[i, i] for i in range(30_000)]  # about 0.4 MB of JSON
+    keys = [{"{{root.result.o}}": {"$exists": True}} for _ in range(100)]
+    body = {"definition": definition("root>check", check={
+        "type": "if", "payload": {"condition": {"$and": keys}}}), "payload": {"o": pairs}}
+    node = run_engine(body)["executionState"]["check"]
+    assert node["status"] == "failure"
+    assert node["error"]["code"] == "INVALID_INPUT"
+    assert "exceed" in node["error"]["message"]
+    # A few such keys fit: the same condition with 5 keys holds.
+    body["definition"]["nodes"]["check"]["payload"]["condition"] = {"$and": keys[:5]}
+    body["definition"]["nodes"]["check"]["children"] = []
+    node = run_engine(body)["executionState"]["check"]
+    assert node["status"] == "success" and node["result"] == {"branch": "then"}
+
+
+def test_an_inline_handler_stops_at_the_run_deadline(test_nodes):
+    body = {"definition": definition("root>spin", spin={"type": "t-spin-inline"}),
+            "timeoutMs": 200}
+    started = time.monotonic()
+    out = run_engine(body)
+    assert time.monotonic() - started < 2  # not the hard limit: the deadline decided
+    assert out["error"]["code"] == "RUN_TIMEOUT"
+    assert out["executionState"]["spin"]["error"]["code"] == "TIMEOUT"
+
+
+def test_a_result_over_the_cap_is_output_too_large_and_not_retried(test_nodes):
+    body = {"definition": definition("root>big", big={
+        "type": "t-big", "payload": {"failures": 5000},
+        "retry": {"maxAttempts": 3, "retryOn": ["OUTPUT_TOO_LARGE"]}})}
+    out = _run(body, settings={"MAX_RESULT_CHARS": 4096}).execute()
+    node = out["executionState"]["big"]
+    assert node["status"] == "failure" and node["attempts"] == 1
+    assert node["error"] == {"code": "OUTPUT_TOO_LARGE", "retryable": False,
+                             "message": node["error"]["message"]}
+    assert "4096" in node["error"]["message"] and "result" not in node
+    assert out["totalCu"] == 1
+
+
+def test_a_run_past_its_size_cap_drops_the_results_that_pushed_it_over(test_nodes):
+    nodes = {f"n{i}": {"type": "t-big", "payload": {"failures": 3000}} for i in range(4)}
+    body = {"definition": definition(*(f"root>n{i}" for i in range(4)), **nodes)}
+    outcome = _run(body, settings={"MAX_RUN_CHARS": 8000}).run()
+    out = json.loads(outcome.text)
+    assert len(outcome.text) < 8000 + 400  # the cap, plus the run's own summary
+    assert out["status"] == "failure" and out["error"]["code"] == "RUN_TOO_LARGE"
+    shown = [n for n in nodes if "result" in out["executionState"][n]]
+    assert 0 < len(shown) < 4
+    assert all(out["executionState"][n]["status"] == "success" for n in nodes)
+
+
+def test_started_attempts_are_reported_before_pooled_attempts_start(test_nodes):
+    seen = []
+    body = {"definition": definition("root>a", "root>b", "a>c",
+                                     a={"type": "t-echo"}, b={"type": "t-echo"},
+                                     c={"type": "t-echo-inline"})}
+    out = _run(body, on_progress=seen.append).execute()
+    assert out["totalCu"] == 3
+    assert seen == [2]  # a and b start in one round; c runs inline, so no write
+
+
+def test_the_watchdog_reports_a_thread_that_outlives_its_attempt(test_nodes, monkeypatch):
+    fresh = ElasticPool()
+    stuck = []
+    monkeypatch.setattr(engine, "pool", lambda: fresh)
+    monkeypatch.setattr("app.pool.on_stuck", lambda: stuck.append(time.monotonic()))
+    body = {"definition": definition("root>busy", busy={"type": "t-busy",
+                                                       "payload": {"failures": 4}}),
+            "timeoutMs": 100}
+    answered = time.monotonic()
+    out = run_engine(body)
+    assert out["error"]["code"] == "RUN_TIMEOUT"
+    deadline = time.monotonic() + 5
+    while not stuck and time.monotonic() < deadline:
+        time.sleep(0.05)
+    test_nodes.release.set()  # let the busy thread go
+    assert stuck and fresh.stuck
+    assert 1.0 <= stuck[0] - answered < 3.0
+
+
+@pytest.mark.parametrize("holes", [2000])
+def test_many_text_holes_over_a_large_value_fail_before_building_it(holes):
+    big = list(range(200_000))  # about 1.3 MB as JSON
+    text = " ".join(["{{root.result.big}}"] * holes)
+    body = {"definition": definition("root>say", say={
+        "type": "log", "payload": {"message": text}}), "payload": {"big": big}}
+    node = run_engine(body)["executionState"]["say"]
+    assert node["error"]["code"] == "INVALID_INPUT"
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.server
+def test_a_worker_whose_thread_outlives_its_run_is_recycled(tmp_path):
+    server = Server(tmp_path, workers=1, app="tests.testapp:app", MAX_CONCURRENT_RUNS="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        [worker] = server.worker_pids()
+        body = {"definition": definition("root>busy", busy={
+            "type": "t-busy", "payload": {"failures": 20}}), "timeoutMs": 300}
+        status, out = server.request("POST", "/v1/runs/sync", body)
+        assert status == 200 and out["error"]["code"] == "RUN_TIMEOUT"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.worker_pids() in ([worker], []):
+            time.sleep(0.1)
+        [fresh] = server.worker_pids()
+        assert fresh != worker, server.log_tail()
+        assert "recycling this worker" in (tmp_path / "log" / "app.log").read_text()
+        # The new worker serves, and nothing burns CPU any more.
+        before = _cpu_seconds(fresh)
+        time.sleep(1)
+        assert _cpu_seconds(fresh) - before < 0.1
+        assert server.request("POST", "/v1/runs/sync", {"definition": definition(
+            "root>a", a={"type": "log", "payload": {"message": "hi"}})})[0] == 200
+    finally:
+        server.stop()
