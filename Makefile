@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test unit smoke bench bench-http soak lint clean
+.PHONY: install run test unit smoke bench bench-http soak hostile lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench-http: $(VENV)/.installed-test
 ## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply.
 soak: $(VENV)/.installed-test
 	$(BIN)/python -m bench.soak
+
+## Hostile requests against real gunicorn, each figure printed beside its limit (answer
+## time, CPU after the answer, memory, bytes answered, stored and logged); tests/test_hostile.py
+## asserts the same figures in `make test`. `python -m bench.hostile WORD…` runs some.
+hostile: $(VENV)/.installed-test
+	$(BIN)/python -m bench.hostile
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app tests wsgi.py gunicorn.conf.py

@@ -1,6 +1,7 @@
 """A real gunicorn (the production gunicorn.conf.py) on a free 127.0.0.1 port, for tests."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,32 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (workers, their helpers), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                # The name may hold spaces and parentheses: fields start after the last ')'.
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # gone already
+        os.kill(pid, signum)
 
 
 def free_port() -> int:
@@ -67,6 +94,32 @@ class Server:
                 self.process.wait()
         if self.process:
             self.output.close()
+
+    def kill(self) -> None:
+        """SIGKILL the master and everything below it: a quick end to a server left busy.
+
+        Every process of the tree is stopped first, until no new one appears, so
+        none can start a helper that would outlive the kill."""
+        if not self.process:
+            return
+        stopped: set[int] = set()
+        while self.process.poll() is None:
+            found = set(self.tree_pids()) - stopped
+            if not found:
+                break
+            for pid in found:
+                _signal(pid, signal.SIGSTOP)
+            stopped |= found
+        for pid in stopped:
+            _signal(pid, signal.SIGKILL)
+        for pid in stopped:
+            _signal(pid, signal.SIGCONT)
+        self.process.wait()
+        self.output.close()
+
+    def tree_pids(self) -> list[int]:
+        """The master, its workers and whatever they started (code-transform helpers)."""
+        return process_tree(self.process.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         path = self.workdir / "gunicorn.out"
