@@ -115,8 +115,13 @@ def node_view_text(node, state: NodeState) -> str:
 def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> str:
     """The response body of SPEC §1: ``summary``'s fields, then ``executionState`` built
     from ``(node id, node_view_text)`` pairs in order."""
-    state = ",".join(dumps(node_id) + ":" + view for node_id, view in views)
-    return dumps(dict(summary))[:-1] + ',"executionState":{' + state + "}}"
+    parts = [dumps(dict(summary))[:-1], ',"executionState":{']
+    for node_id, view in views:  # one join: the views may add up to the run's whole cap
+        parts += (dumps(node_id), ":", view, ",")
+    if parts[-1] == ",":
+        parts.pop()
+    parts.append("}}")
+    return "".join(parts)
 
 
 def node_view(node, state: NodeState) -> dict:

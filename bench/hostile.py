@@ -587,6 +587,17 @@ def _too_large(bench: Bench) -> None:
     row.expect(bool(dropped), "the results that pushed it over are dropped, status kept")
 
 
+@scenario("full-answer-at-deadline")
+def _full_at_deadline(bench: Bench) -> None:
+    body = plucks(6, 14, timeout_ms=2000)  # ≈ 42 MiB of results, cut to the 32 MiB cap
+    body["definition"]["nodes"]["wait"] = {"type": "delay", "payload": {"delayMs": 10_000}}
+    body["definition"]["nodes"]["root"]["children"].append("wait")
+    row = bench.measure("a full 32 MiB answer, built as the deadline passes", body,
+                        deadline_s=2.0)
+    row.expect(row.error_code() == "RUN_TIMEOUT",
+               f"the run fails RUN_TIMEOUT (got {row.error_code()})")
+
+
 @scenario("log-72mb", settings={"LOG_BACKUPS": "20"})
 def _log_72(bench: Bench) -> None:
     # format: 4,000 items × a 1,000-character template ≈ 4 MB, then 18 log nodes of it

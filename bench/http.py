@@ -9,6 +9,10 @@ Both servers run for the whole benchmark and wrk alternates between them for
 BENCH_ROUNDS rounds: a shared machine's speed drifts by half within minutes, so
 only a ratio of two measurements taken back to back means anything. The
 verdict is the median of the rounds' ratios.
+
+``BENCH_BASELINE=<git revision>`` adds a third server running that revision's
+code (checked out into a temporary worktree) on the same workflow, for a
+before/after comparison measured in the same rounds.
 """
 from __future__ import annotations
 
@@ -65,17 +69,22 @@ def wrk(url: str, script: Path) -> dict:
             "socket": socket.group(1) if socket else "none"}
 
 
-def serve(workdir: Path, app: str) -> Server:
+def serve(workdir: Path, app: str, root: Path | None = None) -> Server:
     workdir.mkdir()
     server = Server(workdir, workers=int(os.environ.get("WEB_CONCURRENCY",
                                                          2 * os.cpu_count() + 1)),
-                    app=app, LOG_FILE=str(workdir / "app.log"), MAX_CONCURRENT_RUNS="0")
+                    app=app, LOG_FILE=str(workdir / "app.log"), MAX_CONCURRENT_RUNS="0",
+                    **({"root": root} if root else {}))
     server.flask("token", "seed-dev")
     return server.start()
 
 
+BASELINE = "baseline workflow"
+
+
 def main() -> int:
     apps = {"5-node workflow": "wsgi:app", "bare Flask JSON": "bench.bare:app"}
+    baseline = os.environ.get("BENCH_BASELINE")
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -85,6 +94,12 @@ def main() -> int:
         try:
             for name, app in apps.items():
                 servers[name] = serve(root / app.replace(":", "-"), app)
+            if baseline:
+                tree = root / "baseline-tree"
+                subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline],
+                               check=True, capture_output=True)
+                apps[BASELINE] = "wsgi:app"
+                servers[BASELINE] = serve(root / "baseline", "wsgi:app", tree)
             for number in range(ROUNDS):
                 # Alternate who goes first, so neither always meets the same drift.
                 order = list(servers) if number % 2 == 0 else list(servers)[::-1]
@@ -93,6 +108,9 @@ def main() -> int:
         finally:
             for server in servers.values():
                 server.stop()
+            if baseline:
+                subprocess.run(["git", "worktree", "remove", "--force",
+                                str(root / "baseline-tree")], check=False, capture_output=True)
     print(f"wrk: {ROUNDS} rounds of {DURATION} s per endpoint, {CONNECTIONS} connections, "
           "2 threads; endpoints alternate\n")
     print("| round | endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
@@ -108,6 +126,11 @@ def main() -> int:
     median = statistics.median(ratios)
     print(f"median: {median:.2f} (goal: at least {GOAL:.2f}, "
           f"{'met' if median >= GOAL else 'not met'})")
+    if baseline:
+        changes = [r["5-node workflow"]["rps"] / r[BASELINE]["rps"] for r in rounds]
+        print(f"this tree / {baseline} by round: "
+              + ", ".join(f"{change:.2f}" for change in changes)
+              + f"; median {statistics.median(changes):.2f}")
     clean = all(r[name]["non2xx"] == 0 and r[name]["socket"] == "none"
                 for r in rounds for name in apps)
     return 0 if clean else 1

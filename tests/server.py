@@ -49,8 +49,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, workers: int = 2, app: str = "wsgi:app", **settings: str):
-        self.workers, self.app = workers, app
+    def __init__(self, workdir: Path, workers: int = 2, app: str = "wsgi:app",
+                 root: Path = ROOT, **settings: str):
+        """``root``: the source tree to serve (another checkout, for a before/after
+        benchmark); its ``app`` package is imported from there."""
+        self.workers, self.app, self.root = workers, app, root
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -65,14 +68,15 @@ class Server:
     def flask(self, *args: str) -> str:
         """Run ``flask --app wsgi …`` against this server's store."""
         out = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args],
-                             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
+                             cwd=self.root, env=self.env, capture_output=True, text=True,
+                             check=True)
         return out.stdout.strip()
 
     def start(self) -> Server:
         self.output = open(self.workdir / "gunicorn.out", "wb")  # noqa: SIM115 - closed in stop
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-            cwd=ROOT, env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
+            cwd=self.root, env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
         # Ready when every worker has installed its signal handlers: a SIGTERM that
         # reaches a worker still booting is lost (it still has the master's handlers).
         deadline = time.monotonic() + 30

@@ -299,3 +299,18 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
     assert stored(store, "run_left", 1)["error"]["code"] == "ABORTED"  # its worker is gone
     assert store.token("a-secret").balance == 10 and store.token("b-secret").balance == 4
     store.close()
+
+
+def test_a_large_answer_is_checkpointed_before_the_next_run_not_in_its_own_commit(tmp_path):
+    path = tmp_path / "runner.sqlite3"
+    store = Store(str(path))
+    store.migrate()
+    token = store.ensure_token("t", "secret", 100)
+    store.start_run("run_big", token.id, None, 1, time.time() + 60)
+    store.finish_run("run_big", token.id, {"status": "success", "totalCu": 1}, "x" * 5_000_000)
+    # The commit that ends a run (after its deadline) only appended to the WAL...
+    assert path.stat().st_size < 1_000_000
+    store.start_run("run_next", token.id, None, 1, time.time() + 60)
+    # ...and the next run's start copied it into the database.
+    assert path.stat().st_size > 5_000_000
+    assert store.run_text("run_big", token.id) == "x" * 5_000_000
