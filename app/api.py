@@ -32,6 +32,7 @@ def admit() -> None:
     """Size, token, content type and JSON, in that order."""
     config = current_app.config
     raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
+    g.received = time.monotonic()  # a run's deadline counts from here
     g.token = _authenticate()
     if request.method in BODY_METHODS:
         if not _is_json(request.mimetype):
@@ -123,7 +124,8 @@ def _execute(store, config, plan, run_id: str) -> Outcome:
     redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values)
     run = Run(plan, run_id, settings=_run_settings(config),
               deadline_ms=config["RUN_DEADLINE_MS"], redactor=redactor,
-              on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts))
+              on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),
+              started=g.received)
     redacting = logconfig.redactor.set(redactor)
     try:
         with metrics.IN_PROGRESS.track_inprogress():

@@ -84,7 +84,8 @@ class Run:
 
     def __init__(self, plan: Plan, run_id: str, settings: dict | None = None,
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
-                 on_progress: Callable[[int], None] | None = None):
+                 on_progress: Callable[[int], None] | None = None,
+                 started: float | None = None):
         self.plan, self.run_id, self.settings = plan, run_id, settings or {}
         self.redactor = redactor or Redactor()
         # Told the started attempts before attempts that can act outside the process
@@ -96,8 +97,12 @@ class Run:
         self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
         self.ready: list[str] = []
-        self.started_at = time.time()
-        self.deadline = time.monotonic() + (plan.timeout_ms or deadline_ms) / 1000
+        # The run's clock starts when its request was read (``started``, monotonic), so
+        # the time spent validating and reserving counts against its deadline too.
+        now = time.monotonic()
+        started = now if started is None else min(started, now)
+        self.started_at = time.time() - (now - started)
+        self.deadline = started + (plan.timeout_ms or deadline_ms) / 1000
         self.timed_out = False
         self.too_large = False  # the answer reached MAX_RUN_CHARS: results were dropped
         self.size = 0  # characters of the answer's node entries so far

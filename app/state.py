@@ -122,24 +122,3 @@ def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> s
         parts.pop()
     parts.append("}}")
     return "".join(parts)
-
-
-def node_view(node, state: NodeState) -> dict:
-    """One entry of ``executionState``; fields that do not apply are omitted."""
-    out: dict[str, Any] = {"type": node.type, "status": state.status, "level": node.level}
-    if state.input is not MISSING:
-        out["input"] = state.input
-    if state.status == "success":
-        out["result"] = state.result
-    if state.error is not None and state.status == "failure":
-        out["error"] = state.error
-    if state.reason:
-        out["reason"] = state.reason
-    if state.started is not None:
-        out["startedAt"] = iso(state.started)
-        if state.finished is not None and state.status != "running":
-            out["finishedAt"] = iso(state.finished)
-            out["durationMs"] = max(0, round((state.finished - state.started) * 1000))
-    if node.id != "root" and state.attempts:
-        out["attempts"] = state.attempts
-    return out

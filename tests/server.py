@@ -155,3 +155,16 @@ class Server:
         except urllib.error.HTTPError as error:
             with error:
                 return error.code, json.loads(error.read())
+
+
+def raw_exchange(port, data: bytes, timeout=10) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body

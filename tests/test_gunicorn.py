@@ -5,7 +5,6 @@ import json
 import os
 import runpy
 import signal
-import socket
 import sqlite3
 import time
 import types
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers import definition
-from tests.server import ROOT, Server
+from tests.server import ROOT, Server, raw_exchange
 
 pytestmark = pytest.mark.server
 
@@ -188,19 +187,6 @@ def test_by_default_one_token_cannot_occupy_every_worker(tmp_path):
         server.stop()
 
 
-def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:
-    """Send bytes as they are; the status, headers and body of the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
-
-
 @pytest.mark.parametrize(("request_head", "status"), [
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
@@ -209,7 +195,7 @@ def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:
     (b"NOT A REQUEST\r\n\r\n", 400),
 ])
 def test_gunicorns_own_refusals_are_json(server, request_head, status):
-    answer_status, headers, body = raw_exchange(server, request_head)
+    answer_status, headers, body = raw_exchange(server.port, request_head)
     assert answer_status == status
     assert headers["Content-Type"] == "application/json"
     answer = json.loads(body)

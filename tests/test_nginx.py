@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.helpers import definition
-from tests.server import ROOT, Server, free_port
+from tests.server import ROOT, Server, free_port, raw_exchange
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # root's PATH has sbin, others' may not
 pytestmark = [pytest.mark.server,
@@ -134,19 +134,6 @@ def test_upstream_down_is_json_502(proxy):
     assert status == 502
     assert json.loads(body) == {"code": 502000, "message": "Service unavailable",
                                 "requestId": "down"}
-
-
-def raw_exchange(port, data: bytes, timeout=10) -> tuple[int, dict, bytes]:
-    """Send bytes as they are; the status, headers and body of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
 
 
 def line_of(length: int) -> bytes:
