@@ -121,7 +121,8 @@ def _run_settings(config) -> dict:
 def _execute(store, config, plan, run_id: str) -> Outcome:
     """The run's outcome, secrets redacted (in the logs written meanwhile too)."""
     token_id = g.token.id
-    redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values)
+    redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values,
+                                    plan.secrets)
     run = Run(plan, run_id, settings=_run_settings(config),
               deadline_ms=config["RUN_DEADLINE_MS"], redactor=redactor,
               on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),

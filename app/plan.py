@@ -41,6 +41,9 @@ class Plan:
     prop_values: dict = field(default_factory=dict)
     run_id: str | None = None
     timeout_ms: int | None = None
+    # The values of secret keys in the definition (redact.definition_values), found
+    # once per checked definition rather than once per run.
+    secrets: list = field(default_factory=list)
 
     @property
     def levels(self) -> list[list[str]]:

@@ -66,13 +66,23 @@ def clip(text: str, limit: int, marker: str = "…") -> str:
     return text if len(text) <= limit else text[:limit] + marker
 
 
+@functools.cache
+def _kept_forms() -> frozenset[str]:
+    """``"[redacted]"`` as written in each form: matched, and kept as it is."""
+    return frozenset(form for to in (str, *_FORMS) if (form := to(REDACTED)))
+
+
 class Redactor:
     """Redacts secret keys and a request's sensitive values from JSON values and text."""
 
     def __init__(self, sensitive_values: Iterable[Any] = ()):
+        sensitive_values = list(sensitive_values)
+        if not sensitive_values:  # most runs: secret keys only, nothing to build
+            self.numbers, self._replaced, self._matcher = frozenset(), 0, None
+            return
         patterns, numbers = _patterns(sensitive_values)
         self.numbers = frozenset(numbers)  # whole JSON numbers to replace
-        keep = {form for to in (str, *_FORMS) if (form := to(REDACTED))}
+        keep = _kept_forms() if patterns else ()
         replace = [_SURROGATE.sub("\ufffd", form) for form in patterns if form not in keep]
         self._replaced = len(replace)  # matches of patterns from here on are kept
         self._matcher = ahocorasick_rs.AhoCorasick(
@@ -81,18 +91,17 @@ class Redactor:
         ) if replace else None
 
     @classmethod
-    def for_request(cls, definition: dict, payload: dict, prop_values: dict) -> Redactor:
+    def for_request(cls, definition: dict, payload: dict, prop_values: dict,
+                    in_definition: list | None = None) -> Redactor:
         """The redactor of a request: values of secret keys in ``payload``, ``propValues``,
-        ``definition.props`` and node payloads, and the ``sensitivePropKeys`` props."""
+        ``definition.props`` and node payloads, and the ``sensitivePropKeys`` props.
+        ``in_definition``: ``definition_values(definition)``, when the caller kept it."""
         props = definition.get("props")
         props = props if isinstance(props, dict) else {}
         found: list[Any] = []
-        for source in (payload, prop_values, props):
+        for source in (payload, prop_values):
             _under_secret_keys(source, found)
-        nodes = definition.get("nodes")
-        for node in nodes.values() if isinstance(nodes, dict) else ():
-            if isinstance(node, dict):
-                _under_secret_keys(node.get("payload"), found)
+        found += definition_values(definition) if in_definition is None else in_definition
         merged = {**props, **(prop_values or {})}
         keys = definition.get("sensitivePropKeys")
         found += [merged[k] for k in keys if isinstance(k, str) and k in merged] \
@@ -202,6 +211,19 @@ def _secret_keys_only(value: Any, tick: _Ticker | None = None) -> Any:
         return [_secret_keys_only(v, tick) if isinstance(v, (dict, list)) else v
                 for v in value]
     return value
+
+
+def definition_values(definition: dict) -> list:
+    """The values of secret keys in a definition's ``props`` and node payloads: the part
+    of a request's sensitive values that a checked definition (a cached plan) keeps."""
+    found: list[Any] = []
+    props = definition.get("props")
+    _under_secret_keys(props if isinstance(props, dict) else {}, found)
+    nodes = definition.get("nodes")
+    for node in nodes.values() if isinstance(nodes, dict) else ():
+        if isinstance(node, dict):
+            _under_secret_keys(node.get("payload"), found)
+    return found
 
 
 def _under_secret_keys(value: Any, found: list) -> None:

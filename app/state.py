@@ -83,32 +83,51 @@ def skip_reason(node, nodes: Mapping, states: Mapping[str, NodeState]) -> str | 
     return None if active else "branch_not_taken"
 
 
-# The body's JSON: compact, ASCII (lone surrogates stay escaped), never NaN.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-dumps = _ENCODER.encode
+# The body's JSON: compact, ASCII (lone surrogates stay escaped), never NaN. The C
+# encoder is called directly: JSONEncoder.encode builds one per call, and a run
+# encodes two or three values per node.
+def _unserializable(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+_ENCODE = json.encoder.c_make_encoder(  # markers None: values are trees, never cyclic
+    None, _unserializable, json.encoder.encode_basestring_ascii, None, ":", ",",
+    False, False, False) if json.encoder.c_make_encoder else None
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_unserializable)
+
+
+def dumps(value: Any) -> str:
+    """``value`` as compact ASCII JSON; ValueError for NaN, TypeError for a non-JSON value."""
+    if _ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_ENCODE(value, 0))
 
 
 def node_view_text(node, state: NodeState) -> str:
-    """One entry of ``executionState`` as JSON text, the input and result spliced in."""
-    head = dumps({"type": node.type, "status": state.status, "level": node.level})
-    parts = [head[:-1]]
+    """One entry of ``executionState`` as JSON text, the input and result spliced in.
+
+    Type names, statuses, reasons and timestamps are plain ASCII words of ours, written
+    as they are; everything else goes through ``dumps``.
+    """
+    parts = ['{"type":"', node.type, '","status":"', state.status, '","level":',
+             str(node.level)]
     if state.input_text is not None:
-        parts.append(',"input":' + state.input_text)
+        parts += (',"input":', state.input_text)
     if state.status == "success" and state.result_text is not None:
-        parts.append(',"result":' + state.result_text)
-    tail: dict[str, Any] = {}
+        parts += (',"result":', state.result_text)
     if state.error is not None and state.status == "failure":
-        tail["error"] = state.error
+        parts += (',"error":', dumps(state.error))
     if state.reason:
-        tail["reason"] = state.reason
+        parts += (',"reason":"', state.reason, '"')
     if state.started is not None:
-        tail["startedAt"] = iso(state.started)
+        parts += (',"startedAt":"', iso(state.started), '"')
         if state.finished is not None and state.status != "running":
-            tail["finishedAt"] = iso(state.finished)
-            tail["durationMs"] = max(0, round((state.finished - state.started) * 1000))
+            duration = max(0, round((state.finished - state.started) * 1000))
+            parts += (',"finishedAt":"', iso(state.finished), '","durationMs":',
+                      str(duration))
     if node.id != "root" and state.attempts:
-        tail["attempts"] = state.attempts
-    parts.append("," + dumps(tail)[1:] if tail else "}")
+        parts += (',"attempts":', str(state.attempts))
+    parts.append("}")
     return "".join(parts)
 
 
@@ -117,7 +136,7 @@ def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> s
     from ``(node id, node_view_text)`` pairs in order."""
     parts = [dumps(dict(summary))[:-1], ',"executionState":{']
     for node_id, view in views:  # one join: the views may add up to the run's whole cap
-        parts += (dumps(node_id), ":", view, ",")
+        parts += ('"', node_id, '":', view, ",")  # ids are [A-Za-z0-9_-] (and "[i]")
     if parts[-1] == ",":
         parts.pop()
     parts.append("}}")

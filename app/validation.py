@@ -22,6 +22,7 @@ from .expressions import ExpressionError, Path, Template, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .nodes.base import load, schema_of
 from .plan import Limits, Plan, PlanNode
+from .redact import definition_values
 from .schemas import (
     NODE_ID,
     DefinitionSchema,
@@ -203,7 +204,8 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
         return None
     position = {node_id: i for i, node_id in enumerate(nodes)}
     order = sorted(nodes, key=lambda n: (levels[n], position[n]))
-    return Plan({n: _plan_node(n, nodes[n], parents[n], levels[n]) for n in order}, definition)
+    return Plan({n: _plan_node(n, nodes[n], parents[n], levels[n]) for n in order}, definition,
+                secrets=definition_values(definition))
 
 
 # NodeSchema's fields that a plain node does not have.
