@@ -101,10 +101,9 @@ SCHEMA = [  # SQL or a function of the connection; user_version = how many have 
 ]
 
 
-# The WAL is copied into the database (a checkpoint) once a process has written about
-# this much to it; small transactions count as WRITE_OVERHEAD bytes (a page or two).
-CHECKPOINT_BYTES = 4 * 1024 * 1024
-WRITE_OVERHEAD = 8192
+# A run's final commit of a text this large skips SQLite's automatic checkpoint (see
+# finish_run): copying that much of the WAL would delay an answer due at its deadline.
+LARGE_TEXT = 1024 * 1024
 
 
 class StoreUnavailable(Exception):
@@ -143,7 +142,7 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._lock = threading.RLock()
-        self._written = 0  # bytes this process wrote to the WAL since its last checkpoint
+        self._checkpoint_due = False  # a large text went into the WAL unchecked (finish_run)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -156,10 +155,6 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                # No checkpoint inside a commit: a run's final commit comes after its
-                # deadline, and copying a large WAL there (150 ms after a 32 MiB run)
-                # would delay the answer. Runs checkpoint before they start instead.
-                conn.execute("PRAGMA wal_autocheckpoint=0")
             except (OSError, sqlite3.Error) as error:
                 raise StoreUnavailable(str(error)) from error
             self._conn, self._pid = conn, os.getpid()
@@ -251,7 +246,7 @@ class Store:
         running is certainly dead (its worker would have been killed by then).
         ``max_concurrent`` 0 = no limit.
         """
-        self._checkpoint_now_and_then()
+        self._checkpoint_if_due()
         # Each refusal raises inside the transaction, which rolls back what came before.
         now = time.time()
         with self._transaction() as db:
@@ -290,6 +285,22 @@ class Store:
         ``text``: the whole answer as JSON, stored as it is (``body`` then needs only
         ``status`` and ``totalCu``); else ``body`` is written.
         """
+        text = text or json.dumps(body)
+        # SQLite checkpoints inside a commit that leaves the WAL past 1000 pages: after
+        # a 32 MiB answer that copy took 150 ms, and this commit comes after the run's
+        # deadline. Skip it here; this process checkpoints before its next run starts.
+        large = len(text) > LARGE_TEXT
+        with self._lock:
+            if large:
+                self._autocheckpoint(0)
+            try:
+                self._finish(run_id, token_id, body, text)
+            finally:
+                if large:
+                    self._autocheckpoint(1000)  # SQLite's default
+                    self._checkpoint_due = True
+
+    def _finish(self, run_id: str, token_id: int, body: dict, text: str) -> None:
         with self._transaction() as db:
             row = db.execute("SELECT row_id, reserved, status FROM runs "
                              "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
@@ -297,21 +308,20 @@ class Store:
                 return  # aborted meanwhile (taken for dead): its reservation is released
             db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
                        (row["reserved"] - body["totalCu"], token_id))
-            text = text or json.dumps(body)
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
                        "finished_at = ?, body = ? WHERE row_id = ?",
                        (body["status"], body["totalCu"], time.time(), text, row["row_id"]))
-        self._written += len(text) + WRITE_OVERHEAD
 
-    def _checkpoint_now_and_then(self) -> None:
-        """Copy the WAL into the database once this process has written enough to it
-        (before a run starts, never inside the commit that ends one)."""
-        self._written += WRITE_OVERHEAD
-        if self._written < CHECKPOINT_BYTES:
-            return
-        self._written = 0
+    def _autocheckpoint(self, pages: int) -> None:
         with self._reading() as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
+    def _checkpoint_if_due(self) -> None:
+        """The checkpoint a large answer's commit skipped, before this process's next run."""
+        if self._checkpoint_due:
+            self._checkpoint_due = False
+            with self._reading() as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """A stored run as the JSON text stored (never parsed), only for the token that made it.
