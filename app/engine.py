@@ -13,7 +13,7 @@ timer firing, or the run deadline. Invariants:
 - a node becomes *ready* when its last parent reaches a final state; it then
   runs or is skipped at once (``_settle``), so no node waits for a whole level;
 - every ready node starts immediately: pooled handlers each get a thread of
-  their own, and pure ``INLINE`` handlers run on this thread after the pooled
+  their own, and pure ``inline`` handlers run on this thread after the pooled
   ones have been started;
 - the wait never extends past the earliest attempt limit or the run deadline,
   so a handler that never returns delays nothing: its attempt is failed with
@@ -37,7 +37,7 @@ from marshmallow import ValidationError
 
 from . import metrics
 from .expressions import MISSING, Budget, ExpressionError, is_template, resolve
-from .nodes.base import DEFAULT_MAX_TIMEOUT_MS, Cancel, NodeContext, NodeError, iso, load
+from .nodes.base import Cancel, NodeContext, NodeError, NodeType, iso, load
 from .plan import Plan, PlanNode
 from .pool import pool
 from .redact import Redactor
@@ -226,8 +226,8 @@ class Run:
             budget = Budget(self.max_input, until)
             value = resolve(node.payload, self.scope.lookup, budget)
             state.input_text, state.input = self._text(value, until), value
-            data = load(node.module.Payload, state.input)
-            keys = _condition_keys(node.module, data, self.scope.resolve_key, budget)
+            data = load(node.node_type.payload, state.input)
+            keys = _condition_keys(node.node_type, data, self.scope.resolve_key, budget)
         except ExpressionError as error:
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
             return None
@@ -242,7 +242,7 @@ class Run:
         # Exactly the run deadline when that comes first, so the deadline (not the
         # attempt's limit a few microseconds before it) decides: RUN_TIMEOUT.
         limit = min(self.deadline, time.monotonic() + self._limit_ms(node, data) / 1000)
-        inline = _runs_inline(node.module, data)
+        inline = node.node_type.runs_inline(data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler is bounded by ctx.check() against its limit
                           cancelled=_NEVER_CANCELLED if inline else Cancel(),
@@ -255,11 +255,11 @@ class Run:
     def _limit_ms(self, node: PlanNode, data: dict) -> float:
         """The smallest of the node's, the payload's and the type's limits (the run's
         deadline is applied by the caller)."""
-        module = node.module
-        limits = [getattr(module, "MAX_TIMEOUT_MS", DEFAULT_MAX_TIMEOUT_MS)]
+        node_type = node.node_type
+        limits = [node_type.max_timeout_ms]
         if node.timeout_ms:
             limits.append(node.timeout_ms)
-        own = getattr(module, "TIMEOUT_FIELD", None)
+        own = node_type.timeout_field
         if own and isinstance(data.get(own), (int, float)):
             limits.append(data[own])
         return max(0.0, min(limits))
@@ -408,11 +408,11 @@ def _until(deadline: float) -> Callable[[], None]:
     return check
 
 
-def _condition_keys(module, data: dict, resolve_key: Callable[[str], Any], budget: Budget
-                    ) -> Callable[[str], Any]:
+def _condition_keys(node_type: NodeType, data: dict, resolve_key: Callable[[str], Any],
+                    budget: Budget) -> Callable[[str], Any]:
     """The condition keys of ``data`` that hold expressions, resolved now within the
     input's budget (SPEC §3: condition keys count in it); a lookup for the handler."""
-    fields = getattr(module, "CONDITION_FIELDS", ())
+    fields = node_type.condition_fields
     resolved: dict[str, Any] = {}
     stack = [data[name] for name in fields if name in data]
     while stack:
@@ -431,14 +431,6 @@ def _condition_keys(module, data: dict, resolve_key: Callable[[str], Any], budge
     return lambda key: resolved.get(key, key)  # no holes: the text as written
 
 
-def _runs_inline(module, data: dict) -> bool:
-    """``INLINE`` types always; types with ``inline(data)`` when it says so (small inputs)."""
-    if getattr(module, "INLINE", False):
-        return True
-    small = getattr(module, "inline", None)
-    return small is not None and small(data)
-
-
 @functools.cache
 def _node_logger(node_type: str) -> logging.Logger:
     return logging.getLogger(f"app.nodes.{node_type}")
@@ -449,7 +441,7 @@ def _call(node: PlanNode, data: dict, ctx: NodeContext,
     """A handler's outcome as a value — its result, or a ``NodeError`` — and the result's
     text as it leaves the process (redacted, size-checked, within the attempt's limit)."""
     try:
-        result = node.module.run(data, ctx)
+        result = node.node_type.run(data, ctx)
         if ctx.cancelled.is_set():
             raise NodeError("TIMEOUT", "The attempt exceeded its time limit.", True)
         return result, text_of(result, ctx.check)

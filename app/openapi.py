@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify
 
 from . import schemas
 from .nodes import NODE_TYPES
-from .nodes.base import Arr, Bool, Int, Num, Obj, Str
+from .nodes.base import Arr, Bool, Int, NodeType, Num, Obj, Str
 
 bp = Blueprint("openapi", __name__)
 
@@ -98,7 +98,7 @@ def _paths() -> dict:
             "responses": {"200": _json("ValidationResult"),
                           **_errors(400, 401, 403, 413, 415, 500)}}},
         "/v1/node-types": {"get": {
-            **secured, "summary": "Node types with the JSON Schema of their payloads",
+            **secured, "summary": "Node types with the JSON Schemas of their payloads and results",
             "responses": {"200": _json("NodeTypes"), **_errors(401, 403, 413, 500)}}},
         "/livez": {"get": {"summary": "The process is alive",
                            "responses": {"200": {"description": "alive"}}}},
@@ -134,9 +134,9 @@ def document() -> dict:
     return _spec()[0]
 
 
-def payload_schema(module) -> dict:
+def payload_schema(node_type: NodeType) -> dict:
     """A node type's payload schema as JSON Schema."""
-    return _spec()[1].converter.schema2jsonschema(module.Payload)
+    return _spec()[1].converter.schema2jsonschema(node_type.payload)
 
 
 @bp.get("/openapi.json")
@@ -146,6 +146,7 @@ def openapi_json():
 
 
 def node_types() -> list[dict]:
-    """Every node type with the JSON Schema of its payload."""
-    return [{"type": name, "payload": payload_schema(module)}
-            for name, module in NODE_TYPES.items()]
+    """Every node type with the JSON Schemas of its payload and of its result."""
+    return [{"type": name, "payload": payload_schema(node_type),
+             "result": copy.deepcopy(node_type.result)}
+            for name, node_type in NODE_TYPES.items()]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import ModuleType
+
+from .nodes.base import NodeType
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Limits:
 class PlanNode:
     id: str
     type: str
-    module: ModuleType
+    node_type: NodeType
     payload: dict
     children: list[str]
     parents: list[str]

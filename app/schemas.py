@@ -177,6 +177,7 @@ class ValidationResultSchema(Schema):
 class NodeTypeSchema(Schema):
     type = Str(required=True)
     payload = Obj(required=True, metadata={"description": "JSON Schema of the payload"})
+    result = Obj(required=True, metadata={"description": "JSON Schema of the result"})
 
 
 class NodeTypesSchema(Schema):

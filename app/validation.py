@@ -12,7 +12,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 from marshmallow import Schema, ValidationError
@@ -20,7 +19,7 @@ from marshmallow import Schema, ValidationError
 from . import errors, graph
 from .expressions import ExpressionError, Path, Template, is_template, parse
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
-from .nodes.base import load, schema_of
+from .nodes.base import NodeType, load, schema_of
 from .plan import Limits, Plan, PlanNode
 from .redact import definition_values
 from .schemas import (
@@ -229,7 +228,7 @@ def _plain_node(raw: Any) -> dict | None:
 
 def _plan_node(node_id: str, node: dict, parents: list[str], level: int) -> PlanNode:
     return PlanNode(
-        id=node_id, type=node["type"], module=NODE_TYPES[node["type"]],
+        id=node_id, type=node["type"], node_type=NODE_TYPES[node["type"]],
         payload=node["payload"], children=node["children"], parents=parents, level=level,
         branch=node.get("branch"), continue_on_error=node["continueOnError"],
         timeout_ms=node.get("timeoutMs"), retry=node.get("retry"))
@@ -299,16 +298,16 @@ def _check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]
                     problems: Invalid) -> None:
     inputs = {item.get("key") for item in definition.get("inputSchema", [])}
     for node_id, node in nodes.items():
-        module = NODE_TYPES.get(node.get("type"))
-        if module is None or "payload" not in node or (
+        node_type = NODE_TYPES.get(node.get("type"))
+        if node_type is None or "payload" not in node or (
                 node_id == "root" and node["type"] != "manual"):
             continue  # reported already: unknown type, or a root that is not manual
         where = f"definition.nodes.{node_id}.payload"
         payload = node["payload"]
-        literal_errors = _literal_only(schema_of(module.Payload).validate(payload), payload)
+        literal_errors = _literal_only(schema_of(node_type.payload).validate(payload), payload)
         problems.extend(iter_flat(literal_errors, where), errors.INVALID_DEFINITION)
         item_fields = ITEM_FIELDS.get(node["type"], ())
-        for location, text, items_ok in _expression_strings(payload, module, item_fields):
+        for location, text, items_ok in _expression_strings(payload, node_type, item_fields):
             for why in _expression_problems(text, items_ok, node_id, nodes, ancestors, inputs):
                 problems.add(location(where), why)
 
@@ -388,11 +387,11 @@ class _Location:
         return where + "".join(reversed(steps))
 
 
-def _expression_strings(payload: dict, module: ModuleType, item_fields: tuple[str, ...]
+def _expression_strings(payload: dict, node_type: NodeType, item_fields: tuple[str, ...]
                         ) -> Iterator[tuple[_Location, str, bool]]:
     """``(location, string, item holes allowed)`` of each string that may hold holes,
     condition keys too."""
-    condition_fields = getattr(module, "CONDITION_FIELDS", ())
+    condition_fields = node_type.condition_fields
     stack: list[tuple[_Location, Any, bool, bool]] = [
         (_Location(None, str(k)), v, k in condition_fields, k in item_fields)
         for k, v in payload.items()]

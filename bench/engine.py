@@ -13,14 +13,13 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import dask.threaded
 
 from app import graph
 from app.engine import Run
 from app.nodes import NODE_TYPES
-from app.nodes.base import PayloadSchema
+from app.nodes.base import NodeType, PayloadSchema
 from app.validation import Limits, check_request
 
 REPEAT = 2000
@@ -32,8 +31,8 @@ def _noop(data, ctx):
 
 # A no-op as a pure (inline) type and as one that runs on the pool, like a
 # node type that can block (http-request, delay, code-transform).
-NODE_TYPES["noop"] = SimpleNamespace(Payload=PayloadSchema, run=_noop, INLINE=True)
-NODE_TYPES["noop-pooled"] = SimpleNamespace(Payload=PayloadSchema, run=_noop, INLINE=False)
+NODE_TYPES["noop"] = NodeType("noop", PayloadSchema, _noop, result={}, inline=True)
+NODE_TYPES["noop-pooled"] = NodeType("noop-pooled", PayloadSchema, _noop, result={})
 
 
 def shapes() -> dict[str, dict[str, list[str]]]:

@@ -30,8 +30,8 @@ def test_nodes(monkeypatch):
     from app.nodes import NODE_TYPES
     from tests import testnodes
 
-    for name, module in testnodes.TEST_TYPES.items():
-        monkeypatch.setitem(NODE_TYPES, name, module)
+    for name, node_type in testnodes.TEST_TYPES.items():
+        monkeypatch.setitem(NODE_TYPES, name, node_type)
     testnodes.barrier.reset()
     testnodes.events.clear()
     testnodes.attempt_times.clear()

@@ -77,3 +77,24 @@ def test_every_node_type_in_one_workflow(app, client, local):
     assert sorted(s.path for s in local.seen) == ["/hook", "/items"]
     assert state["done"]["message"] == "n=1,n=2 delivered Ann"
     assert run["totalCu"] == len(nodes) - 2  # no root, no skipped "no"
+    for node_id, result in state.items():
+        if result is not None:
+            assert _fits(result, NODE_TYPES[nodes[node_id]["type"]].result), node_id
+
+
+JSON_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": float,
+              "boolean": bool, "null": type(None)}
+
+
+def _fits(result: dict, schema: dict) -> bool:
+    """``result`` has the keys, and the top-level JSON types, its type's result schema says."""
+    keys, properties = set(result), schema["properties"]
+    if not set(schema["required"]) <= keys or (
+            not schema["additionalProperties"] and not keys <= set(properties)):
+        return False
+    for key, rule in properties.items():
+        names = rule.get("type", list(JSON_TYPES))
+        kinds = tuple(JSON_TYPES[name] for name in ([names] if isinstance(names, str) else names))
+        if not isinstance(result[key], kinds) or result[key] not in rule.get("enum", [result[key]]):
+            return False
+    return True

@@ -28,6 +28,15 @@ def test_node_types_list_payload_json_schemas(client):
     assert types["delay"]["properties"]["delayMs"]["maximum"] == 60000
 
 
+def test_node_types_list_result_json_schemas(client):
+    types = {t["type"]: t["result"] for t in
+             client.get("/v1/node-types", headers=DEV_AUTH).json["nodeTypes"]}
+    assert types["if"]["properties"]["branch"]["enum"] == ["then", "else"]
+    assert types["log"]["required"] == ["message", "loggedAt"]
+    assert types["manual"]["required"] == ["triggeredAt"]
+    assert types["manual"]["additionalProperties"] is True  # the payload's keys too
+
+
 @pytest.mark.parametrize("path", ["/v1/runs/sync", "/v1/runs/{runId}", "/v1/workflows/validate",
                                   "/v1/node-types", "/b3os/v1/runs/sync", "/livez", "/readyz"])
 def test_api_keeps_to_its_document(app, path):

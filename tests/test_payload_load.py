@@ -39,7 +39,7 @@ def outcome(call):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_same_answer_as_marshmallow(node_type, data):
-    schema_class = NODE_TYPES[node_type].Payload
+    schema_class = NODE_TYPES[node_type].payload
     payload = data.draw(payloads(schema_class) | json_values)
     assert outcome(lambda: load(schema_class, payload)) == \
         outcome(lambda: schema_of(schema_class).load(payload))
@@ -58,11 +58,11 @@ def test_request_bodies_same_answer_as_marshmallow(schema_class, data):
 def test_plain_schemas_take_the_quick_way():
     """The common node types are loaded field by field (the point of ``load``)."""
     for node_type in ("log", "format", "if", "http-request", "delay", "code-transform"):
-        assert _field_plan(NODE_TYPES[node_type].Payload) is not None, node_type
+        assert _field_plan(NODE_TYPES[node_type].payload) is not None, node_type
     assert _field_plan(RunRequestSchema) is not None
 
 
 def test_defaults_are_applied_and_unknown_keys_dropped():
-    format_ = NODE_TYPES["format"].Payload
+    format_ = NODE_TYPES["format"].payload
     assert load(format_, {"data": [], "template": "x", "extra": 1}) == \
         {"data": [], "template": "x", "separator": "\n"}

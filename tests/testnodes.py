@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 from app.logconfig import request_id
-from app.nodes.base import Any_, Int, NodeError, PayloadSchema, Str
+from app.nodes.base import Any_, Int, NodeError, NodeType, PayloadSchema, Str
 
 
 class _Payload(PayloadSchema):
@@ -98,22 +97,18 @@ def _echo(data, ctx):
     return {"value": data.get("value"), "requestId": request_id.get()}
 
 
-def _type(run, inline=False):
-    return SimpleNamespace(Payload=_Payload, run=run, INLINE=inline)
-
-
-TEST_TYPES = {
-    "t-meet": _type(_meet),
-    "t-signal": _type(_signal),
-    "t-await": _type(_await),
-    "t-fail": _type(_fail),
-    "t-flaky": _type(_flaky),
-    "t-hang": _type(_hang),
-    "t-spin": _type(_spin),
-    "t-spin-inline": _type(_spin, inline=True),
-    "t-busy": _type(_busy),
-    "t-big": _type(_big, inline=True),
-    "t-crash": _type(_crash),
-    "t-echo": _type(_echo),
-    "t-echo-inline": _type(_echo, inline=True),
-}
+TEST_TYPES = {node.name: node for node in (
+    NodeType("t-meet", _Payload, _meet, result={}),
+    NodeType("t-signal", _Payload, _signal, result={}),
+    NodeType("t-await", _Payload, _await, result={}),
+    NodeType("t-fail", _Payload, _fail, result={}),
+    NodeType("t-flaky", _Payload, _flaky, result={}),
+    NodeType("t-hang", _Payload, _hang, result={}),
+    NodeType("t-spin", _Payload, _spin, result={}),
+    NodeType("t-spin-inline", _Payload, _spin, result={}, inline=True),
+    NodeType("t-busy", _Payload, _busy, result={}),
+    NodeType("t-big", _Payload, _big, result={}, inline=True),
+    NodeType("t-crash", _Payload, _crash, result={}),
+    NodeType("t-echo", _Payload, _echo, result={}),
+    NodeType("t-echo-inline", _Payload, _echo, result={}, inline=True),
+)}

@@ -1,7 +1,6 @@
-"""The registry of node types: type name → module (see ``base`` for the contract)."""
+"""The registry of node types: type name → ``NodeType``, each declared as ``NODE`` at the
+end of its module (see ``base`` for the contract)."""
 from __future__ import annotations
-
-from types import ModuleType
 
 from . import (
     code_transform,
@@ -22,26 +21,27 @@ from . import (
     regex,
     send_webhook,
 )
+from .base import NodeType
 
-NODE_TYPES: dict[str, ModuleType] = {
-    "manual": manual,
-    "log": log,
-    "if": if_,
-    "filter": filter_,
-    "pluck": pluck,
-    "format": format_,
-    "regex": regex,
-    "code-transform": code_transform,
-    "delay": delay,
-    "http-request": http_request,
-    "send-webhook": send_webhook,
-    "convert-to-wei": convert_to_wei,
-    "convert-from-wei": convert_from_wei,
-    "list-min": list_min,
-    "list-max": list_max,
-    "generate-id": generate_id,
-    "hello-world": hello_world,
-}
+NODE_TYPES: dict[str, NodeType] = {node.name: node for node in (
+    manual.NODE,
+    log.NODE,
+    if_.NODE,
+    filter_.NODE,
+    pluck.NODE,
+    format_.NODE,
+    regex.NODE,
+    code_transform.NODE,
+    delay.NODE,
+    http_request.NODE,
+    send_webhook.NODE,
+    convert_to_wei.NODE,
+    convert_from_wei.NODE,
+    list_min.NODE,
+    list_max.NODE,
+    generate_id.NODE,
+    hello_world.NODE,
+)}
 
 # Known to B3OS but refused here: a sync run cannot wait for an outside event.
 REJECTED_IN_SYNC = {"wait": "'wait' is not supported in a synchronous run."}

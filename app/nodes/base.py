@@ -1,18 +1,22 @@
-"""What every node type shares: its error value, its run context, strict JSON fields.
+"""What every node type shares: its declaration, its error value, its run context,
+strict JSON fields.
 
-A node type is a module with:
+A node type is a ``NodeType`` record, declared once at the end of its module
+(``NODE = NodeType(...)``) and registered in ``app.nodes.NODE_TYPES``:
 
-- ``Payload``: a ``PayloadSchema`` subclass describing the payload (checked on
+- ``name``: the ``type`` of a definition's node;
+- ``payload``: a ``PayloadSchema`` subclass describing the payload (checked on
   literal values at validation and on resolved values before each attempt);
 - ``run(data, ctx) -> dict``: the handler; ``data`` is the loaded payload
   (defaults applied, unknown keys dropped); it returns the node's result or
   raises ``NodeError``;
-- optionally ``MAX_TIMEOUT_MS`` (default 60000), ``TIMEOUT_FIELD`` (a payload
-  key, in ms, that also limits the attempt), ``INLINE = True`` for pure,
-  quick handlers that may run on the scheduling thread (or ``inline(data) ->
-  bool`` for handlers that are quick on small inputs only), and
-  ``CONDITION_FIELDS`` (payload keys holding a condition whose object keys are
-  expressions too).
+- ``result``: the JSON Schema of that result (listed by ``GET /v1/node-types``);
+- ``inline``: True for pure, quick handlers that may run on the scheduling
+  thread, or ``inline_when(data) -> bool`` for handlers that are quick on small
+  inputs only;
+- ``max_timeout_ms`` (default 60000), ``timeout_field`` (a payload key, in ms,
+  that also limits the attempt) and ``condition_fields`` (payload keys holding
+  a condition whose object keys are expressions too).
 """
 from __future__ import annotations
 
@@ -38,6 +42,32 @@ def small_array(data: dict) -> bool:
     """``inline`` for handlers that walk ``data["array"]`` once."""
     array = data.get("array")
     return isinstance(array, list) and len(array) <= SMALL_ARRAY
+
+
+@dataclass(frozen=True, eq=False)  # one record per type: compared by identity
+class NodeType:
+    """A node type as the registry, validation and the engine know it."""
+
+    name: str
+    payload: type[Schema]
+    run: Callable[[dict, NodeContext], dict]
+    result: Mapping[str, Any]  # JSON Schema of what ``run`` returns
+    inline: bool = False  # always runs on the scheduling thread
+    inline_when: Callable[[dict], bool] | None = None  # …or when this says so
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS
+    timeout_field: str | None = None
+    condition_fields: tuple[str, ...] = ()
+
+    def runs_inline(self, data: dict) -> bool:
+        """Whether an attempt on ``data`` runs on the scheduling thread."""
+        return self.inline or (self.inline_when is not None and self.inline_when(data))
+
+
+def result_object(properties: Mapping[str, Any], *, more: bool = False) -> dict:
+    """The JSON Schema of a result object with all of ``properties`` (and other keys
+    only when ``more``)."""
+    return {"type": "object", "required": list(properties), "properties": dict(properties),
+            "additionalProperties": more}
 
 
 class NodeError(Exception):

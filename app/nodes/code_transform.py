@@ -58,10 +58,9 @@ from marshmallow.validate import Range
 
 from ..jsonbody import TooDeep, loads_strict
 from ..redact import clip
-from .base import Any_, Int, NodeContext, NodeError, PayloadSchema, Str
+from .base import Any_, Int, NodeContext, NodeError, NodeType, PayloadSchema, Str, result_object
 
 MAX_TIMEOUT_MS = 10_000
-TIMEOUT_FIELD = "timeout"
 # Defaults of the settings CODE_HEAP_MIB, CODE_PROCESS_MIB and CODE_MAX_HELPERS.
 HEAP_MIB = 128  # a 15 MiB JSON input, parsed and mapped, peaked at 41 MiB of heap
 PROCESS_MIB = 256  # a helper in all, enforced by the OS; an idle one is about 67 MB
@@ -442,3 +441,7 @@ def _kill_idle() -> None:
         _idle.clear()
     for helper in helpers:
         helper.kill()
+
+
+NODE = NodeType("code-transform", Payload, run, max_timeout_ms=MAX_TIMEOUT_MS,
+                timeout_field="timeout", result=result_object({"output": {}}))

@@ -16,9 +16,10 @@ string as numbers but two strings as strings (``"1.0"`` ≠ ``"1"``), as SPEC
 §5 words it; ordering operators coerce every numeric string. Booleans are
 never numbers. ``$contains`` needs a string right-hand side for a string left.
 
-The structure is checked (``check``) before anything is evaluated: an unknown
-operator, a shape that is not one of the above, a non-array ``$in``/``$and``
-or a non-boolean ``$exists`` is a ``ConditionError`` naming where it is.
+The structure is checked (``check``, in ``condition_check`` with the rest of
+what makes a condition well formed) before anything is evaluated; this module
+gives the operators their meaning and is the one the nodes import, so it
+re-exports the check's names.
 
 Checking and evaluating pay a ``Tick`` (``ticks(ctx.check)``) for their work,
 so the attempt's deadline is checked every ~``CHECK_EVERY`` comparisons however
@@ -32,44 +33,31 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from marshmallow import ValidationError
-
-from ..expressions import is_template
 from .base import NodeError
+from .condition_check import (
+    CHECK_EVERY,
+    LOGICAL,
+    ConditionError,
+    Tick,
+    check,
+    idle,
+    literal_validator,
+    ticks,
+)
 from .values import is_number, number, present
 
+__all__ = ["CHECK_EVERY", "HASH_FROM", "LOGICAL", "OPERATORS", "ConditionError", "Lookups",
+           "Resolver", "Tick", "check", "compare", "equal", "evaluate", "holds", "lefts",
+           "literal_validator", "lookup", "ticks"]
+
 Resolver = Callable[[Any], Any]
-Tick = Callable[[int], None]  # pays for units of work; may raise NodeError TIMEOUT
 Lookups = dict[int, Callable[[Any], bool]] | None  # hashed $in arrays by id()
 
-# Work between two cancellation checks: ~1000 comparisons, well under a millisecond.
-CHECK_EVERY = 1000
 # From this many values on, a right-hand array tested more than once is hashed.
 HASH_FROM = 16
 
 
-class ConditionError(ValueError):
-    """A malformed condition; the message says where and why."""
-
-
-def ticks(check: Callable[[], None]) -> Tick:
-    """A ``Tick`` that calls ``check`` (``NodeContext.check``) once per ~``CHECK_EVERY`` units."""
-    left = CHECK_EVERY
-
-    def tick(units: int = 1) -> None:
-        nonlocal left
-        left -= units
-        if left <= 0:
-            left = CHECK_EVERY
-            check()
-    return tick
-
-
-def _idle(units: int = 1) -> None:
-    """The ``Tick`` of callers without a deadline."""
-
-
-def equal(a: Any, b: Any, tick: Tick = _idle) -> bool:
+def equal(a: Any, b: Any, tick: Tick = idle) -> bool:
     """``$eq``: JSON equality; a number equals a numeric string of the same value."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
@@ -105,7 +93,7 @@ def compare(a: Any, b: Any) -> int | None:
 
 
 def _ordered(test: Callable[[int], bool]) -> Callable[[Any, Any, Tick], bool]:
-    def op(a: Any, b: Any, tick: Tick = _idle) -> bool:
+    def op(a: Any, b: Any, tick: Tick = idle) -> bool:
         order = compare(a, b)
         return order is not None and test(order)
     return op
@@ -124,17 +112,17 @@ def _any_equal(value: Any, values: list, tick: Tick) -> bool:
     return False
 
 
-def _in(a: Any, b: list, tick: Tick = _idle) -> bool:
+def _in(a: Any, b: list, tick: Tick = idle) -> bool:
     return _any_equal(a, b, tick)
 
 
-def _contains(a: Any, b: Any, tick: Tick = _idle) -> bool:
+def _contains(a: Any, b: Any, tick: Tick = idle) -> bool:
     if isinstance(a, str):
         return isinstance(b, str) and b in a
     return isinstance(a, list) and _any_equal(b, a, tick)
 
 
-def lookup(values: list, tick: Tick = _idle) -> Callable[[Any], bool]:
+def lookup(values: list, tick: Tick = idle) -> Callable[[Any], bool]:
     """``_in(a, values)`` by hashing, for one array tested against many left values.
 
     ``equal`` sorts values into kinds that only ever match each other: booleans
@@ -173,7 +161,8 @@ def lookup(values: list, tick: Tick = _idle) -> Callable[[Any], bool]:
 
 
 # Each operator takes the left value, the right-hand side and the evaluation's Tick
-# (paid by those that may walk large values).
+# (paid by those that may walk large values); the names are condition_check's
+# OPERATOR_NAMES, in its order (a test keeps the two alike).
 OPERATORS: dict[str, Callable[[Any, Any, Tick], bool]] = {
     "$eq": equal,
     "$ne": lambda a, b, tick: not equal(a, b, tick),
@@ -193,87 +182,9 @@ OPERATORS: dict[str, Callable[[Any, Any, Tick], bool]] = {
     "$notExists": lambda a, b, tick: (a is None) is b,
 }
 _MEMBERSHIP = {"$in": True, "$nin": False, "$notIn": False}
-LOGICAL = ("$and", "$or")
-_NEEDS_ARRAY = {"$in", "$nin", "$notIn"}
-_NEEDS_BOOL = {"$exists", "$notExists"}
 
 
-def _never(value: Any) -> bool:
-    return False
-
-
-def _holds_expression(value: Any) -> bool:
-    return isinstance(value, str) and is_template(value)
-
-
-def check(condition: Any, where: str = "condition", deferred: Callable[[Any], bool] = _never,
-          tick: Tick = _idle) -> None:
-    """Raise ``ConditionError`` at the first malformed part; ``deferred`` values are skipped."""
-    if deferred(condition):
-        return
-    if not isinstance(condition, dict):
-        raise ConditionError(f"{where}: a condition must be an object.")
-    if not condition:
-        raise ConditionError(f'{where}: an empty condition; write {{"$and": []}} for '
-                             "one that always holds.")
-    for key, value in condition.items():
-        here = f"{where}.{key}"
-        if deferred(value):
-            continue
-        if key in LOGICAL:
-            if not isinstance(value, list):
-                raise ConditionError(f"{here}: must be an array of conditions.")
-            for i, element in enumerate(value):
-                if not i % CHECK_EVERY:
-                    tick(min(CHECK_EVERY, len(value) - i))
-                check(element, f"{here}[{i}]", deferred, tick)
-        elif key in OPERATORS:
-            if not isinstance(value, list) or len(value) != 2:
-                raise ConditionError(f'{here}: the form {{"{key}": [left, right]}} needs '
-                                     "an array of exactly two values.")
-            _check_operand(key, value[1], f"{here}[1]", deferred)
-        elif key.startswith("$"):
-            raise ConditionError(_unknown(key, here))
-        else:
-            _check_operators(value, here, deferred)
-
-
-def _check_operators(ops: Any, where: str, deferred: Callable[[Any], bool]) -> None:
-    if not isinstance(ops, dict) or not ops:
-        raise ConditionError(f'{where}: expected an object of operators, such as '
-                             '{"$eq": value}.')
-    for op, right in ops.items():
-        if op not in OPERATORS:
-            raise ConditionError(_unknown(op, f"{where}.{op}"))
-        _check_operand(op, right, f"{where}.{op}", deferred)
-
-
-def _check_operand(op: str, right: Any, where: str, deferred: Callable[[Any], bool]) -> None:
-    if deferred(right):
-        return
-    if op in _NEEDS_ARRAY and not isinstance(right, list):
-        raise ConditionError(f"{where}: must be an array.")
-    if op in _NEEDS_BOOL and not isinstance(right, bool):
-        raise ConditionError(f"{where}: must be true or false.")
-
-
-def _unknown(op: str, where: str) -> str:
-    known = ", ".join([*LOGICAL, *OPERATORS])
-    return (f"{where}: unknown operator {op!r}. Known: {known}. "
-            "A left-hand expression is written in braces, as in {{node.result.x}}.")
-
-
-def literal_validator(name: str) -> Callable[[Any], None]:
-    """A marshmallow validator for payload key ``name``: the structure, expressions skipped."""
-    def validate(condition: Any) -> None:
-        try:
-            check(condition, name, _holds_expression)
-        except ConditionError as error:
-            raise ValidationError(str(error)) from None
-    return validate
-
-
-def lefts(condition: dict, tick: Tick = _idle) -> list[tuple[bool, Any]]:
+def lefts(condition: dict, tick: Tick = idle) -> list[tuple[bool, Any]]:
     """Every left-hand side of a checked condition: ``(is_key, key or old-form value)``."""
     found: list[tuple[bool, Any]] = []
     for key, value in condition.items():
@@ -289,7 +200,7 @@ def lefts(condition: dict, tick: Tick = _idle) -> list[tuple[bool, Any]]:
 
 
 def holds(condition: dict, left: Resolver, operand: Resolver = lambda value: value,
-          tick: Tick = _idle, lookups: Lookups = None) -> bool:
+          tick: Tick = idle, lookups: Lookups = None) -> bool:
     """Evaluate a checked condition; ``left`` resolves keys, ``operand`` old-form lefts.
 
     The parts of ``$and``/``$or`` pay ``tick`` before they are evaluated, and
@@ -333,7 +244,7 @@ def _apply(op: str, a: Any, b: Any, tick: Tick, lookups: Lookups) -> bool:
 
 
 def evaluate(condition: Any, left: Resolver, operand: Resolver = lambda value: value,
-             where: str = "condition", tick: Tick = _idle) -> bool:
+             where: str = "condition", tick: Tick = idle) -> bool:
     """Check then evaluate; a malformed condition is ``INVALID_INPUT``."""
     try:
         check(condition, where, tick=tick)

@@ -5,10 +5,8 @@ integer. The result has no trailing fractional zeros and no trailing ``.``.
 """
 from __future__ import annotations
 
-from .base import Any_, NodeContext, NodeError, PayloadSchema
+from .base import Any_, NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .units import decimals_field, from_base_units, number_text, string_or_integer
-
-INLINE = True
 
 
 class Payload(PayloadSchema):
@@ -22,3 +20,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
         return {"value": from_base_units(number_text(data["wei"]), data["decimals"])}
     except ValueError as error:
         raise NodeError("INVALID_INPUT", f"wei: {error}") from None
+
+
+NODE = NodeType("convert-from-wei", Payload, run, inline=True,
+                result=result_object({"value": {"type": "string"}}))

@@ -6,10 +6,8 @@ amounts are allowed. More significant fractional digits than ``decimals`` is
 """
 from __future__ import annotations
 
-from .base import Any_, NodeContext, NodeError, PayloadSchema
+from .base import Any_, NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .units import decimals_field, number_text, string_or_number, to_base_units
-
-INLINE = True
 
 
 class Payload(PayloadSchema):
@@ -23,3 +21,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
         return {"wei": to_base_units(number_text(data["value"]), data["decimals"])}
     except ValueError as error:
         raise NodeError("INVALID_INPUT", f"value: {error}") from None
+
+
+NODE = NodeType("convert-to-wei", Payload, run, inline=True,
+                result=result_object({"wei": {"type": "string"}}))

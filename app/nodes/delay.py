@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow.validate import Range
 
-from .base import Int, NodeContext, NodeError, PayloadSchema
+from .base import Int, NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MAX_DELAY_MS = 60_000
 # The engine decides at the limit itself and then sets ``cancelled``; our own
@@ -32,3 +32,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
         raise NodeError("TIMEOUT", f"The delay of {delay_ms} ms exceeded the attempt's time "
                         f"limit ({round(left * 1000)} ms were left).", retryable=True)
     return {"status": "completed", "delayedMs": delay_ms}
+
+
+NODE = NodeType("delay", Payload, run, result=result_object(
+    {"status": {"type": "string", "enum": ["completed"]}, "delayedMs": {"type": "integer"}}))

@@ -16,10 +16,8 @@ from marshmallow import ValidationError, validates_schema
 
 from ..expressions import ExpressionError, parse
 from . import conditions
-from .base import Arr, NodeContext, NodeError, Obj, PayloadSchema
+from .base import Arr, NodeContext, NodeError, NodeType, Obj, PayloadSchema, result_object
 from .values import ITEM_HOLE, at_path, parse_path
-
-CONDITION_FIELDS = ("filter", "condition")
 
 Accessor = Callable[[Any], Any]
 
@@ -93,3 +91,7 @@ def _path_accessor(text: str) -> Accessor:
     except ValueError as error:
         raise NodeError("INVALID_INPUT", str(error)) from None
     return lambda item: at_path(item, segments)
+
+
+NODE = NodeType("filter", Payload, run, condition_fields=("filter", "condition"),
+                result=result_object({"filtered": {"type": "array"}}))

@@ -16,7 +16,17 @@ from marshmallow import ValidationError
 from ..expressions import Segment
 from ..jstext import to_text
 from ..textcache import cache_short_texts
-from .base import MAX_TEXT_CHARS, SMALL_ARRAY, Any_, NodeContext, NodeError, PayloadSchema, Str
+from .base import (
+    MAX_TEXT_CHARS,
+    SMALL_ARRAY,
+    Any_,
+    NodeContext,
+    NodeError,
+    NodeType,
+    PayloadSchema,
+    Str,
+    result_object,
+)
 from .conditions import CHECK_EVERY
 from .values import ITEM_HOLE, at_path, parse_path, present
 
@@ -92,3 +102,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
             raise NodeError("INVALID_INPUT",
                             f"The formatted text would exceed {MAX_TEXT_CHARS} characters.")
     return {"formatted": "".join(pieces)}
+
+
+NODE = NodeType("format", Payload, run, inline_when=inline,
+                result=result_object({"formatted": {"type": "string"}}))

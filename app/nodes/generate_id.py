@@ -7,9 +7,8 @@ import uuid
 
 from marshmallow import validate
 
-from .base import Int, NodeContext, PayloadSchema, Str
+from .base import Int, NodeContext, NodeType, PayloadSchema, Str, result_object
 
-INLINE = True
 SHORTID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -26,3 +25,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
     else:
         new_id = str(uuid.uuid4())  # os.urandom underneath; canonical lowercase form
     return {"id": new_id, "format": data["format"]}
+
+
+NODE = NodeType("generate-id", Payload, run, inline=True, result=result_object(
+    {"id": {"type": "string"}, "format": {"type": "string", "enum": ["uuid", "shortid"]}}))

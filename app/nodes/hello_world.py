@@ -1,9 +1,7 @@
 """``hello-world``: a greeting, for trying the service out."""
 from __future__ import annotations
 
-from .base import NodeContext, PayloadSchema, Str, iso_now
-
-INLINE = True
+from .base import NodeContext, NodeType, PayloadSchema, Str, iso_now, result_object
 
 
 class Payload(PayloadSchema):
@@ -13,3 +11,7 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{message: "Hello, <name>!", timestamp}``."""
     return {"message": f"Hello, {data['name']}!", "timestamp": iso_now()}
+
+
+NODE = NodeType("hello-world", Payload, run, inline=True, result=result_object(
+    {"message": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"}}))

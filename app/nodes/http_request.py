@@ -12,11 +12,22 @@ from marshmallow import ValidationError, validate
 
 from .. import outbound
 from ..jsonbody import loads_strict
-from .base import Any_, Bool, Int, NodeContext, NodeError, Obj, PayloadSchema, Str
+from ..jstext import to_text
+from .base import (
+    Any_,
+    Bool,
+    Int,
+    NodeContext,
+    NodeError,
+    NodeType,
+    Obj,
+    PayloadSchema,
+    Str,
+    result_object,
+)
 
 MIB = 1024 * 1024
 MAX_TIMEOUT_MS = 60_000
-TIMEOUT_FIELD = "timeout"
 MAX_HOPS = 5
 MAX_JSON_DEPTH = 64  # deeper documents stay text: the run record must stay serializable
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -43,7 +54,7 @@ def check_headers(value: dict) -> None:
             raise ValidationError(f"Invalid header name {name!r}.")
         if not _scalar(item):
             raise ValidationError(f"Header {name!r} must be a string.")
-        if any(c in text(item) for c in "\r\n\0"):
+        if any(c in to_text(item) for c in "\r\n\0"):
             raise ValidationError(f"Header {name!r} must not contain line breaks.")
 
 
@@ -94,15 +105,6 @@ def run(data: dict, ctx: NodeContext) -> dict:
             "json": parse_json(body_text, ctx.check)}
 
 
-def text(value: Any) -> str:
-    """A scalar as it would appear in text (SPEC §4): ``true``, ``2``, ``1.5``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def with_query(url: str, query: dict, check: Callable[[], None] = lambda: None) -> str:
     """``url`` with ``query`` merged in; its keys replace the same keys already there.
 
@@ -114,7 +116,7 @@ def with_query(url: str, query: dict, check: Callable[[], None] = lambda: None) 
     parts = urlsplit(url.strip())
     kept = [p for p in _every(parts.query.split("&"), check)
             if p and unquote_plus(p.split("=", 1)[0]) not in query]
-    added = [f"{_quoted(name, name)}={_quoted(text(item), name)}"
+    added = [f"{_quoted(name, name)}={_quoted(to_text(item), name)}"
              for name, item in _every(_pairs(query), check)]
     return urlunsplit(parts._replace(query="&".join(kept + added)))
 
@@ -139,12 +141,13 @@ def _pairs(query: dict) -> Iterator[tuple[str, Any]]:
 
 
 def request_headers(headers: dict, check: Callable[[], None] = lambda: None) -> dict[str, str]:
-    """The caller's headers as text, with our User-Agent unless they chose one.
+    """The caller's headers as text (SPEC §4), with our User-Agent unless they chose one.
 
     A value must be Latin-1 text (what HTTP/1.1 can carry): INVALID_INPUT
     naming the header otherwise, before anything is sent.
     """
-    out = {name: _header_value(name, text(value)) for name, value in _every(headers.items(), check)}
+    out = {name: _header_value(name, to_text(value))
+           for name, value in _every(headers.items(), check)}
     if not any(name.lower() == "user-agent" for name in out):
         out["User-Agent"] = USER_AGENT
     return out
@@ -225,3 +228,10 @@ def parse_json(body_text: str, check: Callable[[], None] | None = None) -> Any:
         return loads_strict(body_text.lstrip("\ufeff"), MAX_JSON_DEPTH, check)
     except ValueError:
         return None
+
+
+NODE = NodeType(
+    "http-request", Payload, run, max_timeout_ms=MAX_TIMEOUT_MS, timeout_field="timeout",
+    result=result_object({"status": {"type": "integer"}, "statusText": {"type": "string"},
+                          "headers": {"type": "object"}, "body": {"type": "string"},
+                          "contentType": {"type": ["string", "null"]}, "json": {}}))

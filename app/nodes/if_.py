@@ -10,10 +10,7 @@ from typing import Any
 
 from ..expressions import ExpressionError
 from . import conditions
-from .base import NodeContext, NodeError, Obj, PayloadSchema
-
-INLINE = True
-CONDITION_FIELDS = ("condition",)
+from .base import NodeContext, NodeError, NodeType, Obj, PayloadSchema, result_object
 
 
 class Payload(PayloadSchema):
@@ -31,3 +28,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
     tick = conditions.ticks(ctx.check)  # runs inline: bounded by its own checks alone
     holds = conditions.evaluate(data["condition"], left, tick=tick)
     return {"branch": "then" if holds else "else"}
+
+
+NODE = NodeType("if", Payload, run, inline=True, condition_fields=("condition",),
+                result=result_object({"branch": {"type": "string", "enum": ["then", "else"]}}))

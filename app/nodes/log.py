@@ -6,9 +6,7 @@ written as text by the expression language's rules rather than refused.
 from __future__ import annotations
 
 from ..jstext import to_text
-from .base import Any_, NodeContext, PayloadSchema, iso_now
-
-INLINE = True
+from .base import Any_, NodeContext, NodeType, PayloadSchema, iso_now, result_object
 
 
 class Payload(PayloadSchema):
@@ -20,3 +18,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
     message = to_text(data["message"], ctx.check)
     ctx.logger.info(message, extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
     return {"message": message, "loggedAt": iso_now()}
+
+
+NODE = NodeType("log", Payload, run, inline=True, result=result_object(
+    {"message": {"type": "string"}, "loggedAt": {"type": "string", "format": "date-time"}}))

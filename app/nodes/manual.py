@@ -5,9 +5,7 @@ attempt); this module exists so the type is listed and validated like any other.
 """
 from __future__ import annotations
 
-from .base import NodeContext, PayloadSchema
-
-INLINE = True
+from .base import NodeContext, NodeType, PayloadSchema, result_object
 
 
 class Payload(PayloadSchema):
@@ -17,3 +15,7 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """Not called by the engine; see the module docstring."""
     raise NotImplementedError("the root node is run by the engine")
+
+
+NODE = NodeType("manual", Payload, run, inline=True, result=result_object(
+    {"triggeredAt": {"type": "string", "format": "date-time"}}, more=True))

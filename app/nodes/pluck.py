@@ -10,7 +10,16 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from ..jstext import json_length
-from .base import SMALL_ARRAY, Arr, NodeContext, NodeError, PayloadSchema, Str
+from .base import (
+    SMALL_ARRAY,
+    Arr,
+    NodeContext,
+    NodeError,
+    NodeType,
+    PayloadSchema,
+    Str,
+    result_object,
+)
 from .conditions import CHECK_EVERY
 from .values import at_path, check_path, parse_path, present
 
@@ -92,3 +101,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
 def _too_large(limit: int) -> NodeError:
     return NodeError("OUTPUT_TOO_LARGE", f"The values would be more than {limit} "
                      "characters of JSON, the limit of a node's result.")
+
+
+NODE = NodeType("pluck", Payload, run, inline_when=inline,
+                result=result_object({"values": {"type": "array"}}))

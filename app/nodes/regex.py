@@ -10,7 +10,7 @@ A match is ``{"0": whole match, "1": group 1, …}`` and every named group also
 appears under its name (so ``matches.year`` and ``matches.1`` both work); a
 group that did not take part is null.
 
-Not ``INLINE``: one search is linear, but ``global`` searches again from each
+Not ``inline``: one search is linear, but ``global`` searches again from each
 match's end, which can be quadratic (measured on 2 cores: ``a*b|a`` over
 100,000 ``a`` took 12.4 s; the empty pattern over 1 MiB gave 1,000,001
 matches in 5.7 s). On a pool thread the search is checked against the
@@ -22,7 +22,7 @@ import re2
 from marshmallow import ValidationError, validates_schema
 from marshmallow.validate import Length
 
-from .base import Bool, NodeContext, NodeError, PayloadSchema, Str
+from .base import Bool, NodeContext, NodeError, NodeType, PayloadSchema, Str, result_object
 
 MAX_PATTERN_CHARS = 1024
 # A global match of a pattern with many groups over a long text could build
@@ -120,3 +120,7 @@ class _Budget:
                 f"The matches exceed {MAX_VALUES} values or {MAX_CHARS} characters; "
                 "use a narrower pattern or no 'global'."))
         return groups
+
+
+NODE = NodeType("regex", Payload, run, result=result_object(
+    {"matched": {"type": "boolean"}, "matches": {"type": ["object", "array"]}}))

@@ -15,7 +15,17 @@ import uuid
 from marshmallow import validate
 
 from .. import outbound
-from .base import Any_, Int, NodeContext, NodeError, Obj, PayloadSchema, Str
+from .base import (
+    Any_,
+    Int,
+    NodeContext,
+    NodeError,
+    NodeType,
+    Obj,
+    PayloadSchema,
+    Str,
+    result_object,
+)
 from .http_request import check_headers, encode_body, request_headers
 
 MAX_RETRIES = 10
@@ -79,3 +89,9 @@ def _failed(posts: int, last: str) -> NodeError:
     plural = "POST" if posts == 1 else "POSTs"
     return NodeError("DELIVERY_FAILED",
                      f"Not delivered after {posts} {plural}; last: {last.rstrip('.')}.", True)
+
+
+NODE = NodeType("send-webhook", Payload, run, result=result_object({
+    "deliveryId": {"type": "string"}, "status": {"type": "string", "enum": ["delivered"]},
+    "url": {"type": "string"}, "method": {"type": "string", "enum": ["POST"]},
+    "attempts": {"type": "integer"}, "responseStatus": {"type": "integer"}}))

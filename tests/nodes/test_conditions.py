@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.expressions import MISSING
-from app.nodes import conditions
+from app.nodes import condition_check, conditions
 from app.nodes.base import NodeError
 from app.nodes.conditions import _in, check, equal, evaluate, literal_validator, lookup, ticks
 from tests.nodes.support_limits import counting_ctx
@@ -203,6 +203,15 @@ def test_unknown_operator_names_it_and_where():
     assert "'$bogus'" in message
     assert "condition.$and[1].b.$bogus" in message
     assert "$gte" in message  # the known operators are listed
+
+
+def test_every_operator_the_check_knows_is_implemented_and_no_other():
+    assert tuple(conditions.OPERATORS) == condition_check.OPERATOR_NAMES
+
+
+def test_the_check_is_the_same_through_conditions():
+    assert (conditions.check, conditions.ConditionError, conditions.literal_validator) == (
+        condition_check.check, condition_check.ConditionError, condition_check.literal_validator)
 
 
 def test_structure_is_checked_before_short_circuit():

@@ -61,7 +61,7 @@ def test_delay_schema_accepts_the_bounds():
 
 def test_delay_is_not_inline():
     # Inline handlers run on the scheduling thread, which must never sleep.
-    assert not getattr(delay, "INLINE", False)
+    assert not delay.NODE.inline and delay.NODE.inline_when is None
 
 
 # -- through the engine and HTTP ------------------------------------------------

@@ -9,10 +9,14 @@ import ssl
 import subprocess
 import time
 from contextlib import ExitStack
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app import create_app
+from app.jstext import to_text
 from app.nodes import http_request
 from tests.helpers import DEV_AUTH, definition, post_run, run_engine
 from tests.http_support import (
@@ -70,6 +74,36 @@ def test_headers_sent(server):
     assert headers["x-token"] == "abc" and headers["x-count"] == "3"
     assert headers["host"] == f"127.0.0.1:{server.server_port}"
     assert headers["user-agent"].startswith("workflow-runner/")
+
+
+# SPEC §4's text rule, the one jstext writes (a URL or a header shows a number as a
+# log message or a template does): shortest round trip, JavaScript's exponents.
+NUMBERS_AS_TEXT = [(2.0, "2"), (1e-7, "1e-7"), (1.5e-7, "1.5e-7"), (1e21, "1e+21"),
+                   (1e16, "10000000000000000"), (-0.0, "0"), (0.1, "0.1"), (12, "12"),
+                   (2**64, "18446744073709551616"), (True, "true")]
+
+
+@pytest.mark.parametrize(("number", "written"), NUMBERS_AS_TEXT)
+def test_numbers_in_query_and_headers_written_as_in_text(number, written):
+    url = http_request.with_query("http://example.com/p", {"v": number, "w": [number]})
+    assert url == "http://example.com/p?v={0}&w={0}".format(quote(written, safe=""))
+    assert http_request.request_headers({"X-N": number})["X-N"] == written
+    assert to_text(number) == written  # as in a log message or a template
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers())
+def test_any_number_in_query_and_headers_is_written_as_jstext_writes_it(number):
+    written = to_text(number)
+    assert http_request.with_query("http://h/", {"v": number}) == "http://h/?v=" + quote(written)
+    assert http_request.request_headers({"X-N": number})["X-N"] == written
+
+
+def test_numbers_sent_in_query_and_headers(server):
+    call({"url": server.url("/q"), "query": {"a": 1e-7, "b": [1e21, 2.0]},
+          "headers": {"X-Small": 1e-7, "X-Large": 1e21}})
+    seen = server.seen[0]
+    assert seen.path == "/q?a=1e-7&b=1e%2B21&b=2"
+    assert (seen.headers["x-small"], seen.headers["x-large"]) == ("1e-7", "1e+21")
 
 
 def test_repeated_response_headers_joined(server):

@@ -156,7 +156,7 @@ def test_regex_schema_rejects(payload, field):
 
 def test_regex_is_not_inline():
     # A global search can take seconds; it must not hold the scheduling thread.
-    assert not getattr(regex, "INLINE", False)
+    assert not regex.NODE.inline and regex.NODE.inline_when is None
 
 
 # -- through the engine and HTTP ------------------------------------------------
