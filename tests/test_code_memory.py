@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from app.nodes import code_transform
+from app.nodes import v8helper
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 WORKER = """
 import json, resource, sys, time
-from app.nodes import code_transform
+from app.nodes import code_transform, v8helper
 from app.nodes.base import NodeContext, NodeError
 code, seconds, settings = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
 ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + seconds,
@@ -36,7 +36,7 @@ try:
 except NodeError as error:
     result = error.as_dict()
 result["seconds"] = time.monotonic() - started
-code_transform._kill_idle()
+v8helper.kill_idle()
 result["peak"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 print(json.dumps(result))
 """
@@ -70,7 +70,7 @@ def test_a_helper_stays_within_its_process_limit(body):
     result = worker(f"function transform(input) {{ {body} }}")
     assert result.get("code") == "CODE_ERROR", result
     assert "memory" in result["message"]
-    assert result["peak"] <= code_transform.PROCESS_MIB * MIB, result["peak"] / MIB
+    assert result["peak"] <= v8helper.PROCESS_MIB * MIB, result["peak"] / MIB
     assert result["seconds"] < 8, result  # promptly: its time limit is 10 s
 
 
@@ -91,7 +91,7 @@ def test_a_large_input_fits_within_the_limits(value):
     result = worker("function transform(input) { return input.map(x => typeof x).length }",
                     input_=value)
     assert result.get("output") == len(value), result
-    assert result["peak"] <= code_transform.PROCESS_MIB * MIB
+    assert result["peak"] <= v8helper.PROCESS_MIB * MIB
 
 
 # -- the systemd unit ----------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_the_unit_bounds_memory_tasks_and_privileges():
     size = re.fullmatch(r"(\d+)([MG])", service["MemoryMax"][0])
     assert size, service["MemoryMax"]
     # A worker and its helpers, at their limits, must fit: at least one of them.
-    per_worker = 64 + code_transform.MAX_HELPERS * code_transform.PROCESS_MIB
+    per_worker = 64 + v8helper.MAX_HELPERS * v8helper.PROCESS_MIB
     assert int(size[1]) * (1024 if size[2] == "G" else 1) >= per_worker
 
 

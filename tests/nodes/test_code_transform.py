@@ -1,13 +1,16 @@
 """The code-transform node: JavaScript in a fresh isolate, in a helper process."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from app import redact
-from app.nodes import code_transform
+from app.nodes import code_transform, v8helper
 from app.nodes.base import NodeContext, NodeError
 from tests.helpers import definition, post_run, run_engine, run_nodes
 
@@ -155,20 +158,43 @@ os.kill(os.getpid(), signal.SIGTRAP)  # what V8's abort does
 
 
 def test_a_helper_killed_by_a_signal_fails_one_call(monkeypatch):
-    code_transform._kill_idle()
-    monkeypatch.setattr(code_transform, "_HELPER", CRASHING_HELPER)
+    v8helper.kill_idle()
+    monkeypatch.setattr(v8helper, "_HELPER", CRASHING_HELPER)
     assert "memory limit" in fails("function transform(input) { return 1 }").message
     monkeypatch.undo()
     assert call("function transform(input) { return 1 }") == 1
 
 
 def test_a_helper_that_cannot_start_is_internal(monkeypatch):
-    code_transform._kill_idle()
-    monkeypatch.setattr(code_transform, "_HELPER", "raise SystemExit(3)")
+    v8helper.kill_idle()
+    monkeypatch.setattr(v8helper, "_HELPER", "raise SystemExit(3)")
     error = fails("function transform(input) { return 1 }", "INTERNAL")
     assert "exit status 3" in error.message
     monkeypatch.undo()
     assert call("function transform(input) { return 1 }") == 1
+
+
+FORKED = """
+import os, time
+from app.nodes import code_transform, v8helper
+from app.nodes.base import NodeContext
+ctx = NodeContext(run_id="run_test", node_id="ct", deadline=time.monotonic() + 10, settings={})
+code_transform.run({"code": "function transform(input) { return 1 }", "input": {},
+                    "timeout": 10000}, ctx)
+assert len(v8helper._idle) == 1 and v8helper._slot_state is not None
+pid = os.fork()
+if pid == 0:  # a worker forked by gunicorn: none of its parent's helpers or slots
+    os._exit(0 if v8helper._idle == [] and v8helper._slot_state is None else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_child_starts_without_its_parents_helpers():
+    # In a process of its own: forking this one, with its threads, is not safe.
+    done = subprocess.run([sys.executable, "-c", FORKED], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0"]
 
 
 def test_syntax_error_names_the_line():
@@ -304,7 +330,7 @@ def test_at_most_four_attempts_run_at_once():
     spans = in_threads(7, lambda i: call(BUSY, input={"ms": 1000}))
     assert all(isinstance(span, list) for span in spans), spans
     most = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
-    assert 2 <= most <= code_transform.MAX_HELPERS
+    assert 2 <= most <= v8helper.MAX_HELPERS
 
 
 def test_an_attempt_waiting_for_a_helper_times_out_within_its_limit():
