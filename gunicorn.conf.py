@@ -35,14 +35,25 @@ limit_request_field_size = 16384
 worker_class = "sync"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 
+# -- Metrics ----------------------------------------------------------------------
+# prometheus-client's multiprocess mode: every worker writes its samples to files
+# in this directory, which must be known before any worker starts (emptied in
+# on_starting; files of exited workers are marked dead in child_exit).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/metrics"))
+
 # -- Timeouts -------------------------------------------------------------------
 # The hard limit must stay above the run deadline (60 s by default), so a run
-# always ends by its own deadline and answers before gunicorn kills it.
-_run_deadline = int(os.environ.get("RUNNER_RUN_DEADLINE_MS", "60000")) / 1000
+# always ends by its own deadline and answers before gunicorn kills it; both
+# limits, and when the store takes a run for dead, follow it in app/config.py.
+# (Imported after PROMETHEUS_MULTIPROC_DIR is set: the app's metrics read it.)
+from app import config as _config  # noqa: E402
+
+_deadline = {"RUN_DEADLINE_MS": int(os.environ.get("RUNNER_RUN_DEADLINE_MS",
+                                                   _config.defaults()["RUN_DEADLINE_MS"]))}
 # GUNICORN_TIMEOUT overrides it (the fault tests use a short one on purpose).
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _run_deadline + 30)
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _config.hard_timeout_s(_deadline))
 # A restart (HUP, deploy) lets runs in flight finish: at least the run deadline.
-graceful_timeout = int(_run_deadline + 15)
+graceful_timeout = int(_config.graceful_timeout_s(_deadline))
 keepalive = 5
 
 # -- Recycling ------------------------------------------------------------------
@@ -81,12 +92,6 @@ logconfig_dict = {
     },
 }
 
-
-# -- Metrics ----------------------------------------------------------------------
-# prometheus-client's multiprocess mode: every worker writes its samples to files
-# in this directory, which must be known before any worker starts (emptied in
-# on_starting; files of exited workers are marked dead in child_exit).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/metrics"))
 
 
 # -- Hooks ------------------------------------------------------------------------

@@ -1,28 +1,25 @@
-"""The ``/v1`` blueprint: thin views over validation, the engine and the store.
+"""The ``/v1`` blueprint: thin views over validation, a run's life and the store.
 
 Checks run in SPEC §6's order: routing (404/405, before this blueprint sees the
 request), size (413), token (401/403), content type (415), JSON (400000) in
-``before_request``; then body checks (400xxx), balance (402) in the views.
+``before_request``; then body checks (400xxx) in the views, and the refusals of
+``runs.run`` (400079, balance 402, 429, the hard time limit's 503) as answers.
+A run itself (reserve, execute, store and charge, metrics, log) is app/runs.py,
+which knows nothing of Flask.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
 from . import config as config_module
-from . import logconfig, metrics, openapi
-from .engine import Outcome, Run, new_run_id
+from . import openapi, runs
 from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
 from .jsonbody import parse_json, read_body
-from .redact import Redactor
-from .store import DuplicateRun, InsufficientBalance, StoreUnavailable, TooManyRuns
 from .validation import Invalid, Limits, check_request
 
 bp = Blueprint("api", __name__)
-run_log = logging.getLogger("app.runs")
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -74,85 +71,34 @@ def _limits() -> Limits:
 
 @bp.post("/runs/sync")
 def run_sync():
-    """Validate, reserve the worst-case cost, run, store, answer."""
-    config, store = current_app.config, current_app.extensions["store"]
+    """Validate, then the run's life (``runs.run``); its refusals as error answers."""
     plan = check_request(g.body, _limits())
-    run_id = plan.run_id or new_run_id()
-    with logconfig.batched():  # the run's log lines, written together at its end
-        _reserve(store, config, run_id, plan.worst_case_cu)
-        outcome = _execute(store, config, plan, run_id)
-        store.finish_run(run_id, g.token.id,
-                         {"status": outcome.status, "totalCu": outcome.total_cu}, outcome.text)
-        metrics.record_run(outcome)
-        _prune_now_and_then(store, config["RUN_RETENTION_DAYS"])
-        run_log.info("run finished", extra={
-            "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
-            "nodeCount": len(plan.nodes), "totalCu": outcome.total_cu,
-            "errorCode": (outcome.error or {}).get("code")})
+    try:
+        outcome = runs.run(current_app.extensions["store"], _run_settings(), plan,
+                           g.token.id, g.request_id, g.received)
+    except runs.DuplicateRun as duplicate:
+        raise ApiError(400, DUPLICATE_RUN_ID, "runId already used", errors={
+            "runId": [f"A run named {duplicate.run_id!r} exists already."]}) from None
+    except runs.InsufficientBalance as short:
+        raise ApiError(402, balance=short.balance, required=short.required) from None
+    except runs.TooManyRuns:
+        raise ApiError(429, headers={"Retry-After": "1"}) from None
+    except runs.HardStop as stop:
+        # gunicorn's hard timeout: answer in our envelope; the worker exits after.
+        raise ApiError(503, message="The run was stopped before it finished "
+                       "(the server's hard time limit)", runId=stop.run_id) from None
     return current_app.response_class(outcome.text, mimetype="application/json")
 
 
-def _reserve(store, config, run_id: str, worst_case_cu: int) -> None:
-    """Record the run and reserve its cost: 400079, 402 or 429 when that is refused."""
-    # Past this moment a run still marked running is dead: gunicorn kills a worker
-    # `timeout` (deadline + 30 s) into a request.
-    expires_at = time.time() + config["RUN_DEADLINE_MS"] / 1000 + 60
-    try:
-        store.start_run(run_id, g.token.id, g.request_id, worst_case_cu, expires_at,
-                        config["MAX_CONCURRENT_RUNS"])
-    except DuplicateRun:
-        raise ApiError(400, DUPLICATE_RUN_ID, "runId already used",
-                       errors={"runId": [f"A run named {run_id!r} exists already."]}) from None
-    except InsufficientBalance as short:
-        raise ApiError(402, balance=short.balance, required=short.required) from None
-    except TooManyRuns:
-        raise ApiError(429, headers={"Retry-After": "1"}) from None
-
-
-def _run_settings(config) -> dict:
-    """The settings node handlers may read (``ctx.settings``): every RUNNER_ setting."""
+def _run_settings() -> dict:
+    """The settings a run and its node handlers read (``ctx.settings``): every RUNNER_
+    setting, taken from the app's config once."""
     settings = current_app.extensions.get("run_settings")
     if settings is None:
+        config = current_app.config
         settings = current_app.extensions["run_settings"] = {
             name: config[name] for name in config_module.SETTINGS}
     return settings
-
-
-def _execute(store, config, plan, run_id: str) -> Outcome:
-    """The run's outcome, secrets redacted (in the logs written meanwhile too)."""
-    token_id = g.token.id
-    redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values,
-                                    plan.secrets)
-    run = Run(plan, run_id, settings=_run_settings(config),
-              deadline_ms=config["RUN_DEADLINE_MS"], redactor=redactor,
-              on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),
-              started=g.received)
-    redacting = logconfig.redactor.set(redactor)
-    try:
-        with metrics.IN_PROGRESS.track_inprogress():
-            return run.run()
-    except BaseException as error:  # a bug, or gunicorn stopping the worker (SystemExit)
-        with contextlib.suppress(StoreUnavailable):  # the first error is the one to report
-            # Charged for the attempts it started (SPEC §3); the rest is released.
-            store.abort_run(run_id, token_id, run.started_attempts)
-        if isinstance(error, SystemExit):
-            # gunicorn's hard timeout: answer in our envelope; the worker exits after.
-            raise ApiError(503, message="The run was stopped before it finished "
-                           "(the server's hard time limit)", runId=run_id) from None
-        raise
-    finally:
-        logconfig.redactor.reset(redacting)
-
-
-_next_prune = 0.0
-
-
-def _prune_now_and_then(store, retention_days: int) -> None:
-    """Delete runs past their retention, at most once an hour per worker."""
-    global _next_prune
-    if time.monotonic() >= _next_prune:
-        _next_prune = time.monotonic() + 3600
-        store.prune(retention_days * 86400)
 
 
 @bp.get("/runs/<run_id>")

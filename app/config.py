@@ -61,7 +61,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "MAX_INPUT_CHARS": (4 * MIB, _int(1024)),
     "MAX_RESULT_CHARS": (8 * MIB, _int(1024)),
     "MAX_RUN_CHARS": (32 * MIB, _int(4096)),
-    "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),
+    "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),  # gunicorn's timeouts follow (below)
     "RUN_RETENTION_DAYS": (30, _int(1)),
     "MAX_CONCURRENT_RUNS": (max(1, 2 * (os.cpu_count() or 1)), _int(0)),  # per token; workers−1
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
@@ -72,6 +72,37 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "CODE_PROCESS_MIB": (256, _int(128, 16384)),
     "CODE_MAX_HELPERS": (4, _int(1, 64)),
 }
+
+
+# gunicorn's limits and a run's expiry follow the run deadline (gunicorn.conf.py):
+# its `timeout` (the hard limit: the worker is killed) comes well after the deadline,
+# so a run always answers by its own deadline first; its `graceful_timeout` lets the
+# runs in flight at a restart finish; a run still marked running past its expiry is
+# dead, its worker killed by then.
+HARD_TIMEOUT_PAST_DEADLINE_S = 30
+GRACEFUL_TIMEOUT_PAST_DEADLINE_S = 15
+EXPIRY_PAST_HARD_TIMEOUT_S = 30
+
+
+def run_deadline_s(settings: Mapping[str, Any]) -> float:
+    """The run deadline in seconds."""
+    return settings["RUN_DEADLINE_MS"] / 1000
+
+
+def hard_timeout_s(settings: Mapping[str, Any]) -> float:
+    """gunicorn's ``timeout``: a request still running then has its worker killed."""
+    return run_deadline_s(settings) + HARD_TIMEOUT_PAST_DEADLINE_S
+
+
+def graceful_timeout_s(settings: Mapping[str, Any]) -> float:
+    """gunicorn's ``graceful_timeout``: how long a restart waits for the runs in flight."""
+    return run_deadline_s(settings) + GRACEFUL_TIMEOUT_PAST_DEADLINE_S
+
+
+def run_expiry_s(settings: Mapping[str, Any]) -> float:
+    """From a run's start, when a run still marked running is certainly dead."""
+    return run_deadline_s(settings) + (HARD_TIMEOUT_PAST_DEADLINE_S
+                                       + EXPIRY_PAST_HARD_TIMEOUT_S)
 
 
 def defaults() -> dict[str, Any]:

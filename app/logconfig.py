@@ -279,14 +279,22 @@ def config_dict(settings: Mapping[str, Any]) -> dict:
     }
 
 
-_configured: tuple | None = None
+_configured: tuple | None = None  # the settings this process's handlers were made from
+
+
+def _reset_after_fork() -> None:
+    global _configured
+    _configured = None  # the parent's handlers: a forked child makes its own
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def configure(settings: Mapping[str, Any]) -> None:
     """Install the handlers in this process: once, again after a fork or a change."""
     global _configured
     path = settings.get("LOG_FILE")
-    key = (os.getpid(), path, settings.get("LOG_LEVEL"), settings.get("LOG_MAX_BYTES"),
+    key = (path, settings.get("LOG_LEVEL"), settings.get("LOG_MAX_BYTES"),
            settings.get("LOG_LINE_MAX_BYTES"))
     if _configured == key:
         return

@@ -13,7 +13,8 @@ at the busy threads twice a second: one still running more than
 its run has answered, and the process is recycled (``on_stuck``: gunicorn's
 worker finishes its current request, exits, and a fresh one takes its place).
 
-Created lazily and per process (``pool()``): threads do not survive ``fork``.
+Created lazily and per process (``pool()``, forgotten in a forked child): threads
+do not survive ``fork``.
 """
 from __future__ import annotations
 
@@ -103,14 +104,21 @@ class ElasticPool:
 
 
 _pool: ElasticPool | None = None
-_pool_pid: int | None = None
 _pool_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # the parent's threads are not here
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def pool() -> ElasticPool:
     """This process's pool, created on first use (after gunicorn's fork)."""
-    global _pool, _pool_pid
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool, _pool_pid = ElasticPool(), os.getpid()
+        if _pool is None:
+            _pool = ElasticPool()
         return _pool

@@ -1,7 +1,8 @@
 """Tokens, compute-unit balances and run records, in SQLite (SPEC §8).
 
 Shared by every gunicorn worker through one database file in WAL mode; each
-process opens its own connection on first use (SQLite is not fork-safe).
+process opens its own connection on first use (SQLite is not fork-safe: a forked
+child forgets its parent's).
 Balances only ever change inside ``BEGIN IMMEDIATE`` transactions with
 conditional updates, so concurrent runs can never drive one below zero.
 Only hashes of tokens are stored.
@@ -21,6 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 
@@ -113,6 +115,10 @@ class StoreUnavailable(Exception):
 class DuplicateRun(Exception):
     """A run with this id exists already."""
 
+    def __init__(self, run_id: str):
+        super().__init__(run_id)
+        self.run_id = run_id
+
 
 class TooManyRuns(Exception):
     """The token has as many runs in flight as it may."""
@@ -136,16 +142,31 @@ def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_stores: weakref.WeakSet[Store] = weakref.WeakSet()  # this process's, for the fork hook
+
+
+def _reset_after_fork() -> None:
+    for store in list(_stores):
+        store._forget_connection()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class Store:
     def __init__(self, path: str, busy_ms: int = 5000):
         self.path, self.busy_seconds = path, busy_ms / 1000
         self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
         self._lock = threading.RLock()
         self._checkpoint_due = False  # a large text went into the WAL unchecked (finish_run)
+        _stores.add(self)
+
+    def _forget_connection(self) -> None:
+        """In a forked child: the connection is the parent's; open one of its own."""
+        self._conn, self._lock = None, threading.RLock()
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
+        if self._conn is None:
             try:
                 if os.path.dirname(self.path):
                     os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -157,7 +178,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys=ON")
             except (OSError, sqlite3.Error) as error:
                 raise StoreUnavailable(str(error)) from error
-            self._conn, self._pid = conn, os.getpid()
+            self._conn = conn
         return self._conn
 
     def _transaction(self):
@@ -404,7 +425,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None:
                 self._conn.close()
             self._conn = None
 

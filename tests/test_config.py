@@ -21,3 +21,11 @@ def test_defaults_and_environment():
 def test_bad_values_stop_the_start_up_naming_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
         config.from_env({name: value})
+
+
+def test_gunicorn_limits_and_run_expiry_follow_the_deadline():
+    settings = {"RUN_DEADLINE_MS": 60_000}
+    assert config.graceful_timeout_s(settings) == 75
+    assert config.hard_timeout_s(settings) == 90  # the run answers by its deadline first
+    assert config.run_expiry_s(settings) == 120  # past the hard timeout: certainly dead
+    assert config.run_expiry_s({"RUN_DEADLINE_MS": 1500}) == 61.5
