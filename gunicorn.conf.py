@@ -113,6 +113,10 @@ def _with_store(server, action):
 
 def on_starting(server):
     """Before any worker: schema up to date, runs orphaned by a crash aborted, old runs gone."""
+    # The app's code (Flask, V8 bindings, …) is imported once here, in the master, so a
+    # worker — and every worker that replaces a recycled or killed one — starts without
+    # importing it: 0.15 s of CPU less per start. No app is created: that stays per worker.
+    import app.factory  # noqa: F401
     from app import config
 
     # SPEC §8: one token alone can never occupy every worker of the host. Here, where

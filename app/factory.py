@@ -1,0 +1,67 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app, g, request
+
+from . import api, cli, config, errors, health, logconfig, openapi
+from .store import Store, StoreUnavailable
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """config → logging → store → error handlers → blueprints."""
+    app = Flask(__name__)
+    # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
+    app.url_map.merge_slashes = False
+    app.config.update(config.load(test_config))
+    app.json.sort_keys = False  # executionState keeps its topological order
+    app.json.compact = True
+    logconfig.configure(app.config)
+
+    store = Store(app.config["STORE_PATH"], app.config["STORE_BUSY_MS"])
+    try:
+        store.migrate()
+    except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
+        logging.getLogger("app").error("store unavailable at start-up: %s", error)
+    app.extensions["store"] = store
+
+    errors.register(app)
+    app.before_request(_assign_request_id)
+    app.after_request(_finish_response)
+    app.register_blueprint(api.bp, url_prefix="/v1")
+    # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
+    app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    cli.register(app)
+    return app
+
+
+def _assign_request_id() -> None:
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    logconfig.request_id.set(g.request_id)
+
+
+def _finish_response(response):
+    """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
+    data, requestId}``."""
+    request_id = g.get("request_id")
+    response.headers["X-Request-ID"] = request_id or ""
+    if (request.blueprint == "b3os" and 200 <= response.status_code < 300
+            and response.is_json and not response.is_streamed):
+        # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
+        data = response.get_data()
+        if data.endswith(b"\n"):  # jsonify's
+            data = memoryview(data)[:-1]
+        response.set_data(b"".join((
+            b'{"code":0,"message":"success","data":', data, b',"requestId":',
+            current_app.json.dumps(request_id).encode(), b"}")))
+    return response
