@@ -108,11 +108,6 @@ class Redactor:
             if isinstance(keys, list) else []
         return cls(found)
 
-    @classmethod
-    def for_run(cls, definition: dict, prop_values: dict) -> Redactor:
-        """``for_request`` without a request payload."""
-        return cls.for_request(definition, {}, prop_values)
-
     def text(self, text: str) -> str:
         """Free text (a log or error message) with every sensitive value replaced."""
         if self._matcher is None or len(text) < MIN_CHARS:
@@ -154,27 +149,6 @@ class Redactor:
             return REDACTED
         return value
 
-    def run(self, body: dict, check: Callable[[], None] | None = None) -> dict:
-        """A response / stored run with every node's input and result redacted, and the
-        messages of errors (their codes are ours, never a secret)."""
-        out = dict(body)
-        if body.get("error"):
-            out["error"] = self._error(body["error"])
-        out["executionState"] = {node_id: self._node(state, check) for node_id, state
-                                 in body.get("executionState", {}).items()}
-        return out
-
-    def _node(self, state: dict, check: Callable[[], None] | None) -> dict:
-        state = dict(state)
-        for key in ("input", "result"):
-            if key in state:
-                state[key] = self.value(state[key], check)
-        if "error" in state:
-            state["error"] = self._error(state["error"])
-        return state
-
-    def _error(self, error: dict) -> dict:
-        return {**error, "message": self.value(error.get("message", ""))}
 
 
 class _Ticker:

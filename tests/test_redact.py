@@ -8,9 +8,11 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from app import redact
+from app.engine import Run
 from app.jstext import stringify
 from app.redact import REDACTED, Redactor, clip, is_secret_key
-from tests.helpers import DEV_AUTH, definition, post_run
+from app.validation import Limits, check_request
+from tests.helpers import DEV_AUTH, definition, post_run, run_engine
 
 
 @pytest.mark.parametrize("key", ["authorization", "Authorization", "cookie", "Set-Cookie",
@@ -40,12 +42,12 @@ def test_values_of_secret_keys_and_sensitive_values_are_replaced_everywhere():
         "note": REDACTED * 2}
 
 
-def test_node_ids_named_like_secrets_are_not_redacted():
-    body = {"executionState": {"token": {"type": "log", "status": "success",
-                                         "result": {"token": "x", "ok": 1}}}}
-    out = Redactor().run(body)
-    assert out["executionState"]["token"]["result"] == {"token": REDACTED, "ok": 1}
-    assert out["executionState"]["token"]["status"] == "success"
+def test_node_ids_named_like_secrets_are_not_redacted(test_nodes):
+    body = {"definition": definition("root>token", token={
+        "type": "t-echo-inline", "payload": {"value": {"token": "x", "ok": 1}}})}
+    state = run_engine(body)["executionState"]["token"]
+    assert state["result"]["value"] == {"token": REDACTED, "ok": 1}
+    assert state["status"] == "success"
 
 
 def test_secrets_reach_handlers_but_not_the_response_store_or_log(client, tmp_path):
@@ -72,16 +74,16 @@ def test_secrets_reach_handlers_but_not_the_response_store_or_log(client, tmp_pa
     assert f"pw={REDACTED}" in log
 
 
-def test_error_codes_are_never_redacted_only_messages():
-    redactor = Redactor(["INPUT", "_"])  # "_": too short to be looked for
-    body = {"error": {"code": "NODE_FAILED", "message": "INPUT went wrong"},
-            "executionState": {"a": {"status": "failure", "error": {
-                "code": "INVALID_INPUT", "message": "bad INPUT", "retryable": False}}}}
-    out = redactor.run(body)
-    assert out["error"] == {"code": "NODE_FAILED", "message": f"{REDACTED} went wrong"}
+def test_error_codes_are_never_redacted_only_messages(test_nodes):
+    body = {"definition": definition("root>a", a={
+        "type": "t-fail", "payload": {"code": "INVALID_INPUT"}})}
+    plan = check_request(body, Limits())
+    out = Run(plan, "run_test", redactor=Redactor(["INPUT", "_"])).execute()  # "_": too short
+    assert out["error"]["code"] == "NODE_FAILED"
+    assert out["error"]["message"] == f"Node 'a' failed: failed with INVALID_{REDACTED}"
     assert out["executionState"]["a"]["error"] == {
-        "code": "INVALID_INPUT", "message": f"bad {REDACTED}", "retryable": False}
-
+        "code": "INVALID_INPUT", "message": f"failed with INVALID_{REDACTED}",
+        "retryable": False}
 
 
 # What a request makes sensitive (SPEC §9)
@@ -106,7 +108,7 @@ def test_sensitive_props_take_prop_values_over_definition_props():
                    "sensitivePropKeys": ["pin", "absent"]}
     redactor = Redactor.for_request(definition_, {}, {"pin": "1234-given"})
     assert redactor.text("1234-given visible") == f"{REDACTED} visible"
-    assert Redactor.for_run(definition_, {}).text("0000-default") == REDACTED
+    assert Redactor.for_request(definition_, {}, {}).text("0000-default") == REDACTED
 
 
 def test_values_under_secret_keys_copied_into_other_strings_are_redacted():
