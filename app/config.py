@@ -109,6 +109,12 @@ def defaults() -> dict[str, Any]:
     return {name: default for name, (default, _) in SETTINGS.items()}
 
 
+def default(name: str) -> Any:
+    """One setting's default: for code that runs without the app's settings (tests,
+    direct calls), so no default is written twice."""
+    return SETTINGS[name][0]
+
+
 def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The settings given in the environment, parsed; ``ValueError`` names a bad one."""
     found = {}

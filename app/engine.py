@@ -35,7 +35,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from . import metrics
+from . import config, metrics
 from .expressions import MISSING, Budget, ExpressionError, is_template, resolve
 from .nodes.base import Cancel, NodeContext, NodeError, NodeType, iso, load
 from .plan import Plan, PlanNode
@@ -48,13 +48,6 @@ from .state import NodeState, body_text, dumps, node_view_text, skip_reason
 log = logging.getLogger("app.engine")
 
 NEVER_RETRIED = {"BLOCKED_DESTINATION", "OUTPUT_TOO_LARGE"}
-MIB = 1024 * 1024
-# SPEC §3's size limits, in characters of JSON (each is a setting): a node's resolved
-# input, condition keys included (a short payload could otherwise copy a large result
-# thousands of times into memory); a node's result; the whole answer of a run.
-MAX_INPUT_CHARS = 4 * MIB
-MAX_RESULT_CHARS = 8 * MIB
-MAX_RUN_CHARS = 32 * MIB
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
@@ -104,11 +97,14 @@ class Run:
         self.started_at = time.time() - (now - started)
         self.deadline = started + (plan.timeout_ms or deadline_ms) / 1000
         self.timed_out = False
-        self.too_large = False  # the answer reached MAX_RUN_CHARS: results were dropped
+        self.too_large = False  # the answer reached its size cap: results were dropped
         self.size = 0  # characters of the answer's node entries so far
-        self.max_input = self.settings.get("MAX_INPUT_CHARS", MAX_INPUT_CHARS)
-        self.max_result = self.settings.get("MAX_RESULT_CHARS", MAX_RESULT_CHARS)
-        self.max_run = self.settings.get("MAX_RUN_CHARS", MAX_RUN_CHARS)
+        # SPEC §3's size limits, in characters of JSON: a node's resolved input,
+        # condition keys included (a short payload could otherwise copy a large result
+        # thousands of times into memory); a node's result; the run's whole answer.
+        self.max_input, self.max_result, self.max_run = (
+            self.settings.get(name, config.default(name))
+            for name in ("MAX_INPUT_CHARS", "MAX_RESULT_CHARS", "MAX_RUN_CHARS"))
         self.views: dict[str, str] = {}  # node id → its final entry, as JSON text
         self.scope = Scope(plan, run_id, self.states)
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from . import config
 from .redact import REDACTED, Redactor, is_secret_key
 from .redact import current as redactor  # the name the API sets it by
 
@@ -29,7 +30,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
                                                                         default=None)
 _NO_SECRETS = Redactor()
 
-LINE_MAX_BYTES = 64 * 1024
+LINE_MAX_BYTES = config.default("LOG_LINE_MAX_BYTES")
 TRUNCATED = "…[truncated]"
 # Fields a cut never touches (short, and what a reader sorts and filters by).
 _KEPT = ("ts", "level", "pid")
@@ -255,17 +256,18 @@ def config_dict(settings: Mapping[str, Any]) -> dict:
                    "stream": "ext://sys.stdout"},
     }
     path = settings.get("LOG_FILE")
-    rotation = settings.get("LOG_MAX_BYTES", 10 * 1024 * 1024) if path else 0
+    rotation = settings.get("LOG_MAX_BYTES", config.default("LOG_MAX_BYTES")) if path else 0
     if path:
         handlers["file"] = {
             "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
             "formatter": "json", "filename": path, "encoding": "utf-8",
-            "maxBytes": rotation, "backupCount": settings.get("LOG_BACKUPS", 5),
+            "maxBytes": rotation,
+            "backupCount": settings.get("LOG_BACKUPS", config.default("LOG_BACKUPS")),
         }
     line_max = settings.get("LOG_LINE_MAX_BYTES", LINE_MAX_BYTES)
     if rotation > 0:  # not even one line may be a write larger than the rotation size
         line_max = min(line_max, rotation)
-    level = settings.get("LOG_LEVEL", "INFO")
+    level = settings.get("LOG_LEVEL", config.default("LOG_LEVEL"))
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from .. import config
 from ..jstext import json_length
 from .base import (
     SMALL_ARRAY,
@@ -24,7 +25,6 @@ from .conditions import CHECK_EVERY
 from .values import at_path, check_path, parse_path, present
 
 MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built
-MAX_RESULT_CHARS = 8 * 2**20  # a node's result (SPEC §3), unless the settings say otherwise
 
 
 class Payload(PayloadSchema):
@@ -64,7 +64,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
         raise NodeError("INVALID_INPUT", f"{len(array)} items × {len(names)} fields "
                         f"is more than {MAX_VALUES} values.")
     paths = {name: parse_path(name) for name in names}
-    limit = ctx.settings.get("MAX_RESULT_CHARS", MAX_RESULT_CHARS)
+    limit = ctx.settings.get("MAX_RESULT_CHARS", config.default("MAX_RESULT_CHARS"))
     sizes: dict[int, int] = {}
     length = len('{"values":[]}')
     values: list = []

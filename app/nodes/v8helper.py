@@ -43,12 +43,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+from .. import config
 from .base import NodeContext, NodeError
 
 # Defaults of the settings CODE_HEAP_MIB, CODE_PROCESS_MIB and CODE_MAX_HELPERS.
-HEAP_MIB = 128  # a 15 MiB JSON input, parsed and mapped, peaked at 41 MiB of heap
-PROCESS_MIB = 256  # a helper in all, enforced by the OS; an idle one is about 67 MB
-MAX_HELPERS = 4  # attempts of one worker at once
+HEAP_MIB = config.default("CODE_HEAP_MIB")  # a 15 MiB JSON input peaked at 41 MiB of heap
+PROCESS_MIB = config.default("CODE_PROCESS_MIB")  # a helper in all; an idle one ~67 MB
+MAX_HELPERS = config.default("CODE_MAX_HELPERS")  # attempts of one worker at once
 # An idle helper holds about 65 MB; a call costs about 8 ms on a warm helper
 # and a new helper about 0.2 s more (Python and V8 start), measured on 2 cores.
 MAX_IDLE_HELPERS = 2
