@@ -28,6 +28,7 @@ from urllib.parse import quote, quote_plus
 import ahocorasick_rs
 
 from .jstext import stringify, to_text
+from .ticks import Tick, idle, ticks
 
 REDACTED = "[redacted]"
 SECRET_SUFFIXES = ("authorization", "cookie", "password", "passwd", "passphrase", "secret",
@@ -35,7 +36,6 @@ SECRET_SUFFIXES = ("authorization", "cookie", "password", "passwd", "passphrase"
                    "credentials", "mnemonic", "seedphrase", "accesskey")
 MIN_CHARS = 4  # shorter values would take ordinary words and numbers out of every text
 MAX_PATTERN_CHARS = 1 << 20  # about half a second to build the automaton, 40 MB at most
-CHECK_EVERY = 1000  # values visited between two calls of value()'s check
 
 # How app/outbound/urls.py quotes a URL's path and its query.
 _URL_SAFE = ("/%:@!$&'()*+,;=~", "/?%:@!$&'()*+,;=~")
@@ -129,13 +129,13 @@ class Redactor:
 
     def value(self, value: Any, check: Callable[[], None] | None = None) -> Any:
         """A redacted copy of a JSON value; ``check()``, when given, is called every
-        ``CHECK_EVERY`` values visited (it raises to stop at the run's deadline)."""
-        tick = _Ticker(check) if check is not None else None
+        ``ticks.CHECK_EVERY`` values visited (it raises to stop at the run's deadline)."""
+        tick = ticks(check) if check is not None else None
         if self._matcher is None:
             return _secret_keys_only(value, tick)  # most runs: no sensitive values
-        return self._value(value, tick or _Ticker(_nothing))
+        return self._value(value, tick or idle)
 
-    def _value(self, value: Any, tick: _Ticker) -> Any:
+    def _value(self, value: Any, tick: Tick) -> Any:
         tick()
         if isinstance(value, str):
             return self.text(value)
@@ -151,26 +151,7 @@ class Redactor:
 
 
 
-class _Ticker:
-    """Calls ``check`` once every ``CHECK_EVERY`` calls."""
-
-    __slots__ = ("check", "left")
-
-    def __init__(self, check: Callable[[], None]):
-        self.check, self.left = check, CHECK_EVERY
-
-    def __call__(self) -> None:
-        self.left -= 1
-        if not self.left:
-            self.left = CHECK_EVERY
-            self.check()
-
-
-def _nothing() -> None:
-    pass
-
-
-def _secret_keys_only(value: Any, tick: _Ticker | None = None) -> Any:
+def _secret_keys_only(value: Any, tick: Tick | None = None) -> Any:
     """``value()`` with only secret keys to redact: scalars are kept as they are without
     a call each (this runs over every node's input and result); ticks per container."""
     if isinstance(value, dict):

@@ -11,6 +11,7 @@ from app import redact
 from app.engine import Run
 from app.jstext import stringify
 from app.redact import REDACTED, Redactor, clip, is_secret_key
+from app.ticks import CHECK_EVERY
 from app.validation import Limits, check_request
 from tests.helpers import DEV_AUTH, definition, post_run, run_engine
 
@@ -249,7 +250,7 @@ def test_value_calls_check_while_it_walks_and_stops_when_check_raises(sensitive)
     value = [{"a": [str(i)]} for i in range(3000)]
     calls = []
     redactor.value(value, check=lambda: calls.append(1))
-    assert len(calls) >= 3000 * 2 // redact.CHECK_EVERY
+    assert len(calls) >= 3000 * 2 // CHECK_EVERY
 
     def deadline():
         raise TimeoutError

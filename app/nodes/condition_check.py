@@ -18,11 +18,10 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ..expressions import is_template
+from ..ticks import CHECK_EVERY, Tick, idle, ticks
 
-Tick = Callable[[int], None]  # pays for units of work; may raise NodeError TIMEOUT
-
-# Work between two cancellation checks: ~1000 comparisons, well under a millisecond.
-CHECK_EVERY = 1000
+__all__ = ["CHECK_EVERY", "LOGICAL", "OPERATOR_NAMES", "ConditionError", "Tick", "check",
+           "idle", "literal_validator", "ticks"]
 
 LOGICAL = ("$and", "$or")
 # In the order an error message lists them; ``conditions.OPERATORS`` implements each.
@@ -36,23 +35,6 @@ _NEEDS_BOOL = {"$exists", "$notExists"}
 
 class ConditionError(ValueError):
     """A malformed condition; the message says where and why."""
-
-
-def ticks(check: Callable[[], None]) -> Tick:
-    """A ``Tick`` that calls ``check`` (``NodeContext.check``) once per ~``CHECK_EVERY`` units."""
-    left = CHECK_EVERY
-
-    def tick(units: int = 1) -> None:
-        nonlocal left
-        left -= units
-        if left <= 0:
-            left = CHECK_EVERY
-            check()
-    return tick
-
-
-def idle(units: int = 1) -> None:
-    """The ``Tick`` of callers without a deadline."""
 
 
 def _never(value: Any) -> bool:

@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 from ..expressions import Segment
 from ..jstext import to_text
 from ..textcache import cache_short_texts
+from ..ticks import CHECK_EVERY
 from .base import (
     MAX_TEXT_CHARS,
     SMALL_ARRAY,
@@ -27,7 +28,6 @@ from .base import (
     Str,
     result_object,
 )
-from .conditions import CHECK_EVERY
 from .values import ITEM_HOLE, at_path, parse_path, present
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
@@ -13,6 +13,7 @@ from marshmallow import ValidationError, validate
 from .. import outbound
 from ..jsonbody import loads_strict
 from ..jstext import to_text
+from ..ticks import every
 from .base import (
     Any_,
     Bool,
@@ -34,7 +35,6 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 USER_AGENT = "workflow-runner/0.1"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header name
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
-CHECK_EVERY = 1000  # items between two cancellation checks
 
 
 def _scalar(value: Any) -> bool:
@@ -108,29 +108,21 @@ def run(data: dict, ctx: NodeContext) -> dict:
 def with_query(url: str, query: dict, check: Callable[[], None] = lambda: None) -> str:
     """``url`` with ``query`` merged in; its keys replace the same keys already there.
 
-    ``check`` is called every ``CHECK_EVERY`` items (``NodeContext.check``).
+    ``check`` is called every ``ticks.CHECK_EVERY`` items (``NodeContext.check``).
     """
     outbound.parse_url(url)  # INVALID_INPUT before anything else happens
     if not query:
         return url
     parts = urlsplit(url.strip())
-    kept = [p for p in _every(parts.query.split("&"), check)
+    kept = [p for p in every(parts.query.split("&"), check)
             if p and unquote_plus(p.split("=", 1)[0]) not in query]
     added = [f"{_quoted(name, name)}={_quoted(to_text(item), name)}"
-             for name, item in _every(_pairs(query), check)]
+             for name, item in every(_pairs(query), check)]
     return urlunsplit(parts._replace(query="&".join(kept + added)))
 
 
 def _quoted(value: str, name: str) -> str:
     return quote(outbound.check_text(value, f"Query parameter {name!r}"), safe="")
-
-
-def _every(items: Iterable, check: Callable[[], None]) -> Iterator:
-    """``items``, calling ``check`` before the first and then every ``CHECK_EVERY``."""
-    for count, item in enumerate(items):
-        if count % CHECK_EVERY == 0:
-            check()
-        yield item
 
 
 def _pairs(query: dict) -> Iterator[tuple[str, Any]]:
@@ -147,7 +139,7 @@ def request_headers(headers: dict, check: Callable[[], None] = lambda: None) -> 
     naming the header otherwise, before anything is sent.
     """
     out = {name: _header_value(name, to_text(value))
-           for name, value in _every(headers.items(), check)}
+           for name, value in every(headers.items(), check)}
     if not any(name.lower() == "user-agent" for name in out):
         out["User-Agent"] = USER_AGENT
     return out

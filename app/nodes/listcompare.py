@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..ticks import CHECK_EVERY
 from .base import Arr, NodeError, PayloadSchema, Str
-from .conditions import CHECK_EVERY
 from .values import at_path, check_path, number, parse_path
 
 

@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from .. import config
 from ..jstext import json_length
+from ..ticks import CHECK_EVERY
 from .base import (
     SMALL_ARRAY,
     Arr,
@@ -21,7 +22,6 @@ from .base import (
     Str,
     result_object,
 )
-from .conditions import CHECK_EVERY
 from .values import at_path, check_path, parse_path, present
 
 MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built
