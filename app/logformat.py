@@ -1,0 +1,135 @@
+"""A log record as one JSON line: redacted, tagged with its request, bounded in size.
+
+Every record carries the request id of the request it belongs to (a context
+variable that the engine copies into node threads), and its text goes through
+the redactor of the run it belongs to (``redactor``, set by the API).
+
+Sizes are bounded (SPEC §3): a line is at most ``LOG_LINE_MAX_BYTES`` of
+UTF-8, its longest values cut and marked ``…[truncated]``, after redaction.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import config
+from .redact import REDACTED, Redactor, is_secret_key
+from .redact import current as redactor  # the name the API sets it by
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
+                                                                        default=None)
+_NO_SECRETS = Redactor()
+
+LINE_MAX_BYTES = config.default("LOG_LINE_MAX_BYTES")
+TRUNCATED = "…[truncated]"
+# Fields a cut never touches (short, and what a reader sorts and filters by).
+_KEPT = ("ts", "level", "pid")
+
+# Attributes every LogRecord has; anything else was passed in ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, requestId, extras."""
+
+    def __init__(self, line_max_bytes: int = LINE_MAX_BYTES):
+        super().__init__()
+        self.line_max_bytes = line_max_bytes
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Each handler (stdout, the file) formats the record: write it once.
+        cached = record.__dict__.get("_json")
+        if cached is None:
+            cached = record.__dict__["_json"] = self._format(record)
+        return cached
+
+    def _format(self, record: logging.LogRecord) -> str:
+        redact = redactor.get() or _NO_SECRETS
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact.text(record.getMessage()),
+            "pid": record.process,
+        }
+        rid = getattr(record, "requestId", None) or request_id.get()
+        if rid:
+            entry["requestId"] = rid
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry and not key.startswith("_"):
+                entry[key] = REDACTED if is_secret_key(key) else redact.value(value)
+        if record.exc_info:
+            entry["exception"] = redact.text(self.formatException(record.exc_info))
+        # The bound is in bytes of the UTF-8 line, what the file receives.
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        escaped = False
+        if line.isascii():  # most lines (a flag of the string): a byte a character
+            size = len(line)
+        else:
+            try:
+                size = len(line.encode("utf-8"))
+            except UnicodeEncodeError:  # a lone surrogate (valid in JSON text): escape it
+                line = json.dumps(entry, default=str)
+                size, escaped = len(line), True
+        if size > self.line_max_bytes:  # values were redacted above: now cut them
+            line = _cut_line(entry, self.line_max_bytes, escaped)
+        return line
+
+
+def _cut_line(entry: dict[str, Any], limit: int, escaped: bool) -> str:
+    """``entry`` as a line of at most ``limit`` bytes: every field but ``_KEPT``
+    shares what the fixed part leaves, the shortest first, so short fields
+    (``requestId``, ``runId``) stay whole and only the long ones are cut.
+
+    ``escaped``: the line is written in ASCII, as ``_format`` does for one that
+    holds a lone surrogate (every character is then a byte)."""
+    # A character takes a byte at least: what lies past ``limit`` is cut anyway.
+    entry = {key: value[:limit + 1] if isinstance(value, str) else value
+             for key, value in entry.items()}
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, default=str, ensure_ascii=escaped)
+
+    def size(text: str) -> int:
+        return len(text) if escaped else len(text.encode("utf-8"))
+
+    values = {key: dumps(value) for key, value in entry.items() if key not in _KEPT}
+    skeleton = {key: "" if key in values else value for key, value in entry.items()}
+    room = limit - size(dumps(skeleton))
+    cut = dict(entry)
+    by_size = sorted(values, key=lambda key: len(values[key]))
+    for index, key in enumerate(by_size):
+        share = room // (len(by_size) - index)
+        cost = size(values[key]) - 2  # its text beyond the skeleton's ""
+        if cost > share:
+            value = entry[key]
+            cut[key] = _prefix(value if isinstance(value, str) else values[key], share,
+                               lambda text: size(dumps(text)) - 2)
+            cost = size(dumps(cut[key])) - 2
+        room -= cost
+    if room >= 0:
+        return dumps(cut)
+    # So many fields that their names alone do not fit: keep only the main ones.
+    main = {key: entry[key] for key in ("ts", "level", "logger", "message", "pid", "requestId")
+            if key in entry}
+    if len(main) == len(entry):
+        return dumps(cut)  # a limit below any line's size: the nearest we can do
+    main["message"] = f"{main.get('message', '')} {TRUNCATED}"
+    return _cut_line(main, limit, escaped)
+
+
+def _prefix(text: str, budget: int, cost: Callable[[str], int]) -> str:
+    """The longest prefix of ``text`` that, marked, costs at most ``budget``."""
+    low, high = 0, min(len(text), budget)  # every character costs at least one byte
+    while low < high:  # a binary search: an escape or a wide character costs more than one
+        middle = (low + high + 1) // 2
+        if cost(text[:middle] + TRUNCATED) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + TRUNCATED

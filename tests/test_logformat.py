@@ -1,0 +1,100 @@
+"""The JSON-lines formatter: a record as one line, redacted, cut to a bound."""
+from __future__ import annotations
+
+import json
+import logging
+
+from app import redact
+from app.logformat import TRUNCATED, JsonFormatter, request_id
+
+
+def record(message: str, **extra) -> logging.LogRecord:
+    entry = logging.LogRecord("app.test", logging.INFO, __file__, 1, message, None, None)
+    entry.__dict__.update(extra)
+    return entry
+
+
+def test_one_json_object_per_line_with_request_id_and_extras():
+    token = request_id.set("req-7")
+    try:
+        line = JsonFormatter().format(record("hello é", runId="run_1", apiKey="s3cr3t"))
+    finally:
+        request_id.reset(token)
+    entry = json.loads(line)
+    assert "\n" not in line and "é" in line
+    assert (entry["message"], entry["requestId"], entry["runId"]) == ("hello é", "req-7", "run_1")
+    assert entry["level"] == "INFO" and entry["ts"].endswith("Z")
+    assert entry["apiKey"] == "[redacted]"
+
+
+def test_log_lines_stay_encodable_with_lone_surrogates():
+    line = JsonFormatter().format(record("a\ud800b é"))
+    line.encode("utf-8")  # what the stdout and file handlers do; a raw surrogate fails here
+    assert json.loads(line)["message"] == "a\ud800b é"
+
+
+# A line is at most LOG_LINE_MAX_BYTES of UTF-8, its long values cut after redaction.
+
+def test_a_long_line_is_cut_to_64_kib_and_stays_one_json_object():
+    token = request_id.set("req-long")
+    try:
+        line = JsonFormatter().format(record(
+            'é"\n😀' * 40_000, runId="run_1", nodeId="a", big={"k": ["v" * 100_000]}))
+    finally:
+        request_id.reset(token)
+    assert len(line.encode("utf-8")) <= 64 * 1024 and "\n" not in line
+    entry = json.loads(line)
+    assert (entry["requestId"], entry["runId"], entry["nodeId"]) == ("req-long", "run_1", "a")
+    assert (entry["level"], entry["logger"]) == ("INFO", "app.test") and entry["ts"].endswith("Z")
+    assert entry["message"].startswith('é"\n😀é"\n😀') and entry["message"].endswith(TRUNCATED)
+    assert entry["big"].startswith('{"k": ["vvv') and entry["big"].endswith(TRUNCATED)
+    assert len(line.encode("utf-8")) > 60 * 1024  # cut to the bound, not far below it
+
+
+def test_a_short_line_is_not_cut():
+    line = JsonFormatter(line_max_bytes=1024).format(record("x" * 800, runId="run_1"))
+    assert json.loads(line)["message"] == "x" * 800
+
+
+def test_a_long_line_with_a_lone_surrogate_stays_within_the_bound():
+    line = JsonFormatter(line_max_bytes=4096).format(record("\ud800é" * 10_000))
+    line.encode("utf-8")
+    assert len(line) <= 4096 and json.loads(line)["message"].startswith("\ud800é\ud800é")
+
+
+def test_a_line_with_too_many_fields_keeps_the_main_ones():
+    extras = {f"field_number_{i:04d}": i for i in range(200)}
+    token = request_id.set("req-9")
+    try:
+        line = JsonFormatter(line_max_bytes=1024).format(record("hello", **extras))
+    finally:
+        request_id.reset(token)
+    entry = json.loads(line)
+    assert len(line.encode("utf-8")) <= 1024
+    assert (entry["message"], entry["requestId"]) == (f"hello {TRUNCATED}", "req-9")
+
+
+def test_text_is_redacted_before_it_is_cut():
+    secret = "hunter2-correct-horse-battery"
+    formatter = JsonFormatter(line_max_bytes=1024)
+    token = redact.current.set(redact.Redactor([secret]))
+    try:
+        # Somewhere in this range the cut falls inside the secret.
+        lines = [formatter.format(record("a" * size + secret + "b" * 2000))
+                 for size in range(850, 1000, 3)]
+    finally:
+        redact.current.reset(token)
+    for line in lines:
+        assert len(line.encode("utf-8")) <= 1024
+        cut = json.loads(line)["message"].removesuffix(TRUNCATED)
+        assert not any(cut.endswith(secret[:n]) for n in range(3, len(secret) + 1))
+
+
+def test_the_formatter_redacts_with_redact_current():
+    token = redact.current.set(redact.Redactor(["s3cr3t-value"]))
+    try:
+        line = JsonFormatter().format(record("key s3cr3t-value", note="s3cr3t-value!"))
+    finally:
+        redact.current.reset(token)
+    assert (json.loads(line)["message"], json.loads(line)["note"]) == (
+        "key [redacted]", "[redacted]!")
