@@ -30,8 +30,9 @@ run: install
 	$(BIN)/flask --app wsgi token seed-dev
 	GUNICORN_RELOAD=1 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-## The whole suite: unit and HTTP tests, then the curl smoke test on real gunicorn.
-test: unit smoke
+## The whole suite: lint (style and which way imports run), unit and HTTP tests, then
+## the curl smoke test on real gunicorn.
+test: lint unit smoke
 
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest
@@ -60,8 +61,10 @@ soak: $(VENV)/.installed-test
 hostile: $(VENV)/.installed-test
 	$(BIN)/python -m bench.hostile
 
+## Style (ruff) and the import contracts of setup.cfg (lint-imports).
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check app tests wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check app tests bench wsgi.py gunicorn.conf.py
+	$(BIN)/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -15,9 +15,10 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from . import config as config_module
 from . import openapi, runs
-from .errors import CODE_MESSAGES, DUPLICATE_RUN_ID, ApiError, error_response
+from .errors import ApiError, error_response
 from .jsonbody import parse_json, read_body
-from .validation import Invalid, Limits, check_request
+from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
+from .validation import Limits, check_request
 
 bp = Blueprint("api", __name__)
 
@@ -72,9 +73,9 @@ def _limits() -> Limits:
 @bp.post("/runs/sync")
 def run_sync():
     """Validate, then the run's life (``runs.run``); its refusals as error answers."""
-    plan = check_request(g.body, _limits())
+    run_request = check_request(g.body, _limits())
     try:
-        outcome = runs.run(current_app.extensions["store"], _run_settings(), plan,
+        outcome = runs.run(current_app.extensions["store"], _run_settings(), run_request,
                            g.token.id, g.request_id, g.received)
     except runs.DuplicateRun as duplicate:
         raise ApiError(400, DUPLICATE_RUN_ID, "runId already used", errors={
@@ -113,7 +114,7 @@ def get_run(run_id: str):
 @bp.post("/workflows/validate")
 def validate_workflow():
     """Every check of SPEC §2, nothing run, nothing charged."""
-    plan = check_request(g.body, _limits(), validate_only=True)
+    plan = check_request(g.body, _limits(), validate_only=True).plan
     return jsonify({"valid": True, "nodeCount": len(plan.nodes), "levels": plan.levels})
 
 

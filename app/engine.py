@@ -1,4 +1,4 @@
-"""Running a checked ``Plan`` (SPEC §3): the design of scheduling.
+"""Running a checked ``RunRequest`` (SPEC §3): the design of scheduling.
 
 One scheduling thread (the request's) owns every piece of run state. Handlers
 run on pool threads and hand back ``(node_id, attempt, outcome)`` through a
@@ -22,64 +22,37 @@ timer firing, or the run deadline. Invariants:
 """
 from __future__ import annotations
 
-import functools
 import heapq
-import json
-import logging
-import os
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError
 
 from . import config, metrics
-from .expressions import MISSING, Budget, ExpressionError, is_template, resolve
-from .nodes.base import Cancel, NodeContext, NodeError, NodeType, iso, load
-from .plan import Plan, PlanNode
+from .attempts import call, condition_keys, limit_ms, node_logger, retry_wait_ms, run_pooled, until
+from .dialect import flatten, load
+from .expressions import MISSING, Budget, ExpressionError, resolve
+from .jstext import iso
+from .nodes.base import Cancel, NodeContext, NodeError
+from .plan import RunRequest
 from .pool import pool
 from .redact import Redactor
-from .schemas import flatten
 from .scope import Scope
-from .state import NodeState, body_text, dumps, node_view_text, skip_reason
-
-log = logging.getLogger("app.engine")
-
-NEVER_RETRIED = {"BLOCKED_DESTINATION", "OUTPUT_TOO_LARGE"}
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def new_run_id() -> str:
-    """``run_`` + a ULID in lowercase: 48 bits of milliseconds, then 80 random bits."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "run_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A finished run: its body as JSON text, and the summary the caller logs and counts."""
-
-    text: str
-    status: str
-    total_cu: int
-    duration_ms: int
-    error: dict | None
-    nodes: list[tuple[str, str]]  # (type, status) of every node, for the metrics
-
-    def body(self) -> dict:
-        return json.loads(self.text)
+from .state import NodeState, Outcome, RunBody, dumps, skip_reason, summary
 
 
 class Run:
     """The state of one run; only the thread that calls ``run`` mutates it."""
 
-    def __init__(self, plan: Plan, run_id: str, settings: dict | None = None,
+    def __init__(self, request: RunRequest, run_id: str, settings: dict | None = None,
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  started: float | None = None):
-        self.plan, self.run_id, self.settings = plan, run_id, settings or {}
+        plan = request.plan
+        self.request, self.plan, self.run_id = request, plan, run_id
+        self.settings = settings or {}
         self.redactor = redactor or Redactor()
         # Told the started attempts before attempts that can act outside the process
         # start, so a worker killed mid-run is still charged for them (SPEC §3).
@@ -95,23 +68,23 @@ class Run:
         now = time.monotonic()
         started = now if started is None else min(started, now)
         self.started_at = time.time() - (now - started)
-        self.deadline = started + (plan.timeout_ms or deadline_ms) / 1000
+        self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
         self.timed_out = False
-        self.too_large = False  # the answer reached its size cap: results were dropped
-        self.size = 0  # characters of the answer's node entries so far
         # SPEC §3's size limits, in characters of JSON: a node's resolved input,
         # condition keys included (a short payload could otherwise copy a large result
         # thousands of times into memory); a node's result; the run's whole answer.
-        self.max_input, self.max_result, self.max_run = (
+        self.max_input, self.max_result, max_run = (
             self.settings.get(name, config.default(name))
             for name in ("MAX_INPUT_CHARS", "MAX_RESULT_CHARS", "MAX_RUN_CHARS"))
-        self.views: dict[str, str] = {}  # node id → its final entry, as JSON text
-        self.scope = Scope(plan, run_id, self.states)
+        self.body = RunBody(max_run)
+        self.scope = Scope(request, run_id, self.states)
 
     @property
     def started_attempts(self) -> int:
-        """Attempts started so far: what the run is charged (SPEC §8)."""
-        return sum(s.attempts for n, s in self.states.items() if n != "root")
+        """What the attempts started so far cost: what the run is charged (SPEC §8)."""
+        nodes = self.plan.nodes
+        return sum(s.attempts * nodes[n].node_type.cu_per_attempt
+                   for n, s in self.states.items() if s.attempts)
 
     # -- the loop ------------------------------------------------------------
 
@@ -178,10 +151,11 @@ class Run:
         state = self.states["root"]
         state.started = state.finished = time.time()
         root_payload = resolve(self.plan.nodes["root"].payload, self.scope.lookup)
-        state.result = {**root_payload, **self.plan.payload, "triggeredAt": iso(state.started)}
+        state.result = {**root_payload, **self.request.payload,
+                        "triggeredAt": iso(state.started)}
         state.status = "success"
         try:
-            state.result_text = self._text(state.result, _until(self.deadline))
+            state.result_text = self._text(state.result, until(self.deadline))
         except NodeError:  # the deadline passed already: the payload is not shown
             state.result_text = None
         self._settled("root")
@@ -199,11 +173,11 @@ class Run:
                 self.on_progress(self.started_attempts)
             for node_id, data, ctx in pooled:
                 node = self.plan.nodes[node_id]
-                pool().submit(_run_pooled, node, data, ctx, self.states[node_id].attempts,
+                pool().submit(run_pooled, node, data, ctx, self.states[node_id].attempts,
                               self.outcomes, self._result_text, cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
             if time.monotonic() < self.deadline:
-                outcome, text = _call(self.plan.nodes[node_id], data, ctx, self._result_text)
+                outcome, text = call(self.plan.nodes[node_id], data, ctx, self._result_text)
                 if time.monotonic() < self.deadline:
                     self._finish_attempt(node_id, outcome, text)
                     continue
@@ -216,14 +190,14 @@ class Run:
         (pooled handlers first, then inline ones on this thread), or None."""
         node, state = self.plan.nodes[node_id], self.states[node_id]
         state.begin_attempt(time.time(), time.monotonic())
-        until = _until(self.deadline)
+        check = until(self.deadline)
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
-            budget = Budget(self.max_input, until)
+            budget = Budget(self.max_input, check)
             value = resolve(node.payload, self.scope.lookup, budget)
-            state.input_text, state.input = self._text(value, until), value
+            state.input_text, state.input = self._text(value, check), value
             data = load(node.node_type.payload, state.input)
-            keys = _condition_keys(node.node_type, data, self.scope.resolve_key, budget)
+            keys = condition_keys(node, data, self.scope.resolve_key, budget)
         except ExpressionError as error:
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
             return None
@@ -237,28 +211,16 @@ class Run:
             return None
         # Exactly the run deadline when that comes first, so the deadline (not the
         # attempt's limit a few microseconds before it) decides: RUN_TIMEOUT.
-        limit = min(self.deadline, time.monotonic() + self._limit_ms(node, data) / 1000)
+        limit = min(self.deadline, time.monotonic() + limit_ms(node, data) / 1000)
         inline = node.node_type.runs_inline(data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler is bounded by ctx.check() against its limit
                           cancelled=_NEVER_CANCELLED if inline else Cancel(),
                           settings=self.settings, resolve=keys,
-                          logger=_node_logger(node.type))
+                          logger=node_logger(node.type))
         if not inline:
             self.running[node_id] = (state.attempts, limit, ctx.cancelled)
         return node_id, data, ctx
-
-    def _limit_ms(self, node: PlanNode, data: dict) -> float:
-        """The smallest of the node's, the payload's and the type's limits (the run's
-        deadline is applied by the caller)."""
-        node_type = node.node_type
-        limits = [node_type.max_timeout_ms]
-        if node.timeout_ms:
-            limits.append(node.timeout_ms)
-        own = node_type.timeout_field
-        if own and isinstance(data.get(own), (int, float)):
-            limits.append(data[own])
-        return max(0.0, min(limits))
 
     # -- what leaves the process ---------------------------------------------
 
@@ -293,26 +255,14 @@ class Run:
         state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
             metrics.BLOCKED.inc()
-        start_at = self._next_attempt_at(node, state, outcome)
-        if start_at is not None:
+        wait_ms = retry_wait_ms(node, state.attempts, outcome)
+        start_at = None if wait_ms is None else time.monotonic() + wait_ms / 1000
+        if start_at is not None and start_at < self.deadline:
             heapq.heappush(self.timers, (start_at, node_id))
             return
         state.status = "failure"
         self._settled(node_id)
         self._settle_children(node_id)
-
-    def _next_attempt_at(self, node: PlanNode, state: NodeState, error: NodeError):
-        """When to retry (monotonic), or None when the node fails now."""
-        retry = node.retry
-        if not retry or state.attempts >= retry["maxAttempts"] or error.code in NEVER_RETRIED:
-            return None
-        retry_on = retry.get("retryOn")
-        if not (error.code in retry_on if retry_on is not None else error.retryable):
-            return None
-        wait_ms = min(retry["initialDelayMs"] * retry["backoffRate"] ** (state.attempts - 1),
-                      retry["maxDelayMs"])
-        start_at = time.monotonic() + wait_ms / 1000
-        return start_at if start_at < self.deadline else None
 
     def _settle_children(self, node_id: str) -> None:
         """Each child whose parents are now all final runs or is skipped, recursively."""
@@ -333,17 +283,8 @@ class Run:
                     todo.append(child_id)
 
     def _settled(self, node_id: str) -> None:
-        """A node is final: write its entry now, within the run's size cap (SPEC §3)."""
-        node, state = self.plan.nodes[node_id], self.states[node_id]
-        view = node_view_text(node, state)
-        if self.size + len(view) > self.max_run and state.result_text is not None:
-            self.too_large, state.result_text = True, None  # the result that pushed it over
-            view = node_view_text(node, state)
-        if self.size + len(view) > self.max_run and state.input_text is not None:
-            self.too_large, state.input_text = True, None
-            view = node_view_text(node, state)
-        self.size += len(view)
-        self.views[node_id] = view
+        """A node is final: its entry is written now, within the run's size cap."""
+        self.body.settle(self.plan.nodes[node_id], self.states[node_id])
 
     def _hit_deadline(self) -> None:
         self.timed_out = True
@@ -370,9 +311,9 @@ class Run:
                   if s.status == "failure" and not self.plan.nodes[n].continue_on_error]
         if self.timed_out:
             error = {"code": "RUN_TIMEOUT", "message": "The run deadline passed."}
-        elif self.too_large:
+        elif self.body.too_large:
             error = {"code": "RUN_TOO_LARGE", "message": (
-                f"The run's answer reached its limit of {self.max_run} characters; the "
+                f"The run's answer reached its limit of {self.body.max_chars} characters; the "
                 "results that did not fit were left out.")}
         elif failed:
             first = min(failed, key=lambda n: self.states[n].finished)
@@ -384,74 +325,11 @@ class Run:
         else:
             error = None
         duration_ms = round((time.time() - self.started_at) * 1000)
-        summary = {"runId": self.run_id, "status": "failure" if error else "success",
-                   "durationMs": duration_ms, "totalCu": self.started_attempts,
-                   "error": error}
-        views = [(node_id, self.views[node_id]) for node_id in self.plan.nodes]
-        return Outcome(body_text(summary, views), summary["status"], summary["totalCu"],
-                       duration_ms, error,
+        status, total_cu = "failure" if error else "success", self.started_attempts
+        text = self.body.text(summary(self.run_id, status, duration_ms, total_cu, error),
+                              self.plan.nodes)
+        return Outcome(text, status, total_cu, duration_ms, error,
                        [(node.type, self.states[n].status) for n, node in self.plan.nodes.items()])
 
 
 _NEVER_CANCELLED = Cancel()
-
-
-def _until(deadline: float) -> Callable[[], None]:
-    """A check that raises TIMEOUT once ``deadline`` (monotonic) has passed."""
-    def check() -> None:
-        if time.monotonic() >= deadline:
-            raise NodeError("TIMEOUT", "The run deadline passed.", True)
-    return check
-
-
-def _condition_keys(node_type: NodeType, data: dict, resolve_key: Callable[[str], Any],
-                    budget: Budget) -> Callable[[str], Any]:
-    """The condition keys of ``data`` that hold expressions, resolved now within the
-    input's budget (SPEC §3: condition keys count in it); a lookup for the handler."""
-    fields = node_type.condition_fields
-    resolved: dict[str, Any] = {}
-    stack = [data[name] for name in fields if name in data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if is_template(key):
-                    try:
-                        found = resolve_key(key, budget)
-                    except ExpressionError as error:
-                        raise ExpressionError(f"condition key {key!r}: {error}") from None
-                    resolved[key] = found
-                stack.append(item)
-        elif isinstance(value, list):
-            stack.extend(value)
-    return lambda key: resolved.get(key, key)  # no holes: the text as written
-
-
-@functools.cache
-def _node_logger(node_type: str) -> logging.Logger:
-    return logging.getLogger(f"app.nodes.{node_type}")
-
-
-def _call(node: PlanNode, data: dict, ctx: NodeContext,
-          text_of: Callable[[Any, Callable[[], None]], str]) -> tuple[Any, str | None]:
-    """A handler's outcome as a value — its result, or a ``NodeError`` — and the result's
-    text as it leaves the process (redacted, size-checked, within the attempt's limit)."""
-    try:
-        result = node.node_type.run(data, ctx)
-        if ctx.cancelled.is_set():
-            raise NodeError("TIMEOUT", "The attempt exceeded its time limit.", True)
-        return result, text_of(result, ctx.check)
-    except NodeError as error:
-        return error, None
-    except UnicodeError:  # a value that cannot be encoded (an unpaired surrogate)
-        return NodeError("INVALID_INPUT", "A value is not valid Unicode (an unpaired "
-                         "surrogate) and cannot be encoded."), None
-    except Exception:  # a bug in a handler must not become a 500 or a traceback
-        log.exception("node handler raised", extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
-        return NodeError("INTERNAL", f"Node type {node.type!r} failed unexpectedly."), None
-
-
-def _run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
-                outcomes: queue.SimpleQueue, text_of) -> None:
-    outcome, text = _call(node, data, ctx, text_of)
-    outcomes.put((node.id, attempt, outcome, text, time.monotonic()))

@@ -25,21 +25,6 @@ HTTP_CODES = {
     503: (503000, "Service unavailable"),
 }
 
-# Validation codes, in the order that picks the envelope's ``code`` (SPEC §2).
-ROOT_NOT_MANUAL = 400229
-INVALID_DEFINITION = 400228
-INVALID_PAYLOAD = 400230
-INVALID_RUN_ID = 400078
-DUPLICATE_RUN_ID = 400079
-CODE_PRECEDENCE = (ROOT_NOT_MANUAL, INVALID_DEFINITION, INVALID_PAYLOAD, INVALID_RUN_ID)
-CODE_MESSAGES = {
-    ROOT_NOT_MANUAL: "Root node must be of type 'manual'",
-    INVALID_DEFINITION: "Invalid workflow definition",
-    INVALID_PAYLOAD: "Invalid payload",
-    INVALID_RUN_ID: "Malformed runId",
-}
-
-
 class ApiError(Exception):
     """An error response: HTTP status, our code, message and extra body fields."""
 

@@ -1,6 +1,7 @@
 """Pure graph helpers over ``{node_id: [child_id, …]}`` mappings."""
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 
 Edges = Mapping[str, Sequence[str]]
@@ -89,15 +90,17 @@ def topological(edges: Edges) -> list[str]:
     """Kahn's order of an acyclic graph, ties broken by position in ``edges``."""
     parents = parents_of(edges)
     waiting = {n: len(p) for n, p in parents.items()}
-    position = {n: i for i, n in enumerate(edges)}
-    order, ready = [], sorted((n for n, w in waiting.items() if w == 0), key=position.get)
+    names = list(edges)  # position → node
+    position = {n: i for i, n in enumerate(names)}
+    ready = [position[n] for n, w in waiting.items() if w == 0]
+    heapq.heapify(ready)
+    order = []
     while ready:
-        node = ready.pop(0)
+        node = names[heapq.heappop(ready)]
         order.append(node)
         for child in edges[node]:
             if child in waiting:
                 waiting[child] -= 1
                 if waiting[child] == 0:
-                    ready.append(child)
-        ready.sort(key=position.get)
+                    heapq.heappush(ready, position[child])
     return order

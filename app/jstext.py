@@ -1,4 +1,5 @@
-"""JSON values written into text the way JavaScript writes them (SPEC §4's text rules).
+"""JSON values written into text the way JavaScript writes them (SPEC §4's text rules),
+and times written as SPEC §1's timestamps.
 
 Strings as they are, numbers in their shortest round-trip form with
 JavaScript's exponent rules (``2.0`` → ``2``, ``1e21`` → ``1e+21``), booleans
@@ -7,9 +8,11 @@ non-ASCII written as is — like ``String(x)`` and ``JSON.stringify(x)``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -139,3 +142,20 @@ def number_to_text(number: float) -> str:
     e = n - 1
     tail = ("." + digits[1:]) if k > 1 else ""
     return f"{sign}{digits[0]}{tail}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def iso_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and ``Z``."""
+    return iso(time.time())
+
+
+def iso(epoch_seconds: float) -> str:
+    """``epoch_seconds`` as ISO 8601 UTC with milliseconds and ``Z``."""
+    whole = int(epoch_seconds)
+    millis = int((epoch_seconds - whole) * 1000)
+    return _iso_seconds(whole) + f".{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_seconds(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))

@@ -9,8 +9,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
 from . import schemas
+from .dialect import Arr, Bool, Int, Num, Obj, Str
 from .nodes import NODE_TYPES
-from .nodes.base import Arr, Bool, Int, NodeType, Num, Obj, Str
+from .nodes.base import NodeType
 
 bp = Blueprint("openapi", __name__)
 

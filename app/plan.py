@@ -1,9 +1,21 @@
-"""What validation hands the engine: a checked definition, its nodes and limits."""
+"""What validation hands the engine: a ``Plan`` (what it decided about a definition,
+frozen, so one can be cached and shared by every request that sends the same
+definition) and a ``RunRequest`` (the plan and what one request adds: payload,
+property values, run id, time limit).
+
+The engine reads the plan and never the raw definition. Nothing here is
+mutated after validation; the payload dicts are shared between runs and are
+only ever read (expressions resolve into new values).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .nodes.base import NodeType
+if TYPE_CHECKING:
+    from .nodes.base import NodeType
 
 
 @dataclass(frozen=True)
@@ -13,40 +25,45 @@ class Limits:
     max_problems: int = 1000  # validation errors listed in one answer (SPEC §3)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class PlanNode:
     id: str
     type: str
     node_type: NodeType
-    payload: dict
-    children: list[str]
-    parents: list[str]
+    payload: Mapping[str, Any]  # as written: values may hold expressions
+    children: tuple[str, ...]
+    parents: tuple[str, ...]
     level: int
     branch: str | None = None
     continue_on_error: bool = False
     timeout_ms: int | None = None
-    retry: dict | None = None
+    retry: Mapping[str, Any] | None = None
 
     @property
     def max_attempts(self) -> int:
         return self.retry["maxAttempts"] if self.retry else 1
 
-
-@dataclass
-class Plan:
-    """A checked definition: nodes in response order (level, then position)."""
-
-    nodes: dict[str, PlanNode]
-    definition: dict
-    payload: dict = field(default_factory=dict)
-    prop_values: dict = field(default_factory=dict)
-    run_id: str | None = None
-    timeout_ms: int | None = None
-    # The values of secret keys in the definition (redact.definition_values), found
-    # once per checked definition rather than once per run.
-    secrets: list = field(default_factory=list)
-
     @property
+    def worst_case_cu(self) -> int:
+        """Every attempt started, at its type's cost (SPEC §8)."""
+        return self.max_attempts * self.node_type.cu_per_attempt
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A checked definition: its nodes in response order (level, then position), and the
+    parts of the definition that a run reads."""
+
+    nodes: Mapping[str, PlanNode]
+    props: Mapping[str, Any]  # definition.props
+    input_keys: frozenset[str]  # the keys declared in inputSchema
+    variables: Mapping[str, Any]  # variableDefs: name → default
+    sensitive_prop_keys: tuple[str, ...]
+    # The values of secret keys in props and node payloads (redact.definition_values),
+    # found once per checked definition rather than once per run.
+    secrets: tuple[Any, ...] = ()
+
+    @functools.cached_property
     def levels(self) -> list[list[str]]:
         out: list[list[str]] = []
         for node in self.nodes.values():
@@ -55,7 +72,18 @@ class Plan:
             out[node.level].append(node.id)
         return out
 
-    @property
+    @functools.cached_property
     def worst_case_cu(self) -> int:
-        """Every non-root node at its maximum attempts (SPEC §8)."""
-        return sum(n.max_attempts for n in self.nodes.values() if n.id != "root")
+        """What a run of this plan reserves: every node at its maximum attempts (SPEC §8)."""
+        return sum(node.worst_case_cu for node in self.nodes.values())
+
+
+@dataclass(frozen=True, eq=False)
+class RunRequest:
+    """One request to run a plan."""
+
+    plan: Plan
+    payload: Mapping[str, Any]
+    prop_values: Mapping[str, Any]
+    run_id: str | None = None  # chosen by the client, else the run gets a new one
+    timeout_ms: int | None = None  # the client's own run deadline, within the server's

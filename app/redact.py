@@ -22,13 +22,16 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import ahocorasick_rs
 
 from .jstext import stringify, to_text
 from .ticks import Tick, idle, ticks
+
+if TYPE_CHECKING:
+    from .plan import RunRequest
 
 REDACTED = "[redacted]"
 SECRET_SUFFIXES = ("authorization", "cookie", "password", "passwd", "passphrase", "secret",
@@ -91,21 +94,17 @@ class Redactor:
         ) if replace else None
 
     @classmethod
-    def for_request(cls, definition: dict, payload: dict, prop_values: dict,
-                    in_definition: list | None = None) -> Redactor:
-        """The redactor of a request: values of secret keys in ``payload``, ``propValues``,
-        ``definition.props`` and node payloads, and the ``sensitivePropKeys`` props.
-        ``in_definition``: ``definition_values(definition)``, when the caller kept it."""
-        props = definition.get("props")
-        props = props if isinstance(props, dict) else {}
+    def for_request(cls, request: RunRequest) -> Redactor:
+        """The redactor of a run request: values of secret keys in its payload and
+        ``propValues`` and in the definition's props and node payloads (``plan.secrets``),
+        and the values of the ``sensitivePropKeys`` props."""
+        plan = request.plan
         found: list[Any] = []
-        for source in (payload, prop_values):
+        for source in (request.payload, request.prop_values):
             _under_secret_keys(source, found)
-        found += definition_values(definition) if in_definition is None else in_definition
-        merged = {**props, **(prop_values or {})}
-        keys = definition.get("sensitivePropKeys")
-        found += [merged[k] for k in keys if isinstance(k, str) and k in merged] \
-            if isinstance(keys, list) else []
+        found += plan.secrets
+        merged = {**plan.props, **request.prop_values}
+        found += [merged[k] for k in plan.sensitive_prop_keys if k in merged]
         return cls(found)
 
     def text(self, text: str) -> str:

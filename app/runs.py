@@ -1,7 +1,7 @@
 """The life of one run, without Flask: reserve → execute → store and charge → count → log.
 
 Callers (the ``/v1`` views; later the CLI, streaming and async endpoints) pass
-plain values — the store, the settings, the checked plan, the token, the
+plain values — the store, the settings, the checked request, the token, the
 request id, when the request was read — and map the refusals raised here
 (``DuplicateRun``, ``InsufficientBalance``, ``TooManyRuns``, ``HardStop``,
 and the store's ``StoreUnavailable``) to answers of their own.
@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import config, logconfig, metrics
-from .engine import Outcome, Run, new_run_id
-from .plan import Plan
+from .engine import Run
+from .plan import RunRequest
 from .redact import Redactor
+from .state import Outcome
 from .store import DuplicateRun, InsufficientBalance, Store, StoreUnavailable, TooManyRuns
 
 __all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "TooManyRuns", "run"]
@@ -31,6 +32,13 @@ __all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "TooManyRuns", "ru
 log = logging.getLogger("app.runs")
 
 PRUNE_EVERY_S = 3600
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_run_id() -> str:
+    """``run_`` + a ULID in lowercase: 48 bits of milliseconds, then 80 random bits."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "run_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 class HardStop(Exception):
@@ -41,7 +49,7 @@ class HardStop(Exception):
         self.run_id = run_id
 
 
-def run(store: Store, settings: Mapping[str, Any], plan: Plan, token_id: int,
+def run(store: Store, settings: Mapping[str, Any], request: RunRequest, token_id: int,
         request_id: str | None, received: float) -> Outcome:
     """Reserve the worst-case cost, run, store the answer and charge it, count, log.
 
@@ -49,17 +57,16 @@ def run(store: Store, settings: Mapping[str, Any], plan: Plan, token_id: int,
     ``received``: when the request was read (``time.monotonic()``), where the
     run's deadline counts from.
     """
-    run_id = plan.run_id or new_run_id()
+    run_id = request.run_id or new_run_id()
     with logconfig.batched():  # the run's log lines, written together at its end
-        _reserve(store, settings, run_id, token_id, request_id, plan.worst_case_cu)
-        outcome = _execute(store, settings, plan, run_id, token_id, received)
-        store.finish_run(run_id, token_id,
-                         {"status": outcome.status, "totalCu": outcome.total_cu}, outcome.text)
+        _reserve(store, settings, run_id, token_id, request_id, request.plan.worst_case_cu)
+        outcome = _execute(store, settings, request, run_id, token_id, received)
+        store.finish_run(run_id, token_id, outcome.status, outcome.total_cu, outcome.text)
         metrics.record_run(outcome)
         _prune_now_and_then(store, settings["RUN_RETENTION_DAYS"])
         log.info("run finished", extra={
             "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
-            "nodeCount": len(plan.nodes), "totalCu": outcome.total_cu,
+            "nodeCount": len(request.plan.nodes), "totalCu": outcome.total_cu,
             "errorCode": (outcome.error or {}).get("code")})
     return outcome
 
@@ -73,12 +80,11 @@ def _reserve(store: Store, settings: Mapping[str, Any], run_id: str, token_id: i
                     settings["MAX_CONCURRENT_RUNS"])
 
 
-def _execute(store: Store, settings: Mapping[str, Any], plan: Plan, run_id: str,
+def _execute(store: Store, settings: Mapping[str, Any], request: RunRequest, run_id: str,
              token_id: int, received: float) -> Outcome:
     """The run's outcome, secrets redacted (in the logs written meanwhile too)."""
-    redactor = Redactor.for_request(plan.definition, plan.payload, plan.prop_values,
-                                    plan.secrets)
-    run = Run(plan, run_id, settings=settings, deadline_ms=settings["RUN_DEADLINE_MS"],
+    redactor = Redactor.for_request(request)
+    run = Run(request, run_id, settings=settings, deadline_ms=settings["RUN_DEADLINE_MS"],
               redactor=redactor,
               on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),
               started=received)

@@ -1,24 +1,19 @@
-"""Request shapes (SPEC §1–§2) as marshmallow schemas, and their error paths.
+"""Request and response shapes (SPEC §1–§2, §6) as marshmallow schemas, written with the
+fields of ``dialect`` (which also loads them and flattens their errors).
 
 Shapes only: graph, expression and payload rules that need the whole
 definition live in ``validation``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from .nodes.base import Any_, Bool, Int, Num, Obj, Str
+from .dialect import Any_, Bool, Int, Num, Obj, Str
 
 NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 RUN_ID = r"^run_[A-Za-z0-9_]{1,64}$"
 INPUT_TYPES = ("string", "number", "boolean", "object", "array")
 MAX_SENSITIVE_PROP_KEYS = 1000  # SPEC §9: redaction cost grows with them
-# A key longer than this is cut in an error's location, so that no location (and no
-# error body) grows with the length of a hostile key.
-LOCATION_KEY_CHARS = 100
 
 
 class RetrySchema(Schema):
@@ -183,38 +178,3 @@ class NodeTypeSchema(Schema):
 class NodeTypesSchema(Schema):
     nodeTypes = fields.List(fields.Nested(NodeTypeSchema), required=True)
 
-
-def flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested error dict → ``{"a.b[1].c": [messages]}``."""
-    flat: dict[str, list[str]] = {}
-    for path, message in iter_flat(errors, prefix):
-        flat.setdefault(path, []).append(message)
-    return flat
-
-
-def iter_flat(errors: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """``(location, message)`` of each message of a nested error dict, lazily: a
-    consumer that has enough stops before the rest of the locations are built."""
-    stack: list[tuple[str, Any]] = [(prefix, errors)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, list) and all(isinstance(e, str) for e in value):
-            yield from ((path, message) for message in value)
-        elif not isinstance(value, dict):
-            yield path, str(value)
-        else:
-            stack.extend((_sub(path, key), sub) for key, sub in reversed(value.items()))
-
-
-def _sub(prefix: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{prefix}[{key}]"
-    if key == "_schema":
-        return prefix
-    return f"{prefix}.{location_key(key)}" if prefix else location_key(key)
-
-
-def location_key(key: Any) -> str:
-    """A key as written in an error location; a very long one cut (marked ``…``)."""
-    key = str(key)
-    return key if len(key) <= LOCATION_KEY_CHARS else key[:LOCATION_KEY_CHARS - 1] + "…"

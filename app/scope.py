@@ -4,21 +4,20 @@ from __future__ import annotations
 from typing import Any
 
 from .expressions import MISSING, Budget, Path, resolve_string, walk
-from .plan import Plan
+from .plan import RunRequest
 from .state import NodeState
 
 
 class Scope:
     """What expressions can read (SPEC §4), built from the run's state."""
 
-    def __init__(self, plan: Plan, run_id: str, states: dict[str, NodeState]):
-        definition = plan.definition
-        declared = {item["key"] for item in definition.get("inputSchema", [])}
-        self.plan, self.states = plan, states
+    def __init__(self, request: RunRequest, run_id: str, states: dict[str, NodeState]):
+        plan = request.plan
+        self.nodes, self.payload, self.states = plan.nodes, request.payload, states
         self.namespaces = {
-            "$props": {**definition.get("props", {}), **plan.prop_values},
-            "$inputs": {k: v for k, v in plan.payload.items() if k in declared},
-            "$vars": {v["name"]: v.get("default") for v in definition.get("variableDefs", [])},
+            "$props": {**plan.props, **request.prop_values},
+            "$inputs": {k: v for k, v in request.payload.items() if k in plan.input_keys},
+            "$vars": plan.variables,
             "$run": {"id": run_id},
             "$workflow": {"id": ""},
         }
@@ -27,7 +26,7 @@ class Scope:
         head, rest = path.head, path.segments[1:]
         if head == "$trigger":
             root = self.states["root"].result or {}
-            value = {**root, "body": self.plan.payload, "headers": {}, "source": "manual"}
+            value = {**root, "body": self.payload, "headers": {}, "source": "manual"}
         elif head in self.namespaces:
             value = self.namespaces[head]
         else:
@@ -38,7 +37,7 @@ class Scope:
             state = self.states.get(head)
             if state is None:
                 return MISSING
-            payload = self.plan.nodes[head].payload
+            payload = self.nodes[head].payload
             if not rest:
                 return state.view(payload)
             # Most paths read one field (``node.result.x``): no need to build the view.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .expressions import MISSING
-from .nodes.base import iso
+from .jstext import iso
 
 
 @dataclass
@@ -129,6 +129,68 @@ def node_view_text(node, state: NodeState) -> str:
         parts += (',"attempts":', str(state.attempts))
     parts.append("}")
     return "".join(parts)
+
+
+class RunBody:
+    """The answer of a run as it grows (SPEC §1): each node's entry written as JSON text
+    when the node settles, within the run's size cap (SPEC §3)."""
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+        self.entries: dict[str, str] = {}  # node id → its entry
+        self.size = 0  # characters of the entries so far
+        self.too_large = False  # results or inputs were left out to stay within the cap
+
+    def settle(self, node, state: NodeState) -> None:
+        """Write the entry of a node that is final; past the cap, its result and then its
+        input are left out (the result that pushed the answer over is dropped)."""
+        entry = node_view_text(node, state)
+        if self.size + len(entry) > self.max_chars and state.result_text is not None:
+            self.too_large, state.result_text = True, None
+            entry = node_view_text(node, state)
+        if self.size + len(entry) > self.max_chars and state.input_text is not None:
+            self.too_large, state.input_text = True, None
+            entry = node_view_text(node, state)
+        self.size += len(entry)
+        self.entries[node.id] = entry
+
+    def text(self, summary: Mapping[str, Any], order: Iterable[str]) -> str:
+        """The whole body: ``summary`` (see ``summary``), then the entries in ``order``."""
+        return body_text(summary, ((node_id, self.entries[node_id]) for node_id in order))
+
+
+def summary(run_id: str, status: str, duration_ms: int, total_cu: int,
+            error: dict | None) -> dict:
+    """The fields of a run's body before ``executionState`` (SPEC §1)."""
+    return {"runId": run_id, "status": status, "durationMs": duration_ms,
+            "totalCu": total_cu, "error": error}
+
+
+def running_text(run_id: str) -> str:
+    """The stored body of a run still in flight."""
+    return dumps({"runId": run_id, "status": "running"})
+
+
+def aborted_text(run_id: str, duration_ms: int, total_cu: int) -> str:
+    """The stored body of a run whose worker stopped before it finished."""
+    return body_text(summary(run_id, "failure", duration_ms, total_cu, {
+        "code": "ABORTED",
+        "message": "The worker running this run stopped before the run finished."}), ())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run: its body as JSON text, and the summary the caller logs and counts."""
+
+    text: str
+    status: str
+    total_cu: int
+    duration_ms: int
+    error: dict | None
+    nodes: list[tuple[str, str]]  # (type, status) of every node, for the metrics
+
+    def body(self) -> dict:
+        return json.loads(self.text)
 
 
 def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> str:

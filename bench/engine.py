@@ -49,7 +49,7 @@ def shapes() -> dict[str, dict[str, list[str]]]:
     return {"chain": chain, "fan-out/fan-in": fan, "diamond lattice": lattice}
 
 
-def plan_for(edges: dict[str, list[str]], node_type: str, payloads=None):
+def request_for(edges: dict[str, list[str]], node_type: str, payloads=None):
     nodes = {n: {"type": "manual" if n == "root" else node_type, "children": children,
                  "payload": (payloads or {}).get(n, {})} for n, children in edges.items()}
     return check_request({"definition": {"nodes": nodes}}, Limits())
@@ -80,7 +80,7 @@ def overhead() -> None:
     print("| shape | ours, inline | ours, pooled | Dask threaded | pooled / Dask |")
     print("|---|---:|---:|---:|---:|")
     for name, edges in shapes().items():
-        inline, pooled = plan_for(edges, "noop"), plan_for(edges, "noop-pooled")
+        inline, pooled = request_for(edges, "noop"), request_for(edges, "noop-pooled")
         keys, dsk = list(edges), dask_graph(edges)
         ours_inline = median_ms(lambda p=inline: Run(p, "run_bench").run())
         ours_pooled = median_ms(lambda p=pooled: Run(p, "run_bench").run())
@@ -122,13 +122,13 @@ def level_by_level_ms(edges, durations) -> float:
 def schedule_quality(rounds: int = 5) -> None:
     edges, durations = skewed()
     payloads = {n: {"delayMs": ms} for n, ms in durations.items()}
-    plan = plan_for(edges, "delay", payloads)
-    ours = statistics.median(Run(plan, "run_bench").run().duration_ms
+    request = request_for(edges, "delay", payloads)
+    ours = statistics.median(Run(request, "run_bench").run().duration_ms
                              for _ in range(rounds))
     levels_measured = statistics.median(level_by_level_ms(edges, durations)
                                         for _ in range(rounds))
     levels_by_sum = sum(max(durations.get(n, 0) for n in level)
-                        for level in plan.levels)
+                        for level in request.plan.levels)
     critical = critical_path_ms(edges, durations)
     print(f"\nSchedule quality: skewed delay nodes (3 chains, slow node at levels 1/2/3), "
           f"median of {rounds} runs (ms)\n")

@@ -25,8 +25,8 @@ def definition(*edges: str, **nodes: dict) -> dict:
 def run_engine(body: dict, run_id: str = "run_test", deadline_ms: int = 60_000,
                settings: dict | None = None) -> dict:
     """Check and run a request body through the engine's entry point."""
-    plan = check_request(body, Limits(run_deadline_ms=deadline_ms))
-    return Run(plan, run_id, settings=settings, deadline_ms=deadline_ms).execute()
+    request = check_request(body, Limits(run_deadline_ms=deadline_ms))
+    return Run(request, run_id, settings=settings, deadline_ms=deadline_ms).execute()
 
 
 def run_nodes(*edges: str, payload: dict | None = None, **nodes: Any) -> dict:

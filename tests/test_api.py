@@ -211,7 +211,7 @@ def test_stored_runs_are_served_as_stored_and_enveloped_as_text(app, client):
     token = store.token_by_name("dev")
     store.start_run("run_stored", token.id, None, 1, time.time() + 60)
     text = '{"runId":"run_stored", "status":"success","totalCu":1, "n":1.50}'  # not canonical
-    store.finish_run("run_stored", token.id, {"status": "success", "totalCu": 1}, text)
+    store.finish_run("run_stored", token.id, "success", 1, text)
     response = client.get("/v1/runs/run_stored", headers=DEV_AUTH)
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert response.get_data(as_text=True) == text

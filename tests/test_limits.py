@@ -16,8 +16,7 @@ from tests.server import Server
 
 
 def _run(body: dict, **kwargs):
-    plan = check_request(body, Limits())
-    return Run(plan, "run_limits", **kwargs)
+    return Run(check_request(body, Limits()), "run_limits", **kwargs)
 
 
 def test_condition_keys_count_in_the_input_budget():

@@ -1,7 +1,8 @@
-"""``nodes.base.load``: the quick load gives exactly what marshmallow's load gives.
+"""``dialect.load``: the quick load gives exactly what marshmallow's load gives.
 
-For every node type's payload schema and both request bodies, values that fit and
-values that do not: the same result, or the same ``ValidationError`` messages.
+For every node type's payload schema, both request bodies and the parts of a
+definition, values that fit and values that do not: the same result, or the same
+``ValidationError`` messages.
 """
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
+from app.dialect import _field_plan, errors_of, load, schema_of
 from app.nodes import NODE_TYPES
-from app.nodes.base import _field_plan, load, schema_of
-from app.schemas import RunRequestSchema, ValidateRequestSchema
+from app.schemas import (
+    DefinitionSchema,
+    NodeSchema,
+    RetrySchema,
+    RunRequestSchema,
+    ValidateRequestSchema,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**20, 10**20)
@@ -53,6 +60,26 @@ def test_request_bodies_same_answer_as_marshmallow(schema_class, data):
     body = data.draw(payloads(schema_class))
     assert outcome(lambda: load(schema_class, body)) == \
         outcome(lambda: schema_of(schema_class).load(body))
+
+
+@pytest.mark.parametrize("schema_class", [NodeSchema, DefinitionSchema, RetrySchema])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_definition_parts_same_answer_as_marshmallow(schema_class, data):
+    """Validation loads every node of a definition this way, and the definition itself."""
+    raw = data.draw(payloads(schema_class) | json_values)
+    assert outcome(lambda: load(schema_class, raw)) == \
+        outcome(lambda: schema_of(schema_class).load(raw))
+
+
+@pytest.mark.parametrize("node_type", sorted(NODE_TYPES))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_errors_of_same_answer_as_validate(node_type, data):
+    """What validation checks a payload's literal values with."""
+    schema_class = NODE_TYPES[node_type].payload
+    payload = data.draw(payloads(schema_class))
+    assert errors_of(schema_class, payload) == schema_of(schema_class).validate(payload)
 
 
 def test_plain_schemas_take_the_quick_way():

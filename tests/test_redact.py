@@ -78,8 +78,8 @@ def test_secrets_reach_handlers_but_not_the_response_store_or_log(client, tmp_pa
 def test_error_codes_are_never_redacted_only_messages(test_nodes):
     body = {"definition": definition("root>a", a={
         "type": "t-fail", "payload": {"code": "INVALID_INPUT"}})}
-    plan = check_request(body, Limits())
-    out = Run(plan, "run_test", redactor=Redactor(["INPUT", "_"])).execute()  # "_": too short
+    redactor = Redactor(["INPUT", "_"])  # "_": too short to be looked for
+    out = Run(check_request(body, Limits()), "run_test", redactor=redactor).execute()
     assert out["error"]["code"] == "NODE_FAILED"
     assert out["error"]["message"] == f"Node 'a' failed: failed with INVALID_{REDACTED}"
     assert out["executionState"]["a"]["error"] == {
@@ -91,15 +91,25 @@ def test_error_codes_are_never_redacted_only_messages(test_nodes):
 
 def request(**props) -> Redactor:
     """The redactor of a request whose ``props`` are all sensitive."""
-    return Redactor.for_request({"props": props, "sensitivePropKeys": list(props)}, {}, {})
+    return redactor_of({"props": props, "sensitivePropKeys": list(props)})
+
+
+def redactor_of(definition_: dict, payload: dict | None = None,
+                prop_values: dict | None = None) -> Redactor:
+    """The redactor of a request, checked as the API checks it."""
+    definition_ = {"nodes": {"root": {"type": "manual"}}, **definition_}
+    return Redactor.for_request(check_request({
+        "definition": definition_, "payload": payload or {}, "propValues": prop_values or {}},
+        Limits()))
 
 
 def test_values_of_secret_keys_anywhere_in_the_request_are_sensitive():
     definition_ = {"props": {"db": {"password": "prop-pass"}},
-                   "nodes": {"root": {"type": "manual"}, "call": {
-                       "type": "http-request", "payload": {"headers": {"X-Api-Key": "hdr-key"}}}}}
-    redactor = Redactor.for_request(definition_, {"aws": [{"aws_secret_access_key": "AKIA1"}]},
-                                    {"nested": {"session_token": "tok-9"}})
+                   "nodes": {"root": {"type": "manual", "children": ["call"]}, "call": {
+                       "type": "http-request", "payload": {
+                           "url": "https://x.test/", "headers": {"X-Api-Key": "hdr-key"}}}}}
+    redactor = redactor_of(definition_, {"aws": [{"aws_secret_access_key": "AKIA1"}]},
+                           {"nested": {"session_token": "tok-9"}})
     text = "prop-pass hdr-key AKIA1 tok-9 keep"
     assert redactor.text(text) == f"{REDACTED} {REDACTED} {REDACTED} {REDACTED} keep"
 
@@ -107,13 +117,13 @@ def test_values_of_secret_keys_anywhere_in_the_request_are_sensitive():
 def test_sensitive_props_take_prop_values_over_definition_props():
     definition_ = {"props": {"pin": "0000-default", "other": "visible"},
                    "sensitivePropKeys": ["pin", "absent"]}
-    redactor = Redactor.for_request(definition_, {}, {"pin": "1234-given"})
+    redactor = redactor_of(definition_, {}, {"pin": "1234-given"})
     assert redactor.text("1234-given visible") == f"{REDACTED} visible"
-    assert Redactor.for_request(definition_, {}, {}).text("0000-default") == REDACTED
+    assert redactor_of(definition_).text("0000-default") == REDACTED
 
 
 def test_values_under_secret_keys_copied_into_other_strings_are_redacted():
-    redactor = Redactor.for_request({}, {"apiKey": "ak-live-77", "password": "pw-Secret1"}, {})
+    redactor = redactor_of({}, {"apiKey": "ak-live-77", "password": "pw-Secret1"})
     value = {"message": "calling with ak-live-77", "url": "https://x.test/?p=pw-Secret1"}
     assert redactor.value(value) == {"message": f"calling with {REDACTED}",
                                      "url": f"https://x.test/?p={REDACTED}"}
@@ -232,7 +242,7 @@ def test_twenty_thousand_secrets_build_one_automaton_and_scan_each_string_once(m
 
 
 def test_a_request_without_sensitive_values_never_scans_strings(monkeypatch):
-    redactor = Redactor.for_request({"props": {"a": "x"}}, {"user": "ann"}, {})
+    redactor = redactor_of({"props": {"a": "x"}}, {"user": "ann"})
     monkeypatch.setattr(Redactor, "text", lambda self, text: pytest.fail("scanned"))
     assert redactor.value({"user": "ann", "token": "t", "l": ["s", {"apiKey": 1}]}) == {
         "user": "ann", "token": REDACTED, "l": ["s", {"apiKey": REDACTED}]}

@@ -13,6 +13,11 @@ from app.store import SCHEMA, DuplicateRun, InsufficientBalance, Store, TooManyR
 LATER = 10**10  # an expiry far in the future
 
 
+def answer(run_id, total_cu):
+    """A finished run's answer as the JSON text the store is given."""
+    return json.dumps({"runId": run_id, "status": "success", "totalCu": total_cu})
+
+
 def stored(store, run_id, token_id):
     """The stored run, parsed here (the store hands out its text)."""
     text = store.run_text(run_id, token_id)
@@ -44,7 +49,7 @@ def test_reserve_then_charge_what_was_used(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, "req", 6, LATER)
     assert store.token_by_name("t").balance == 4
-    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 2})
+    store.finish_run("run_a", token.id, "success", 2, answer("run_a", 2))
     assert store.token_by_name("t").balance == 8
     assert stored(store, "run_a", token.id)["totalCu"] == 2
 
@@ -95,7 +100,7 @@ def test_concurrency_limit_counts_live_runs_only(store):
     with pytest.raises(TooManyRuns):
         store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
     assert store.token_by_name("t").balance == 8  # the refused run reserved nothing
-    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 1})
+    store.finish_run("run_a", token.id, "success", 1, answer("run_a", 1))
     store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
 
 
@@ -110,7 +115,7 @@ def test_runs_of_a_dead_worker_are_aborted_and_released(store):
     assert aborted["totalCu"] == 0
     assert store.token_by_name("t").balance == 10
     # the worker finishing after all changes nothing
-    store.finish_run("run_a", token.id, {"runId": "run_a", "status": "success", "totalCu": 4})
+    store.finish_run("run_a", token.id, "success", 4, answer("run_a", 4))
     assert store.token_by_name("t").balance == 10
 
 
@@ -163,10 +168,10 @@ def test_run_ids_are_unique_per_token(store):
     store.start_run("run_invoice_1", bob.id, None, 2, LATER)  # not blocked by alice's
     with pytest.raises(DuplicateRun):
         store.start_run("run_invoice_1", alice.id, None, 1, LATER)
-    store.finish_run("run_invoice_1", bob.id, {"status": "success", "totalCu": 2}, '{"b":2}')
+    store.finish_run("run_invoice_1", bob.id, "success", 2, '{"b":2}')
     assert store.run_text("run_invoice_1", bob.id) == '{"b":2}'
     assert stored(store, "run_invoice_1", alice.id)["status"] == "running"  # untouched
-    store.finish_run("run_invoice_1", alice.id, {"status": "success", "totalCu": 1}, '{"a":1}')
+    store.finish_run("run_invoice_1", alice.id, "success", 1, '{"a":1}')
     assert store.run_text("run_invoice_1", alice.id) == '{"a":1}'
     assert (store.token_by_name("alice").balance, store.token_by_name("bob").balance) == (9, 8)
     assert store.abort_run("run_invoice_1", alice.id) is False  # finished: nothing to abort
@@ -176,7 +181,7 @@ def test_run_text_is_the_text_stored(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
     text = '{"runId": "run_a",  "status":"success", "totalCu":1, "x": 1.50}'  # as written
-    store.finish_run("run_a", token.id, {"status": "success", "totalCu": 1}, text)
+    store.finish_run("run_a", token.id, "success", 1, text)
     assert store.run_text("run_a", token.id) == text
     assert store.run_text("run_a", token.id + 1) is None
 
@@ -187,7 +192,11 @@ def test_abort_runs_of_an_exited_worker(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 3, LATER)
     assert store.abort_runs_of_worker(os.getpid()) == 1
-    assert stored(store, "run_a", token.id)["error"]["code"] == "ABORTED"
+    body = stored(store, "run_a", token.id)
+    assert body == {"runId": "run_a", "status": "failure", "durationMs": body["durationMs"],
+                    "totalCu": 0, "error": {"code": "ABORTED", "message": "The worker running "
+                                            "this run stopped before the run finished."},
+                    "executionState": {}}
     assert store.abort_runs_of_worker(os.getpid()) == 0
 
 
@@ -196,7 +205,7 @@ def test_prune_deletes_finished_runs_past_retention(store):
     for run_id in ("run_old", "run_new", "run_live"):
         store.start_run(run_id, token.id, None, 1, LATER)
     for run_id in ("run_old", "run_new"):
-        store.finish_run(run_id, token.id, {"runId": run_id, "status": "success", "totalCu": 1})
+        store.finish_run(run_id, token.id, "success", 1, answer(run_id, 1))
     with store._transaction() as db:
         db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
     assert store.prune(3600) == 1
@@ -208,8 +217,10 @@ def test_stored_body_round_trips(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
     body = {"runId": "run_a", "status": "success", "totalCu": 1, "executionState": {"é": [1]}}
-    store.finish_run("run_a", token.id, body)
-    assert json.dumps(stored(store, "run_a", token.id)) == json.dumps(body)
+    text = json.dumps(body, ensure_ascii=False)  # non-ASCII as is, as answers write it
+    store.finish_run("run_a", token.id, "success", 1, text)
+    assert store.run_text("run_a", token.id) == text
+    assert stored(store, "run_a", token.id) == body
 
 
 def test_backup_is_a_consistent_copy(store, tmp_path):
@@ -256,7 +267,7 @@ def test_a_store_made_by_the_first_schema_is_upgraded_with_its_data(tmp_path):
     assert stored(store, "run_left", 1)["error"]["code"] == "ABORTED"
     assert store.token("s3cret").balance == 10  # 7 + the 3 reserved by the dead run
     store.start_run("run_new", 1, "r3", 2, LATER)
-    store.finish_run("run_new", 1, {"runId": "run_new", "status": "success", "totalCu": 1})
+    store.finish_run("run_new", 1, "success", 1, answer("run_new", 1))
     assert store.token("s3cret").balance == 9
     store.check_writable()  # the probes table exists
     store.close()
@@ -307,7 +318,7 @@ def test_a_large_answer_is_checkpointed_before_the_next_run_not_in_its_own_commi
     store.migrate()
     token = store.ensure_token("t", "secret", 100)
     store.start_run("run_big", token.id, None, 1, time.time() + 60)
-    store.finish_run("run_big", token.id, {"status": "success", "totalCu": 1}, "x" * 5_000_000)
+    store.finish_run("run_big", token.id, "success", 1, "x" * 5_000_000)
     # The commit that ends a run (after its deadline) only appended to the WAL...
     assert path.stat().st_size < 1_000_000
     store.start_run("run_next", token.id, None, 1, time.time() + 60)

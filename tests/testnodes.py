@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 import time
 
+from app.dialect import Any_, Int, Str
 from app.logconfig import request_id
-from app.nodes.base import Any_, Int, NodeError, NodeType, PayloadSchema, Str
+from app.nodes.base import NodeError, NodeType, PayloadSchema
 
 
 class _Payload(PayloadSchema):

@@ -1,26 +1,27 @@
-"""What every node type shares: its declaration, its error value, its run context,
-strict JSON fields.
+"""What every node type shares: its declaration, its error value, its run context.
 
 A node type is a ``NodeType`` record, declared once at the end of its module
 (``NODE = NodeType(...)``) and registered in ``app.nodes.NODE_TYPES``:
 
 - ``name``: the ``type`` of a definition's node;
-- ``payload``: a ``PayloadSchema`` subclass describing the payload (checked on
-  literal values at validation and on resolved values before each attempt);
+- ``payload``: a ``PayloadSchema`` subclass describing the payload, written with
+  the fields of ``app.dialect``; checked once on literal values at validation
+  and once on resolved values before each attempt (``dialect.load``);
 - ``run(data, ctx) -> dict``: the handler; ``data`` is the loaded payload
-  (defaults applied, unknown keys dropped); it returns the node's result or
-  raises ``NodeError``;
+  (defaults applied, unknown keys dropped), which the handler trusts: what the
+  schema checks is not checked again; it returns the node's result or raises
+  ``NodeError``;
 - ``result``: the JSON Schema of that result (listed by ``GET /v1/node-types``);
 - ``inline``: True for pure, quick handlers that may run on the scheduling
   thread, or ``inline_when(data) -> bool`` for handlers that are quick on small
   inputs only;
 - ``max_timeout_ms`` (default 60000), ``timeout_field`` (a payload key, in ms,
   that also limits the attempt) and ``condition_fields`` (payload keys holding
-  a condition whose object keys are expressions too).
+  a condition whose object keys are expressions too);
+- ``cu_per_attempt``: what each started attempt costs (SPEC §8).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -28,7 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, missing
+from marshmallow import EXCLUDE, Schema
+
+from ..failure import NodeError
 
 DEFAULT_MAX_TIMEOUT_MS = 60_000
 # Up to this many items, a handler that walks an array once is quick enough (well
@@ -57,6 +60,7 @@ class NodeType:
     max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS
     timeout_field: str | None = None
     condition_fields: tuple[str, ...] = ()
+    cu_per_attempt: int = 1  # SPEC §8: each started attempt costs 1 CU, the trigger none
 
     def runs_inline(self, data: dict) -> bool:
         """Whether an attempt on ``data`` runs on the scheduling thread."""
@@ -68,17 +72,6 @@ def result_object(properties: Mapping[str, Any], *, more: bool = False) -> dict:
     only when ``more``)."""
     return {"type": "object", "required": list(properties), "properties": dict(properties),
             "additionalProperties": more}
-
-
-class NodeError(Exception):
-    """A node's failure as a value: ``{code, message, retryable}``."""
-
-    def __init__(self, code: str, message: str, retryable: bool = False):
-        super().__init__(message)
-        self.code, self.message, self.retryable = code, message, retryable
-
-    def as_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
 class Cancel(threading.Event):
@@ -125,121 +118,3 @@ class PayloadSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
-
-
-@functools.cache
-def schema_of(payload_class: type[Schema]) -> Schema:
-    """One shared instance per payload schema: building one costs more than a load."""
-    return payload_class()
-
-
-def load(schema_class: type[Schema], data: Any) -> Any:
-    """``schema_of(schema_class).load(data)``, in a quarter of the time.
-
-    A load runs before every attempt of every node, and most of its cost is
-    marshmallow's general machinery (error store, partial loading, hooks). For
-    a schema with plain fields only, the same fields deserialize one by one
-    here; anything else, and any invalid value, goes through the schema's own
-    load, which reports every problem. tests/test_payload_load.py holds both
-    ways to the same answers.
-    """
-    plan = _field_plan(schema_class)
-    if plan is None or not isinstance(data, dict):
-        return schema_of(schema_class).load(data)
-    fields_, known = plan
-    if known is not None and not known.issuperset(data):  # unknown = RAISE
-        return schema_of(schema_class).load(data)  # raises, naming every problem
-    out = {}
-    try:
-        for key, name, field_ in fields_:
-            value = field_.deserialize(data.get(key, missing), key, data)
-            if value is not missing:
-                out[name] = value
-    except ValidationError:
-        return schema_of(schema_class).load(data)  # raises, naming every problem
-    return out
-
-
-@functools.cache
-def _field_plan(schema_class: type[Schema]) -> tuple | None:
-    """``(key in the data, key in the result, field)`` per field, and the keys allowed
-    when unknown keys are refused (else None); None for a schema that needs the whole of
-    marshmallow (hooks, field validators, dotted attributes, unknown keys kept)."""
-    schema = schema_of(schema_class)
-    if any(schema._hooks.values()) or schema.opts.unknown == INCLUDE:
-        return None
-    fields_ = tuple((field_.data_key or name, field_.attribute or name, field_)
-                    for name, field_ in schema.load_fields.items())
-    if any("." in name for _, name, _ in fields_):
-        return None
-    known = frozenset(key for key, _, _ in fields_) if schema.opts.unknown == RAISE else None
-    return fields_, known
-
-
-# Strict JSON fields: marshmallow's own accept "5" for an Integer and
-# "yes" for a Boolean; a workflow payload must carry the JSON type itself.
-
-class Str(fields.String):
-    pass
-
-
-class Bool(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise ValidationError("Not a valid boolean.")
-        return value
-
-
-class Int(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError("Not a valid integer.")
-        return value
-
-
-class Num(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValidationError("Not a valid number.")
-        return value
-
-
-class Obj(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, dict):
-            raise ValidationError("Not a valid object.")
-        return value
-
-
-class Arr(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, list):
-            raise ValidationError("Not a valid array.")
-        return value
-
-
-class Any_(fields.Raw):
-    """Any JSON value, null included."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("allow_none", True)
-        super().__init__(**kwargs)
-
-
-def iso_now() -> str:
-    """The current UTC time as ISO 8601 with milliseconds and ``Z``."""
-    return iso(time.time())
-
-
-def iso(epoch_seconds: float) -> str:
-    """``epoch_seconds`` as ISO 8601 UTC with milliseconds and ``Z``."""
-    whole = int(epoch_seconds)
-    millis = int((epoch_seconds - whole) * 1000)
-    return _iso_seconds(whole) + f".{millis:03d}Z"
-
-
-@functools.lru_cache(maxsize=64)
-def _iso_seconds(whole: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))

@@ -26,10 +26,11 @@ import time
 
 from marshmallow.validate import Range
 
-from ..jsonbody import TooDeep, loads_strict
+from ..dialect import Any_, Int, Str
+from ..jsonread import TooDeep, loads_strict
 from ..redact import clip
 from . import v8helper
-from .base import Any_, Int, NodeContext, NodeError, NodeType, PayloadSchema, Str, result_object
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MAX_TIMEOUT_MS = 10_000
 MAX_OUTPUT_CHARS = 5 * 2**20  # the output JSON, checked in JavaScript and again here

@@ -4,11 +4,20 @@ The forms are described in ``conditions``, which gives each operator named
 here its meaning. ``check`` raises a ``ConditionError`` naming where the
 condition is malformed: an unknown operator, a shape that is not one of the
 forms, a non-array ``$in``/``$and`` or a non-boolean ``$exists``.
-``literal_validator`` runs the same check on a payload's condition at
-validation, leaving the parts that hold an expression until they are resolved.
 
-Checking pays a ``Tick`` for its work, as evaluating does, so a large condition
-cannot keep an attempt past its deadline (SPEC §3).
+A payload's condition is a ``Condition`` field, checked once per phase as its
+payload loads: at validation on the condition as written, where a string
+holding ``{{`` in a place that needs structure is an expression and is left
+for later; before each attempt on the resolved condition, where such a string
+is text (an item field, a ``{{`` that is not an expression, or what an
+expression resolved to). That last kind of problem is not the load's: it is
+kept on the loaded condition (``Malformed``) and reported when the handler
+evaluates it (``conditions.usable``), after the engine has resolved the
+condition keys. ``literal_validator`` is the validation-time check alone.
+
+``check`` pays a ``Tick`` for its work, as evaluating does, so a large condition
+cannot keep an attempt past its deadline (SPEC §3); a load walks it as it walks
+the rest of the payload, within the input's size limit.
 """
 from __future__ import annotations
 
@@ -17,11 +26,12 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from ..dialect import Obj
 from ..expressions import is_template
 from ..ticks import CHECK_EVERY, Tick, idle, ticks
 
-__all__ = ["CHECK_EVERY", "LOGICAL", "OPERATOR_NAMES", "ConditionError", "Tick", "check",
-           "idle", "literal_validator", "ticks"]
+__all__ = ["CHECK_EVERY", "LOGICAL", "OPERATOR_NAMES", "Condition", "ConditionError",
+           "Malformed", "Tick", "check", "idle", "literal_validator", "ticks"]
 
 LOGICAL = ("$and", "$or")
 # In the order an error message lists them; ``conditions.OPERATORS`` implements each.
@@ -37,63 +47,71 @@ class ConditionError(ValueError):
     """A malformed condition; the message says where and why."""
 
 
-def _never(value: Any) -> bool:
-    return False
+# Told of each malformed part, with the value that makes it so (None when no value could
+# excuse it): raises, or returns to go on with the rest of the condition.
+Found = Callable[[str, Any], None]
 
 
 def _holds_expression(value: Any) -> bool:
     return isinstance(value, str) and is_template(value)
 
 
-def check(condition: Any, where: str = "condition", deferred: Callable[[Any], bool] = _never,
-          tick: Tick = idle) -> None:
-    """Raise ``ConditionError`` at the first malformed part; ``deferred`` values are skipped."""
-    if deferred(condition):
-        return
+def _fail(message: str, value: Any) -> None:
+    raise ConditionError(message)
+
+
+def check(condition: Any, where: str = "condition", tick: Tick = idle) -> None:
+    """Raise ``ConditionError`` at the first malformed part."""
+    _walk(condition, where, _fail, tick)
+
+
+def _walk(condition: Any, where: str, found: Found, tick: Tick) -> None:
+    """Tell ``found`` of each malformed part, in order, skipping each one it returns from."""
     if not isinstance(condition, dict):
-        raise ConditionError(f"{where}: a condition must be an object.")
+        found(f"{where}: a condition must be an object.", condition)
+        return
     if not condition:
-        raise ConditionError(f'{where}: an empty condition; write {{"$and": []}} for '
-                             "one that always holds.")
+        found(f'{where}: an empty condition; write {{"$and": []}} for '
+              "one that always holds.", condition)
+        return
     for key, value in condition.items():
         here = f"{where}.{key}"
-        if deferred(value):
-            continue
         if key in LOGICAL:
             if not isinstance(value, list):
-                raise ConditionError(f"{here}: must be an array of conditions.")
+                found(f"{here}: must be an array of conditions.", value)
+                continue
             for i, element in enumerate(value):
                 if not i % CHECK_EVERY:
                     tick(min(CHECK_EVERY, len(value) - i))
-                check(element, f"{here}[{i}]", deferred, tick)
+                _walk(element, f"{here}[{i}]", found, tick)
         elif key in _KNOWN:
             if not isinstance(value, list) or len(value) != 2:
-                raise ConditionError(f'{here}: the form {{"{key}": [left, right]}} needs '
-                                     "an array of exactly two values.")
-            _check_operand(key, value[1], f"{here}[1]", deferred)
+                found(f'{here}: the form {{"{key}": [left, right]}} needs '
+                      "an array of exactly two values.", value)
+                continue
+            _check_operand(key, value[1], f"{here}[1]", found)
         elif key.startswith("$"):
-            raise ConditionError(_unknown(key, here))
+            found(_unknown(key, here), value)
         else:
-            _check_operators(value, here, deferred)
+            _check_operators(value, here, found)
 
 
-def _check_operators(ops: Any, where: str, deferred: Callable[[Any], bool]) -> None:
+def _check_operators(ops: Any, where: str, found: Found) -> None:
     if not isinstance(ops, dict) or not ops:
-        raise ConditionError(f'{where}: expected an object of operators, such as '
-                             '{"$eq": value}.')
+        found(f'{where}: expected an object of operators, such as {{"$eq": value}}.', ops)
+        return
     for op, right in ops.items():
         if op not in _KNOWN:
-            raise ConditionError(_unknown(op, f"{where}.{op}"))
-        _check_operand(op, right, f"{where}.{op}", deferred)
+            found(_unknown(op, f"{where}.{op}"), None)
+            continue
+        _check_operand(op, right, f"{where}.{op}", found)
 
 
-def _check_operand(op: str, right: Any, where: str, deferred: Callable[[Any], bool]) -> None:
-    if deferred(right):
-        return
+def _check_operand(op: str, right: Any, where: str, found: Found) -> None:
     if op in _NEEDS_ARRAY and not isinstance(right, list):
-        raise ConditionError(f"{where}: must be an array.")
-    if op in _NEEDS_BOOL and not isinstance(right, bool):
-        raise ConditionError(f"{where}: must be true or false.")
+        found(f"{where}: must be an array.", right)
+    elif op in _NEEDS_BOOL and not isinstance(right, bool):
+        found(f"{where}: must be true or false.", right)
 
 
 def _unknown(op: str, where: str) -> str:
@@ -105,8 +123,35 @@ def _unknown(op: str, where: str) -> str:
 def literal_validator(name: str) -> Callable[[Any], None]:
     """A marshmallow validator for payload key ``name``: the structure, expressions skipped."""
     def validate(condition: Any) -> None:
-        try:
-            check(condition, name, _holds_expression)
-        except ConditionError as error:
-            raise ValidationError(str(error)) from None
+        _walk(condition, name, _literal, idle)
     return validate
+
+
+def _literal(message: str, value: Any) -> None:
+    if not _holds_expression(value):
+        raise ValidationError(message)
+
+
+class Malformed(dict):
+    """A loaded condition, malformed where a string holding ``{{`` stands in for
+    structure; ``problem`` says where (the first such place)."""
+
+    def __init__(self, condition: dict, problem: str):
+        super().__init__(condition)
+        self.problem = problem
+
+
+class Condition(Obj):
+    """A payload key holding a condition: an object, well formed but for strings holding
+    ``{{`` (see the module docstring), loaded as it is or as a ``Malformed`` copy."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        condition = super()._deserialize(value, attr, data, **kwargs)
+        text: list[str] = []  # the first problem at a string holding {{
+
+        def found(message: str, part: Any) -> None:
+            _literal(message, part)
+            if not text:
+                text.append(message)
+        _walk(condition, attr, found, idle)
+        return Malformed(condition, text[0]) if text else condition

@@ -16,10 +16,13 @@ string as numbers but two strings as strings (``"1.0"`` ≠ ``"1"``), as SPEC
 §5 words it; ordering operators coerce every numeric string. Booleans are
 never numbers. ``$contains`` needs a string right-hand side for a string left.
 
-The structure is checked (``check``, in ``condition_check`` with the rest of
-what makes a condition well formed) before anything is evaluated; this module
-gives the operators their meaning and is the one the nodes import, so it
-re-exports the check's names.
+The structure is checked (in ``condition_check``, with the rest of what makes a
+condition well formed) before anything is evaluated, once, as the payload
+loads, by its ``Condition`` field: a handler takes the loaded condition from
+``usable`` and evaluates it with ``holds`` (``evaluate`` checks, then
+evaluates, a condition that did not come from a load). This module gives the
+operators their meaning and is the one the nodes import, so it re-exports the
+check's names.
 
 Checking and evaluating pay a ``Tick`` (``ticks(ctx.check)``) for their work,
 so the attempt's deadline is checked every ~``CHECK_EVERY`` comparisons however
@@ -37,7 +40,9 @@ from .base import NodeError
 from .condition_check import (
     CHECK_EVERY,
     LOGICAL,
+    Condition,
     ConditionError,
+    Malformed,
     Tick,
     check,
     idle,
@@ -46,9 +51,9 @@ from .condition_check import (
 )
 from .values import is_number, number, present
 
-__all__ = ["CHECK_EVERY", "HASH_FROM", "LOGICAL", "OPERATORS", "ConditionError", "Lookups",
-           "Resolver", "Tick", "check", "compare", "equal", "evaluate", "holds", "lefts",
-           "literal_validator", "lookup", "ticks"]
+__all__ = ["CHECK_EVERY", "HASH_FROM", "LOGICAL", "OPERATORS", "Condition", "ConditionError",
+           "Lookups", "Malformed", "Resolver", "Tick", "check", "compare", "equal", "evaluate",
+           "holds", "lefts", "literal_validator", "lookup", "ticks", "usable"]
 
 Resolver = Callable[[Any], Any]
 Lookups = dict[int, Callable[[Any], bool]] | None  # hashed $in arrays by id()
@@ -243,9 +248,18 @@ def _apply(op: str, a: Any, b: Any, tick: Tick, lookups: Lookups) -> bool:
     return OPERATORS[op](a, b, tick)
 
 
+def usable(condition: dict) -> dict:
+    """A condition as its ``Condition`` field loaded it, ready for ``holds``;
+    ``INVALID_INPUT`` for a ``Malformed`` one."""
+    if isinstance(condition, Malformed):
+        raise NodeError("INVALID_INPUT", condition.problem)
+    return condition
+
+
 def evaluate(condition: Any, left: Resolver, operand: Resolver = lambda value: value,
              where: str = "condition", tick: Tick = idle) -> bool:
-    """Check then evaluate; a malformed condition is ``INVALID_INPUT``."""
+    """Check then evaluate a condition that was not loaded by a ``Condition`` field; a
+    malformed condition is ``INVALID_INPUT``."""
     try:
         check(condition, where, tick=tick)
     except ConditionError as error:

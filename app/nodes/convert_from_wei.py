@@ -5,7 +5,8 @@ integer. The result has no trailing fractional zeros and no trailing ``.``.
 """
 from __future__ import annotations
 
-from .base import Any_, NodeContext, NodeError, NodeType, PayloadSchema, result_object
+from ..dialect import Any_
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .units import decimals_field, from_base_units, number_text, string_or_integer
 
 

@@ -6,7 +6,8 @@ amounts are allowed. More significant fractional digits than ``decimals`` is
 """
 from __future__ import annotations
 
-from .base import Any_, NodeContext, NodeError, NodeType, PayloadSchema, result_object
+from ..dialect import Any_
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .units import decimals_field, number_text, string_or_number, to_base_units
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from marshmallow.validate import Range
 
-from .base import Int, NodeContext, NodeError, NodeType, PayloadSchema, result_object
+from ..dialect import Int
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MAX_DELAY_MS = 60_000
 # The engine decides at the limit itself and then sets ``cancelled``; our own

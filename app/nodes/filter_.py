@@ -14,9 +14,10 @@ from typing import Any
 
 from marshmallow import ValidationError, validates_schema
 
+from ..dialect import Arr
 from ..expressions import ExpressionError, parse
 from . import conditions
-from .base import Arr, NodeContext, NodeError, NodeType, Obj, PayloadSchema, result_object
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .values import ITEM_HOLE, at_path, parse_path
 
 Accessor = Callable[[Any], Any]
@@ -24,8 +25,8 @@ Accessor = Callable[[Any], Any]
 
 class Payload(PayloadSchema):
     array = Arr(required=True)
-    filter = Obj(validate=conditions.literal_validator("filter"))
-    condition = Obj(validate=conditions.literal_validator("condition"))
+    filter = conditions.Condition()
+    condition = conditions.Condition()
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_condition(self, data: dict, original: dict, **kwargs) -> None:
@@ -43,12 +44,8 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{filtered}``: the items, in order, for which the condition holds."""
     name = "filter" if "filter" in data else "condition"
-    condition, array = data[name], data["array"]
+    condition, array = conditions.usable(data[name]), data["array"]
     tick = conditions.ticks(ctx.check)
-    try:
-        conditions.check(condition, name, tick=tick)
-    except conditions.ConditionError as error:
-        raise NodeError("INVALID_INPUT", str(error)) from None
     # Every left-hand side is prepared once, so a bad path fails even on an empty array.
     keys: dict[str, Accessor] = {}
     item_values: dict[str, Accessor] = {}

@@ -7,7 +7,8 @@ import uuid
 
 from marshmallow import validate
 
-from .base import Int, NodeContext, NodeType, PayloadSchema, Str, result_object
+from ..dialect import Int, Str
+from .base import NodeContext, NodeType, PayloadSchema, result_object
 
 SHORTID_ALPHABET = string.ascii_lowercase + string.digits
 

@@ -1,7 +1,9 @@
 """``hello-world``: a greeting, for trying the service out."""
 from __future__ import annotations
 
-from .base import NodeContext, NodeType, PayloadSchema, Str, iso_now, result_object
+from ..dialect import Str
+from ..jstext import iso_now
+from .base import NodeContext, NodeType, PayloadSchema, result_object
 
 
 class Payload(PayloadSchema):

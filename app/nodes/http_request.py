@@ -11,21 +11,11 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 from marshmallow import ValidationError, validate
 
 from .. import outbound
-from ..jsonbody import loads_strict
+from ..dialect import Any_, Bool, Int, Obj, Str
+from ..jsonread import loads_strict
 from ..jstext import to_text
 from ..ticks import every
-from .base import (
-    Any_,
-    Bool,
-    Int,
-    NodeContext,
-    NodeError,
-    NodeType,
-    Obj,
-    PayloadSchema,
-    Str,
-    result_object,
-)
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MIB = 1024 * 1024
 MAX_TIMEOUT_MS = 60_000

@@ -10,15 +10,17 @@ from typing import Any
 
 from ..expressions import ExpressionError
 from . import conditions
-from .base import NodeContext, NodeError, NodeType, Obj, PayloadSchema, result_object
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 
 class Payload(PayloadSchema):
-    condition = Obj(required=True, validate=conditions.literal_validator("condition"))
+    condition = conditions.Condition(required=True)
 
 
 def run(data: dict, ctx: NodeContext) -> dict:
     """``{branch: "then"}`` when the condition holds, else ``{branch: "else"}``."""
+    condition = conditions.usable(data["condition"])
+
     def left(key: str) -> Any:
         try:
             return ctx.resolve(key)
@@ -26,7 +28,7 @@ def run(data: dict, ctx: NodeContext) -> dict:
             raise NodeError("INVALID_INPUT", f"condition key {key!r}: {error}") from None
 
     tick = conditions.ticks(ctx.check)  # runs inline: bounded by its own checks alone
-    holds = conditions.evaluate(data["condition"], left, tick=tick)
+    holds = conditions.holds(condition, left, tick=tick)
     return {"branch": "then" if holds else "else"}
 
 

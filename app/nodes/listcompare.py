@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..dialect import Arr, Str
 from ..ticks import CHECK_EVERY
-from .base import Arr, NodeError, PayloadSchema, Str
+from .base import NodeError, PayloadSchema
 from .values import at_path, check_path, number, parse_path
 
 

@@ -5,8 +5,9 @@ written as text by the expression language's rules rather than refused.
 """
 from __future__ import annotations
 
-from ..jstext import to_text
-from .base import Any_, NodeContext, NodeType, PayloadSchema, iso_now, result_object
+from ..dialect import Any_
+from ..jstext import iso_now, to_text
+from .base import NodeContext, NodeType, PayloadSchema, result_object
 
 
 class Payload(PayloadSchema):

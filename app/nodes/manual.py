@@ -17,5 +17,5 @@ def run(data: dict, ctx: NodeContext) -> dict:
     raise NotImplementedError("the root node is run by the engine")
 
 
-NODE = NodeType("manual", Payload, run, inline=True, result=result_object(
+NODE = NodeType("manual", Payload, run, inline=True, cu_per_attempt=0, result=result_object(
     {"triggeredAt": {"type": "string", "format": "date-time"}}, more=True))

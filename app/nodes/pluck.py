@@ -10,18 +10,10 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from .. import config
+from ..dialect import Arr, Str
 from ..jstext import json_length
 from ..ticks import CHECK_EVERY
-from .base import (
-    SMALL_ARRAY,
-    Arr,
-    NodeContext,
-    NodeError,
-    NodeType,
-    PayloadSchema,
-    Str,
-    result_object,
-)
+from .base import SMALL_ARRAY, NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .values import at_path, check_path, parse_path, present
 
 MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built

@@ -22,7 +22,8 @@ import re2
 from marshmallow import ValidationError, validates_schema
 from marshmallow.validate import Length
 
-from .base import Bool, NodeContext, NodeError, NodeType, PayloadSchema, Str, result_object
+from ..dialect import Bool, Str
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MAX_PATTERN_CHARS = 1024
 # A global match of a pattern with many groups over a long text could build

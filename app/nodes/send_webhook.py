@@ -15,17 +15,8 @@ import uuid
 from marshmallow import validate
 
 from .. import outbound
-from .base import (
-    Any_,
-    Int,
-    NodeContext,
-    NodeError,
-    NodeType,
-    Obj,
-    PayloadSchema,
-    Str,
-    result_object,
-)
+from ..dialect import Any_, Int, Obj, Str
+from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 from .http_request import check_headers, encode_body, request_headers
 
 MAX_RETRIES = 10

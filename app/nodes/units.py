@@ -16,7 +16,7 @@ from typing import Any
 
 from marshmallow import ValidationError, validate
 
-from .base import Int
+from ..dialect import Int
 
 _PLAIN = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 _INTEGER = re.compile(r"(-?)([0-9]+)")

@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Iterable
 
-from ..nodes.base import NodeError
+from ..failure import NodeError
 from .lookup import getaddrinfo
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import urllib3
 
-from ..nodes.base import NodeError
+from ..failure import NodeError
 
 CHUNK = 64 * 1024
 

@@ -21,7 +21,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from ..nodes.base import NodeError
+from ..failure import NodeError
 from ..redact import is_secret_key
 from .addresses import IPAddress, resolve
 from .body import read_limited

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 
-from ..nodes.base import NodeError
+from ..failure import NodeError
 
 MAX_ABANDONED = 16
 POLL_S = 0.02  # how soon a waiting caller notices that its attempt was cancelled

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from ..nodes.base import NodeError
+from ..failure import NodeError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, always unpaired

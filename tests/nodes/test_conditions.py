@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from app.expressions import MISSING
 from app.nodes import condition_check, conditions
@@ -258,6 +258,90 @@ def test_literal_validator_skips_parts_holding_expressions():
 def test_literal_validator_names_its_field():
     with pytest.raises(ValidationError, match=r"^filter: an empty condition"):
         literal_validator("filter")({})
+
+
+# -- a payload's Condition field: checked once as the payload loads ---------------------
+
+class Holder(Schema):
+    condition = conditions.Condition()
+
+
+def loaded(condition):
+    """``condition`` as a payload's ``Condition`` field loads it."""
+    return Holder().load({"condition": condition})["condition"]
+
+
+def test_a_well_formed_condition_loads_as_it_is():
+    condition = {"$and": [{"{{root.result.x}}": {"$in": [1, 2]}}, {"$gt": ["{{@a}}", 1]}]}
+    assert loaded(condition) is condition
+
+
+def test_a_malformed_part_is_a_load_error_under_its_field():
+    with pytest.raises(ValidationError) as caught:
+        loaded({"$and": [{"a": {"$eq": 1}}, {"b": {"$in": 5}}]})
+    assert caught.value.messages == {"condition": ["condition.$and[1].b.$in: must be an array."]}
+
+
+@pytest.mark.parametrize("condition", [
+    {"a": {"$in": "{{@tags}}"}},  # an item field stays text once resolved
+    {"$and": ["{{x}}"]}, {"$and": "{{x}}"}, {"a": "{{abc"}, {"$foo": "{{x}}"},
+    {"$gt": "{{x}}"}, {"$in": [1, "{{x}}"]}, {"a": {"$exists": "{{x}}"}},
+])
+def test_text_holding_braces_where_structure_belongs_is_reported_by_the_handler(condition):
+    """At validation such a string is an expression; resolved, it is text: the load keeps
+    the problem, and ``usable`` reports it as the full check does."""
+    found = loaded(condition)
+    assert isinstance(found, conditions.Malformed) and found == condition
+    with pytest.raises(conditions.ConditionError) as expected:
+        check(condition)
+    with pytest.raises(NodeError) as caught:
+        conditions.usable(found)
+    assert (caught.value.code, caught.value.message) == ("INVALID_INPUT", str(expected.value))
+    assert conditions.usable(condition) is condition  # not loaded by the field: trusted
+
+
+def test_a_load_error_wins_over_text_before_it():
+    with pytest.raises(ValidationError, match=r"condition\.\$and\[1\]: a condition must"):
+        loaded({"$and": ["{{x}}", 5]})
+
+
+def test_the_first_text_problem_is_the_one_kept():
+    found = loaded({"$and": ["{{x}}", {"a": {"$in": "{{y}}"}}]})
+    assert found.problem == "condition.$and[0]: a condition must be an object."
+
+
+CONDITION_KEYS = st.sampled_from(["$and", "$or", "$in", "$eq", "$exists", "$gt", "$foo", "a",
+                                  "{{k}}", "{{@k}}"])
+CONDITION_LEAVES = st.sampled_from(["{{x}}", "{{@t}}", "{{abc", "x", "", 1, True, None, []])
+CONDITION_SHAPES = st.recursive(
+    CONDITION_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(CONDITION_KEYS, inner, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=500, deadline=None)
+@given(CONDITION_SHAPES)
+def test_the_field_reports_what_literal_validator_then_check_report(condition):
+    """The field's one walk answers as the two checks it replaces did: the validator's
+    problem as a load error, else the full check's as the handler's INVALID_INPUT."""
+    if not isinstance(condition, dict):  # refused as an object field refuses it
+        with pytest.raises(ValidationError):
+            loaded(condition)
+        return
+    try:
+        literal_validator("condition")(condition)
+    except ValidationError as error:
+        with pytest.raises(ValidationError) as caught:
+            loaded(condition)
+        assert caught.value.messages["condition"] == error.messages
+        return
+    loaded_condition = loaded(condition)
+    try:
+        check(condition)
+    except conditions.ConditionError as error:
+        assert loaded_condition.problem == str(error)
+    else:
+        assert loaded_condition is condition
 
 
 # -- cancellation and hashed membership ----------------------------------------

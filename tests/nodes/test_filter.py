@@ -150,6 +150,20 @@ def test_malformed_condition_from_an_expression_is_invalid_input():
     assert "filter.a.$in: must be an array" in failed_with(out, "f")
 
 
+def test_an_item_field_where_an_array_belongs_is_invalid_input():
+    out = run_nodes("root>f", f={"type": "filter", "payload": {
+        "array": [{"amount": 1, "tags": [1]}],
+        "filter": {"{{@amount}}": {"$in": "{{@tags}}"}}}})
+    assert failed_with(out, "f") == "filter.{{@amount}}.$in: must be an array."
+
+
+def test_a_malformed_array_is_reported_before_the_condition():
+    out = run_nodes("root>f", payload={"txs": {"a": 1}},
+                    f={"type": "filter", "payload": {"array": "{{root.result.txs}}",
+                                                     "filter": {"a": {"$in": "{{@tags}}"}}}})
+    assert failed_with(out, "f") == "array: Not a valid array."
+
+
 # -- cancellation and hashing (SPEC §3) ----------------------------------------------
 
 def test_a_long_filter_stops_at_the_deadline():

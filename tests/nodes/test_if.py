@@ -143,6 +143,23 @@ def test_malformed_condition_from_an_expression_is_invalid_input():
     assert "unknown operator '$regex'" in failed_with(out, "check")
 
 
+def test_text_with_braces_resolved_into_the_condition_is_invalid_input():
+    """Resolved, "{{y}}" is text, not an expression: no object of operators."""
+    out = run_nodes("root>check", "check>a", payload={"cond": {"x": "{{y}}"}},
+                    check={"type": "if", "payload": {"condition": "{{root.result.cond}}"}},
+                    a={"type": "log", "branch": "then", "payload": {"message": "x"}})
+    assert failed_with(out, "check") == \
+        'condition.x: expected an object of operators, such as {"$eq": value}.'
+
+
+def test_a_resolved_condition_key_that_does_not_parse_is_reported_first():
+    out = run_nodes("root>check", "check>a",
+                    payload={"cond": {"$and": [{"{{a..b}}": {"$eq": 1}}, "{{t}}"]}},
+                    check={"type": "if", "payload": {"condition": "{{root.result.cond}}"}},
+                    a={"type": "log", "branch": "then", "payload": {"message": "x"}})
+    assert failed_with(out, "check").startswith("condition key '{{a..b}}': ")
+
+
 def test_unparsable_key_from_an_expression_is_invalid_input():
     error = node_error(if_, {"condition": {"{{a..b}}": {"$eq": 1}}},
                        lambda key: resolve_string(key, lambda path: None))

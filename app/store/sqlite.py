@@ -1,4 +1,4 @@
-"""Tokens, compute-unit balances and run records, in SQLite (SPEC §8).
+"""The SQLite backend of the store: tokens, balances and run records (SPEC §8).
 
 Shared by every gunicorn worker through one database file in WAL mode; each
 process opens its own connection on first use (SQLite is not fork-safe: a forked
@@ -15,131 +15,27 @@ its final state as the JSON text answered, served again without parsing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 
-
-def _complete_first_schema(db: sqlite3.Connection) -> None:
-    """Add what a store made by migration 1's first version lacks; nothing for others."""
-    columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
-    for name, kind in (("worker_pid", "INTEGER"), ("expires_at", "REAL")):
-        if name not in columns:
-            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-    # Runs such a store shows as running were started by a version that is gone: their
-    # time is up (the start-up clean-up aborts them and releases their reservations).
-    db.execute("UPDATE runs SET expires_at = 0 WHERE expires_at IS NULL AND status = 'running'")
-    db.execute("CREATE INDEX IF NOT EXISTS runs_running ON runs (status, token_id) "
-               "WHERE status = 'running'")
-    db.execute("CREATE TABLE IF NOT EXISTS probes "
-               "(id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)")
-
-
-SCHEMA = [  # SQL or a function of the connection; user_version = how many have run
-    """
-    CREATE TABLE tokens (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        hash TEXT NOT NULL UNIQUE,
-        balance INTEGER NOT NULL CHECK (balance >= 0),
-        enabled INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        token_id INTEGER NOT NULL REFERENCES tokens(id),
-        request_id TEXT,
-        status TEXT NOT NULL,
-        reserved INTEGER NOT NULL,
-        total_cu INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        finished_at REAL,
-        worker_pid INTEGER,
-        expires_at REAL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX runs_created_at ON runs (created_at);
-    CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running';
-    CREATE TABLE probes (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
-    """,
-    # 2: migration 1 gained worker_pid, expires_at, runs_running and probes after
-    # its first version had made stores: complete those.
-    _complete_first_schema,
-    # 3: a runId is unique per token, not across tokens (SPEC §8), so rows get an id of
-    # their own; `attempts` (started so far) is what a run whose worker dies is charged.
-    """
-    CREATE TABLE runs_3 (
-        row_id INTEGER PRIMARY KEY,
-        id TEXT NOT NULL,
-        token_id INTEGER NOT NULL REFERENCES tokens(id),
-        request_id TEXT,
-        status TEXT NOT NULL,
-        reserved INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        total_cu INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        finished_at REAL,
-        worker_pid INTEGER,
-        expires_at REAL,
-        body TEXT NOT NULL,
-        UNIQUE (token_id, id)
-    );
-    INSERT INTO runs_3 (id, token_id, request_id, status, reserved, total_cu, created_at,
-                        finished_at, worker_pid, expires_at, body)
-        SELECT id, token_id, request_id, status, reserved, total_cu, created_at,
-               finished_at, worker_pid, expires_at, body
-        FROM runs ORDER BY created_at;
-    DROP TABLE runs;
-    ALTER TABLE runs_3 RENAME TO runs;
-    CREATE INDEX runs_created_at ON runs (created_at);
-    CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running'
-    """,
-]
-
+from ..state import aborted_text, running_text
+from .contract import (
+    DuplicateRun,
+    InsufficientBalance,
+    StoreUnavailable,
+    Token,
+    TooManyRuns,
+    token_hash,
+)
+from .sqlite_schema import upgrade
 
 # A run's final commit of a text this large skips SQLite's automatic checkpoint (see
 # finish_run): copying that much of the WAL would delay an answer due at its deadline.
 LARGE_TEXT = 1024 * 1024
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be used right now (locked, read-only, full, missing)."""
-
-
-class DuplicateRun(Exception):
-    """A run with this id exists already."""
-
-    def __init__(self, run_id: str):
-        super().__init__(run_id)
-        self.run_id = run_id
-
-
-class TooManyRuns(Exception):
-    """The token has as many runs in flight as it may."""
-
-
-class InsufficientBalance(Exception):
-    def __init__(self, balance: int, required: int):
-        super().__init__(f"balance {balance} < required {required}")
-        self.balance, self.required = balance, required
-
-
-@dataclass(frozen=True)
-class Token:
-    id: int
-    name: str
-    balance: int
-    enabled: bool
-
-
-def token_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 _stores: weakref.WeakSet[Store] = weakref.WeakSet()  # this process's, for the fork hook
@@ -196,14 +92,7 @@ class Store:
     def migrate(self) -> None:
         """Create or upgrade the schema."""
         with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, step in enumerate(SCHEMA[version:], start=version + 1):
-                if callable(step):
-                    step(db)
-                else:
-                    for statement in filter(str.strip, step.split(";")):
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
+            upgrade(db)
 
     # -- tokens ------------------------------------------------------------------
 
@@ -276,7 +165,7 @@ class Store:
                            "created_at, worker_pid, expires_at, body) "
                            "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                            (run_id, token_id, request_id, reserve, now, os.getpid(),
-                            expires_at, json.dumps({"runId": run_id, "status": "running"})))
+                            expires_at, running_text(run_id)))
             except sqlite3.IntegrityError:
                 raise DuplicateRun(run_id) from None
             if not db.execute("UPDATE tokens SET balance = balance - ? "
@@ -299,14 +188,12 @@ class Store:
                        "WHERE token_id = ? AND id = ? AND status = 'running'",
                        (attempts, token_id, run_id))
 
-    def finish_run(self, run_id: str, token_id: int, body: dict,
-                   text: str | None = None) -> None:
-        """Store the final state, charge ``totalCu`` and release the rest, atomically.
+    def finish_run(self, run_id: str, token_id: int, status: str, total_cu: int,
+                   text: str) -> None:
+        """Store the final state, charge ``total_cu`` and release the rest, atomically.
 
-        ``text``: the whole answer as JSON, stored as it is (``body`` then needs only
-        ``status`` and ``totalCu``); else ``body`` is written.
+        ``text``: the whole answer as JSON, stored as it is.
         """
-        text = text or json.dumps(body)
         # SQLite checkpoints inside a commit that leaves the WAL past 1000 pages: after
         # a 32 MiB answer that copy took 150 ms, and this commit comes after the run's
         # deadline. Skip it here; this process checkpoints before its next run starts.
@@ -315,23 +202,24 @@ class Store:
             if large:
                 self._autocheckpoint(0)
             try:
-                self._finish(run_id, token_id, body, text)
+                self._finish(run_id, token_id, status, total_cu, text)
             finally:
                 if large:
                     self._autocheckpoint(1000)  # SQLite's default
                     self._checkpoint_due = True
 
-    def _finish(self, run_id: str, token_id: int, body: dict, text: str) -> None:
+    def _finish(self, run_id: str, token_id: int, status: str, total_cu: int,
+                text: str) -> None:
         with self._transaction() as db:
             row = db.execute("SELECT row_id, reserved, status FROM runs "
                              "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
             if row is None or row["status"] != "running":
                 return  # aborted meanwhile (taken for dead): its reservation is released
             db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
-                       (row["reserved"] - body["totalCu"], token_id))
+                       (row["reserved"] - total_cu, token_id))
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
                        "finished_at = ?, body = ? WHERE row_id = ?",
-                       (body["status"], body["totalCu"], time.time(), text, row["row_id"]))
+                       (status, total_cu, time.time(), text, row["row_id"]))
 
     def _autocheckpoint(self, pages: int) -> None:
         with self._reading() as db:
@@ -393,16 +281,12 @@ class Store:
                 return False  # finished meanwhile
             now = time.time()
             charged = min(row["reserved"], max(row["attempts"], attempts or 0))
-            body = {"runId": row["id"], "status": "failure",
-                    "durationMs": round((now - row["created_at"]) * 1000), "totalCu": charged,
-                    "error": {"code": "ABORTED", "message": "The worker running this run "
-                              "stopped before the run finished."},
-                    "executionState": {}}
+            text = aborted_text(row["id"], round((now - row["created_at"]) * 1000), charged)
             db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
                        (row["reserved"] - charged, row["token_id"]))
             db.execute("UPDATE runs SET status = 'failure', total_cu = ?, reserved = 0, "
                        "finished_at = ?, body = ? WHERE row_id = ?",
-                       (charged, now, json.dumps(body), row_id))
+                       (charged, now, text, row_id))
         return True
 
     def prune(self, retention_seconds: float) -> int:
