@@ -107,7 +107,7 @@ def test_concurrency_limit_counts_live_runs_only(store):
 def test_runs_of_a_dead_worker_are_aborted_and_released(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 4, LATER)
-    with store._transaction() as db:  # as if a worker with this (unused) pid had started it
+    with store._db.transaction() as db:  # as if a worker with this (unused) pid had started it
         db.execute("UPDATE runs SET worker_pid = 999999999 WHERE id = 'run_a'")
     assert store.token_by_name("t").balance == 6
     aborted = stored(store, "run_a", token.id)  # a lookup notices the worker is gone
@@ -124,7 +124,7 @@ def test_a_lookup_aborts_a_dead_workers_run_charging_its_started_attempts(store)
     store.start_run("run_a", token.id, None, 4, LATER)
     store.record_attempts("run_a", token.id, 3)
     store.record_attempts("run_a", token.id, 1)  # an older count never lowers it
-    with store._transaction() as db:
+    with store._db.transaction() as db:
         db.execute("UPDATE runs SET worker_pid = 999999999 WHERE id = 'run_a'")
     assert stored(store, "run_a", token.id)["totalCu"] == 3
     assert store.token_by_name("t").balance == 7
@@ -206,7 +206,7 @@ def test_prune_deletes_finished_runs_past_retention(store):
         store.start_run(run_id, token.id, None, 1, LATER)
     for run_id in ("run_old", "run_new"):
         store.finish_run(run_id, token.id, "success", 1, answer(run_id, 1))
-    with store._transaction() as db:
+    with store._db.transaction() as db:
         db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
     assert store.prune(3600) == 1
     assert stored(store, "run_old", token.id) is None
@@ -295,7 +295,7 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
     old.close()
     store = Store(path)
     store.migrate()
-    with store._reading() as db:
+    with store._db.reading() as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 3
         done = db.execute("SELECT * FROM runs WHERE id = 'run_done'").fetchone()
         assert dict(done) == {**dict(done), "token_id": 1, "request_id": "r1",

@@ -1,8 +1,7 @@
 """The SQLite backend of the store: tokens, balances and run records (SPEC §8).
 
-Shared by every gunicorn worker through one database file in WAL mode; each
-process opens its own connection on first use (SQLite is not fork-safe: a forked
-child forgets its parent's).
+Shared by every gunicorn worker through one database file, each process through
+a connection of its own (``sqlite_connection``).
 Balances only ever change inside ``BEGIN IMMEDIATE`` transactions with
 conditional updates, so concurrent runs can never drive one below zero.
 Only hashes of tokens are stored.
@@ -18,19 +17,17 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import threading
 import time
-import weakref
 
 from ..state import aborted_text, running_text
 from .contract import (
     DuplicateRun,
     InsufficientBalance,
-    StoreUnavailable,
     Token,
     TooManyRuns,
     token_hash,
 )
+from .sqlite_connection import Connection
 from .sqlite_schema import upgrade
 
 # A run's final commit of a text this large skips SQLite's automatic checkpoint (see
@@ -38,92 +35,54 @@ from .sqlite_schema import upgrade
 LARGE_TEXT = 1024 * 1024
 
 
-_stores: weakref.WeakSet[Store] = weakref.WeakSet()  # this process's, for the fork hook
-
-
-def _reset_after_fork() -> None:
-    for store in list(_stores):
-        store._forget_connection()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
-
 class Store:
     def __init__(self, path: str, busy_ms: int = 5000):
-        self.path, self.busy_seconds = path, busy_ms / 1000
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
-        self._checkpoint_due = False  # a large text went into the WAL unchecked (finish_run)
-        _stores.add(self)
+        self._db = Connection(path, busy_ms)
 
-    def _forget_connection(self) -> None:
-        """In a forked child: the connection is the parent's; open one of its own."""
-        self._conn, self._lock = None, threading.RLock()
+    @property
+    def path(self) -> str:
+        """The database file; changing it takes effect when the connection is next opened."""
+        return self._db.path
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                if os.path.dirname(self.path):
-                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=self.busy_seconds,
-                                       isolation_level=None, check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-            except (OSError, sqlite3.Error) as error:
-                raise StoreUnavailable(str(error)) from error
-            self._conn = conn
-        return self._conn
-
-    def _transaction(self):
-        return _Transaction(self)
-
-    @contextlib.contextmanager
-    def _reading(self):
-        """The connection for a read, under the process lock; errors as StoreUnavailable."""
-        with self._lock:
-            try:
-                yield self._db()
-            except sqlite3.Error as error:
-                raise StoreUnavailable(str(error)) from error
+    @path.setter
+    def path(self, path: str) -> None:
+        self._db.path = path
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             upgrade(db)
 
     # -- tokens ------------------------------------------------------------------
 
     def token(self, secret: str) -> Token | None:
         """The token with this secret; looked up by hash, so nothing compares secrets."""
-        with self._reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT * FROM tokens WHERE hash = ?",
-                                     (token_hash(secret),)).fetchone()
+                             (token_hash(secret),)).fetchone()
         return _token(row) if row else None
 
     def token_by_name(self, name: str) -> Token | None:
-        with self._reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
         return _token(row) if row else None
 
     def tokens(self) -> list[Token]:
-        with self._reading() as db:
+        with self._db.reading() as db:
             rows = db.execute("SELECT * FROM tokens ORDER BY name").fetchall()
         return [_token(row) for row in rows]
 
     def create_token(self, name: str, balance: int, secret: str | None = None) -> str:
         """Store a new token; returns its secret (shown once, never stored)."""
         secret = secret or "wr_" + secrets.token_urlsafe(32)
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("INSERT INTO tokens (name, hash, balance, created_at) VALUES (?, ?, ?, ?)",
                        (name, token_hash(secret), balance, time.time()))
         return secret
 
     def ensure_token(self, name: str, secret: str, min_balance: int) -> Token:
         """Create the token if absent, enable it and top it up to ``min_balance``."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT id FROM tokens WHERE name = ?", (name,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO tokens (name, hash, balance, created_at) "
@@ -135,13 +94,13 @@ class Store:
         return self.token(secret)
 
     def top_up(self, name: str, amount: int) -> Token | None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("UPDATE tokens SET balance = balance + ? WHERE name = ?", (amount, name))
             row = db.execute("SELECT * FROM tokens WHERE name = ?", (name,)).fetchone()
         return _token(row) if row else None
 
     def set_enabled(self, name: str, enabled: bool) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             changed = db.execute("UPDATE tokens SET enabled = ? WHERE name = ?",
                                  (int(enabled), name)).rowcount
         return bool(changed)
@@ -156,10 +115,10 @@ class Store:
         running is certainly dead (its worker would have been killed by then).
         ``max_concurrent`` 0 = no limit.
         """
-        self._checkpoint_if_due()
+        self._db.checkpoint_if_due()
         # Each refusal raises inside the transaction, which rolls back what came before.
         now = time.time()
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             try:
                 db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
                            "created_at, worker_pid, expires_at, body) "
@@ -183,7 +142,7 @@ class Store:
 
     def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
         """Note the attempts the run has started so far: what it costs if its worker dies."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("UPDATE runs SET attempts = MAX(attempts, ?) "
                        "WHERE token_id = ? AND id = ? AND status = 'running'",
                        (attempts, token_id, run_id))
@@ -194,23 +153,16 @@ class Store:
 
         ``text``: the whole answer as JSON, stored as it is.
         """
-        # SQLite checkpoints inside a commit that leaves the WAL past 1000 pages: after
-        # a 32 MiB answer that copy took 150 ms, and this commit comes after the run's
-        # deadline. Skip it here; this process checkpoints before its next run starts.
+        # This commit comes after the run's deadline: a large answer's must not also wait
+        # for SQLite to copy the WAL into the database. This process checkpoints before
+        # its next run starts instead (start_run).
         large = len(text) > LARGE_TEXT
-        with self._lock:
-            if large:
-                self._autocheckpoint(0)
-            try:
-                self._finish(run_id, token_id, status, total_cu, text)
-            finally:
-                if large:
-                    self._autocheckpoint(1000)  # SQLite's default
-                    self._checkpoint_due = True
+        with self._db.checkpoint_deferred() if large else contextlib.nullcontext():
+            self._finish(run_id, token_id, status, total_cu, text)
 
     def _finish(self, run_id: str, token_id: int, status: str, total_cu: int,
                 text: str) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT row_id, reserved, status FROM runs "
                              "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
             if row is None or row["status"] != "running":
@@ -221,23 +173,12 @@ class Store:
                        "finished_at = ?, body = ? WHERE row_id = ?",
                        (status, total_cu, time.time(), text, row["row_id"]))
 
-    def _autocheckpoint(self, pages: int) -> None:
-        with self._reading() as db:
-            db.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
-
-    def _checkpoint_if_due(self) -> None:
-        """The checkpoint a large answer's commit skipped, before this process's next run."""
-        if self._checkpoint_due:
-            self._checkpoint_due = False
-            with self._reading() as db:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """A stored run as the JSON text stored (never parsed), only for the token that made it.
 
         A run shown as running whose worker is gone is aborted first.
         """
-        with self._reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT row_id, status, worker_pid, expires_at, body FROM runs "
                              "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
         if row is None:
@@ -253,28 +194,28 @@ class Store:
         """Mark a running run ``failure``/``ABORTED``: charge its started attempts (the
         stored count or ``attempts``, whichever is larger, at most the reservation) and
         release the rest. False when it is not running (finished meanwhile)."""
-        with self._reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT row_id FROM runs WHERE token_id = ? AND id = ? "
                              "AND status = 'running'", (token_id, run_id)).fetchone()
         return bool(row) and self._abort_row(row["row_id"], attempts)
 
     def abort_orphans(self) -> int:
         """Abort running runs whose worker is gone or whose time is certainly up."""
-        with self._reading() as db:
+        with self._db.reading() as db:
             rows = db.execute("SELECT row_id, worker_pid, expires_at FROM runs "
                               "WHERE status = 'running'").fetchall()
         return sum(self._abort_row(row["row_id"]) for row in rows if _dead(row))
 
     def abort_runs_of_worker(self, pid: int) -> int:
         """Abort the running runs of a worker that has exited (gunicorn's child_exit)."""
-        with self._reading() as db:
+        with self._db.reading() as db:
             rows = db.execute("SELECT row_id FROM runs WHERE status = 'running' "
                               "AND worker_pid = ?", (pid,)).fetchall()
         return sum(self._abort_row(row["row_id"]) for row in rows)
 
     def _abort_row(self, row_id: int, attempts: int | None = None) -> bool:
         """Abort one run if it is still running; its charge is its started attempts."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT * FROM runs WHERE row_id = ? AND status = 'running'",
                              (row_id,)).fetchone()
             if row is None:
@@ -291,27 +232,22 @@ class Store:
 
     def prune(self, retention_seconds: float) -> int:
         """Delete finished runs older than the retention."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             return db.execute("DELETE FROM runs WHERE status != 'running' AND created_at < ?",
                               (time.time() - retention_seconds,)).rowcount
 
     def check_writable(self) -> None:
         """Raise unless the database can be written right now (readiness)."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("INSERT OR REPLACE INTO probes (id, checked_at) VALUES (1, ?)",
                        (time.time(),))
 
     def backup(self, target: str) -> None:
         """A consistent copy of the live database (SQLite's online backup)."""
-        with self._lock, sqlite3.connect(target) as copy:
-            self._db().backup(copy)
-        copy.close()
+        self._db.backup(target)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 def _dead(row: sqlite3.Row) -> bool:
@@ -329,46 +265,6 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), holding the process lock.
-
-    SQLite's operational errors (locked past the busy timeout, read-only, disk
-    full, file gone) leave as ``StoreUnavailable``, after a rollback.
-    """
-
-    def __init__(self, store: Store):
-        self.store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.store._lock.acquire()
-        try:
-            self.db = self.store._db()
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            self.store._lock.release()
-            raise StoreUnavailable(str(error)) from error
-        except BaseException:
-            self.store._lock.release()
-            raise
-        return self.db
-
-    def __exit__(self, kind, error, trace) -> None:
-        try:
-            if kind is None:
-                self.db.execute("COMMIT")
-            elif self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-        except sqlite3.Error as failure:
-            if kind is None:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-                raise StoreUnavailable(str(failure)) from failure
-        finally:
-            self.store._lock.release()
-        if kind is not None and issubclass(kind, sqlite3.Error):
-            raise StoreUnavailable(str(error)) from error
 
 
 def _token(row: sqlite3.Row) -> Token:
