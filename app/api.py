@@ -115,7 +115,8 @@ def get_run(run_id: str):
 def validate_workflow():
     """Every check of SPEC §2, nothing run, nothing charged."""
     plan = check_request(g.body, _limits(), validate_only=True).plan
-    return jsonify({"valid": True, "nodeCount": len(plan.nodes), "levels": plan.levels})
+    return jsonify({"valid": True, "nodeCount": len(plan.nodes), "levels": plan.levels,
+                    "loops": plan.loops})
 
 
 @bp.get("/node-types")

@@ -108,7 +108,8 @@ def call(node: PlanNode, data: dict, ctx: NodeContext, text_of: TextOf
 
 def run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
                outcomes: queue.SimpleQueue, text_of: TextOf) -> None:
-    """``call`` on a pool thread: the outcome goes back through ``outcomes`` with the
-    time it ended, by which the engine judges it."""
+    """``call`` on a pool thread: the outcome goes back through ``outcomes``, named by
+    the instance it is for (``ctx.node_id``), with the time it ended, by which the
+    engine judges it."""
     outcome, text = call(node, data, ctx, text_of)
-    outcomes.put((node.id, attempt, outcome, text, time.monotonic()))
+    outcomes.put((ctx.node_id, attempt, outcome, text, time.monotonic()))

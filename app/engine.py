@@ -19,6 +19,14 @@ timer firing, or the run deadline. Invariants:
   so a handler that never returns delays nothing: its attempt is failed with
   ``TIMEOUT`` when its limit passes and its late outcome is ignored;
 - at the run deadline the response is built from the state as it stands.
+
+State is kept per *instance*: a node outside loops is one instance named by its
+id; a ``for-each`` node (SPEC §11) runs its body once per item, each body node
+in iteration i an instance ``"<id>[i]"`` (nested: ``"[i][j]"``) in that
+iteration's ``Frame``, scheduled like any other, so iterations and the rest of
+the graph run side by side under the same rules and the same deadline. The
+loop's books (which iteration may start, what each produced) are a ``Loop``
+(app/loops.py); when its last iteration ends the loop node finishes.
 """
 from __future__ import annotations
 
@@ -35,12 +43,15 @@ from .attempts import call, condition_keys, limit_ms, node_logger, retry_wait_ms
 from .dialect import flatten, load
 from .expressions import MISSING, Budget, ExpressionError, resolve
 from .jstext import iso
+from .loops import MAX_INSTANCES, Frame, Loop
 from .nodes.base import Cancel, NodeContext, NodeError
-from .plan import RunRequest
+from .plan import PlanNode, RunRequest
 from .pool import pool
 from .redact import Redactor
 from .scope import Scope
 from .state import NodeState, Outcome, RunBody, dumps, skip_reason, summary
+
+NAMED = 20  # failed nodes named in a failed run's message
 
 
 class Run:
@@ -49,7 +60,8 @@ class Run:
     def __init__(self, request: RunRequest, run_id: str, settings: dict | None = None,
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 started: float | None = None):
+                 started: float | None = None,
+                 reserve: Callable[[int], bool] | None = None):
         plan = request.plan
         self.request, self.plan, self.run_id = request, plan, run_id
         self.settings = settings or {}
@@ -57,8 +69,18 @@ class Run:
         # Told the started attempts before attempts that can act outside the process
         # start, so a worker killed mid-run is still charged for them (SPEC §3).
         self.on_progress = on_progress
-        self.states = {node_id: NodeState() for node_id in plan.nodes}
-        self.waiting = {n.id: len(n.parents) for n in plan.nodes.values()}
+        # Asked for more CU when a loop starts (its items' worst case, SPEC §11): False
+        # when the token's balance cannot cover it.
+        self.reserve = reserve or (lambda cu: True)
+        # Per instance (see the module docstring): its node, state, parents still running,
+        # and for a body instance its iteration.
+        self.nodes = {node_id: plan.nodes[node_id] for node_id in plan.top}
+        self.states = {node_id: NodeState() for node_id in plan.top}
+        self.waiting = {node_id: len(plan.nodes[node_id].parents) for node_id in plan.top}
+        self.frames: dict[str, Frame] = {}
+        self.loops: dict[str, Loop] = {}  # the running for-each instances
+        self.instances = 0  # body instances the loops have made room for (MAX_INSTANCES)
+        self.started_cu = 0  # what the attempts started so far cost (counted as they start)
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
         self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
@@ -82,9 +104,7 @@ class Run:
     @property
     def started_attempts(self) -> int:
         """What the attempts started so far cost: what the run is charged (SPEC §8)."""
-        nodes = self.plan.nodes
-        return sum(s.attempts * nodes[n].node_type.cu_per_attempt
-                   for n, s in self.states.items() if s.attempts)
+        return self.started_cu
 
     # -- the loop ------------------------------------------------------------
 
@@ -150,7 +170,7 @@ class Run:
     def _run_root(self) -> None:
         state = self.states["root"]
         state.started = state.finished = time.time()
-        root_payload = resolve(self.plan.nodes["root"].payload, self.scope.lookup)
+        root_payload = resolve(self.nodes["root"].payload, self.scope.lookup)
         state.result = {**root_payload, **self.request.payload,
                         "triggeredAt": iso(state.started)}
         state.status = "success"
@@ -172,12 +192,12 @@ class Run:
             if self.on_progress is not None:
                 self.on_progress(self.started_attempts)
             for node_id, data, ctx in pooled:
-                node = self.plan.nodes[node_id]
+                node = self.nodes[node_id]
                 pool().submit(run_pooled, node, data, ctx, self.states[node_id].attempts,
                               self.outcomes, self._result_text, cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
             if time.monotonic() < self.deadline:
-                outcome, text = call(self.plan.nodes[node_id], data, ctx, self._result_text)
+                outcome, text = call(self.nodes[node_id], data, ctx, self._result_text)
                 if time.monotonic() < self.deadline:
                     self._finish_attempt(node_id, outcome, text)
                     continue
@@ -188,16 +208,21 @@ class Run:
     def _start_attempt(self, node_id: str):
         """Resolve and check the input; ``(node_id, data, ctx)`` for the caller to run
         (pooled handlers first, then inline ones on this thread), or None."""
-        node, state = self.plan.nodes[node_id], self.states[node_id]
+        node, state = self.nodes[node_id], self.states[node_id]
+        frame = self.frames.get(node_id)
         state.begin_attempt(time.time(), time.monotonic())
+        self.started_cu += node.node_type.cu_per_attempt
         check = until(self.deadline)
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
             budget = Budget(self.max_input, check)
-            value = resolve(node.payload, self.scope.lookup, budget)
+            value = resolve(node.payload, self.scope.lookup_in(frame), budget)
             state.input_text, state.input = self._text(value, check), value
             data = load(node.node_type.payload, state.input)
-            keys = condition_keys(node, data, self.scope.resolve_key, budget)
+            if node.body:  # a for-each node: the engine runs it
+                self._start_loop(node_id, node, frame, data)
+                return None
+            keys = condition_keys(node, data, self.scope.key_resolver(frame), budget)
         except ExpressionError as error:
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
             return None
@@ -242,11 +267,13 @@ class Run:
     # -- finishing nodes -----------------------------------------------------
 
     def _finish_attempt(self, node_id: str, outcome: Any, text: str | None = None) -> None:
-        node, state = self.plan.nodes[node_id], self.states[node_id]
+        node, state = self.nodes[node_id], self.states[node_id]
         state.finished = time.time()
         if not isinstance(outcome, NodeError):
             state.status, state.result, state.error = "success", outcome, None
             state.result_text = text
+            if text is not None and node_id in self.frames:  # what the loop's result holds
+                self.frames[node_id].chars += len(text)
             self._settled(node_id)
             self._settle_children(node_id)
             return
@@ -265,16 +292,20 @@ class Run:
         self._settle_children(node_id)
 
     def _settle_children(self, node_id: str) -> None:
-        """Each child whose parents are now all final runs or is skipped, recursively."""
+        """Each child whose parents are now all final runs or is skipped, recursively.
+        A node's children are in its own body (or outside loops, with it)."""
         todo = [node_id]
         while todo:
-            parent = self.plan.nodes[todo.pop()]
-            for child_id in parent.children:
+            parent_id = todo.pop()
+            suffix = self._suffix(parent_id)
+            for child in self.nodes[parent_id].children:
+                child_id = child + suffix
                 self.waiting[child_id] -= 1
                 if self.waiting[child_id]:
                     continue
-                child = self.plan.nodes[child_id]
-                reason = skip_reason(child, self.plan.nodes, self.states)
+                node = self.nodes[child_id]
+                reason = skip_reason(node, ((self.nodes[p + suffix], self.states[p + suffix])
+                                            for p in node.parents))
                 if reason is None:
                     self.ready.append(child_id)
                 else:
@@ -282,20 +313,36 @@ class Run:
                     self._settled(child_id)
                     todo.append(child_id)
 
+    def _suffix(self, node_id: str) -> str:
+        frame = self.frames.get(node_id)
+        return frame.suffix if frame is not None else ""
+
     def _settled(self, node_id: str) -> None:
-        """A node is final: its entry is written now, within the run's size cap."""
-        self.body.settle(self.plan.nodes[node_id], self.states[node_id])
+        """A node is final: its entry is written now, within the run's size cap; a loop
+        that ran no iteration lists its body as skipped; an iteration whose last instance
+        this was ends."""
+        node, state, frame = self.nodes[node_id], self.states[node_id], self.frames.get(node_id)
+        self.body.settle(node_id, node, state, frame)
+        if node.body and (node_id not in self.loops or not self.loops[node_id].next):
+            self._skip_body(node_id, node, state)
+        if frame is not None and not self.timed_out:
+            frame.remaining -= 1
+            if not frame.remaining:
+                self._iteration_ended(frame)
 
     def _hit_deadline(self) -> None:
         self.timed_out = True
         now = time.time()
-        for node_id, state in self.states.items():
+        for node_id, state in list(self.states.items()):
             if node_id in self.running:
                 self.running[node_id][2].set()
                 state.status, state.finished = "failure", now
                 state.error = NodeError("TIMEOUT", "The run deadline passed.", True).as_dict()
             elif state.status == "running":  # between attempts: fails with its last error
-                state.status = "failure"
+                state.status, state.finished = "failure", state.finished or now
+                if state.error is None:  # a loop whose iterations were still running
+                    state.error = NodeError("TIMEOUT", "The run deadline passed.",
+                                            True).as_dict()
             elif state.status == "pending":
                 state.skip("run_timeout")
             else:
@@ -307,8 +354,11 @@ class Run:
     # -- the response ----------------------------------------------------------
 
     def _outcome(self) -> Outcome:
+        # A failed body instance fails the run unless a loop around it goes on past a
+        # failed item (onItemError "continue": the loop reports it in its iterations).
         failed = [n for n, s in self.states.items()
-                  if s.status == "failure" and not self.plan.nodes[n].continue_on_error]
+                  if s.status == "failure" and not self.nodes[n].continue_on_error
+                  and not (n in self.frames and self.frames[n].absorbs)]
         if self.timed_out:
             error = {"code": "RUN_TIMEOUT", "message": "The run deadline passed."}
         elif self.body.too_large:
@@ -319,17 +369,129 @@ class Run:
             first = min(failed, key=lambda n: self.states[n].finished)
             others = [n for n in failed if n != first]
             message = f"Node {first!r} failed: {self.states[first].error['message']}"
-            if others:
-                message += " Also failed: " + ", ".join(repr(n) for n in others) + "."
+            if others:  # a loop's instances can be thousands: the first few are named
+                message += " Also failed: " + ", ".join(repr(n) for n in others[:NAMED])
+                message += f" and {len(others) - NAMED} more." if len(others) > NAMED else "."
             error = {"code": "NODE_FAILED", "message": message}
         else:
             error = None
         duration_ms = round((time.time() - self.started_at) * 1000)
         status, total_cu = "failure" if error else "success", self.started_attempts
         text = self.body.text(summary(self.run_id, status, duration_ms, total_cu, error),
-                              self.plan.nodes)
+                              self.plan.top)
         return Outcome(text, status, total_cu, duration_ms, error,
-                       [(node.type, self.states[n].status) for n, node in self.plan.nodes.items()])
+                       [(self.nodes[n].type, state.status) for n, state in self.states.items()])
+
+    # -- loops (SPEC §11) ------------------------------------------------------
+
+    def _start_loop(self, node_id: str, node: PlanNode, frame: Frame | None,
+                    data: dict) -> None:
+        """Make room for the loop's instances and reserve their worst-case cost, then
+        start its first iterations; an empty array succeeds at once."""
+        items, size = data["array"], len(node.body)
+        if self.instances + len(items) * size > MAX_INSTANCES:
+            raise NodeError("INVALID_INPUT", (
+                f"{len(items)} items × {size} body node{'s' * (size != 1)} would bring the "
+                "run's body-node "
+                f"instances to {self.instances + len(items) * size}; the limit is "
+                f"{MAX_INSTANCES}."))
+        worst = len(items) * sum(self.plan.nodes[m].worst_case_cu for m in node.body)
+        if worst and not self.reserve(worst):
+            raise NodeError("INSUFFICIENT_CU", f"The loop's {len(items)} items need up to "
+                            f"{worst} CU; the token's balance cannot cover them.")
+        self.instances += len(items) * size
+        loop = self.loops[node_id] = Loop(node_id, node, frame, items, data["concurrency"],
+                                          data["onItemError"] == "stop", self.max_result)
+        self._advance(loop)
+
+    def _advance(self, loop: Loop) -> None:
+        """Start the iterations that may start now; finish the loop when it is done."""
+        while loop.may_start() and not self.body.too_large:
+            self._start_iteration(loop, loop.frame_for(loop.next))
+            loop.next += 1
+            loop.running += 1
+        if loop.done or (loop.running == 0 and self.body.too_large):
+            self._finish_loop(loop)
+
+    def _start_iteration(self, loop: Loop, frame: Frame) -> None:
+        """Every body node gets an instance in ``frame``; the entries are ready."""
+        for member in loop.node.body:
+            node = self.plan.nodes[member]
+            instance = member + frame.suffix
+            self.nodes[instance], self.states[instance] = node, NodeState()
+            self.frames[instance], self.waiting[instance] = frame, len(node.parents)
+            frame.instances.append(instance)
+            if not node.parents:
+                self.ready.append(instance)
+        frame.remaining = len(frame.instances)
+        self.body.nest(loop.instance, frame.instances)
+
+    def _iteration_ended(self, frame: Frame) -> None:
+        """The last instance of ``frame`` is final: record the iteration, go on."""
+        loop = self.loops[frame.loop + (frame.parent.suffix if frame.parent else "")]
+        failure, results = None, {}
+        for instance in frame.instances:
+            node, state = self.nodes[instance], self.states[instance]
+            results[node.id] = state.result if state.status == "success" else None
+            if failure is None and state.status == "failure" and not node.continue_on_error:
+                failure = (instance, state.error["message"] if state.error else "")
+        loop.finished(frame, failure, results)
+        self._advance(loop)
+
+    def _finish_loop(self, loop: Loop) -> None:
+        """The loop node's outcome: its result, or ITERATION_FAILED (with its result), or
+        OUTPUT_TOO_LARGE when its result or the run's answer outgrew its cap: the loop
+        then started no more iterations (memory stays bounded however many items)."""
+        state = self.states[loop.instance]
+        if loop.chars > loop.max_chars or (self.body.too_large and
+                                           loop.next < len(loop.items)):
+            self._finish_attempt(loop.instance, NodeError("OUTPUT_TOO_LARGE", (
+                f"The loop stopped after {loop.next} of {len(loop.items)} iterations: "
+                + (f"its iterations' results reached {loop.chars} characters of JSON; the "
+                   f"limit is {loop.max_chars}." if loop.chars > loop.max_chars else
+                   "the run's answer reached its size limit."))))
+            return
+        result = loop.result()
+        try:
+            text = self._result_text(result, until(self.deadline))
+        except NodeError as error:
+            self._finish_attempt(loop.instance, error)
+            return
+        if not loop.stopped:
+            self._finish_attempt(loop.instance, result, text)
+            return
+        index, instance, message = loop.first_failure
+        state.result, state.result_text = result, text  # which iterations ran, and how
+        self._finish_attempt(loop.instance, NodeError(
+            "ITERATION_FAILED", f"Iteration {index} failed: node {instance!r} failed: "
+            f"{message}"))
+
+    def _skip_body(self, node_id: str, node: PlanNode, state: NodeState) -> None:
+        """A loop that ran no iteration lists each node of its body once, skipped: why
+        the loop did not run them (SPEC §11)."""
+        if self.timed_out:
+            reason = "run_timeout"
+        elif state.status == "skipped":
+            reason = state.reason
+        elif state.status == "failure":
+            reason = "upstream_failed"
+        else:
+            reason = "no_iterations"
+        suffix, listed = self._suffix(node_id), []
+        for member in node.body:
+            placeholder = member + suffix
+            if placeholder in self.states:  # listed already (a loop settled twice: never)
+                continue
+            self.nodes[placeholder], self.states[placeholder] = self.plan.nodes[member], \
+                NodeState()
+            self.states[placeholder].skip(reason)
+            listed.append(placeholder)
+        self.body.nest(node_id, listed)
+        for placeholder in listed:
+            self.body.settle(placeholder, self.nodes[placeholder], self.states[placeholder])
+            if self.nodes[placeholder].body:
+                self._skip_body(placeholder, self.nodes[placeholder],
+                                self.states[placeholder])
 
 
 _NEVER_CANCELLED = Cancel()

@@ -37,7 +37,7 @@ IN_PROGRESS = Gauge("runner_runs_in_progress", "Runs executing now.",
 
 
 def record_run(outcome) -> None:
-    """Count one finished run (``engine.Outcome``)."""
+    """Count one finished run (``state.Outcome``); a loop's body instances count as nodes."""
     RUNS.labels(outcome.status).inc()
     RUN_SECONDS.observe(outcome.duration_ms / 1000)
     CU.inc(outcome.total_cu)

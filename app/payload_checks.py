@@ -1,28 +1,45 @@
 """What validation checks inside node payloads (SPEC §2, §4): literal values
 against the node type's schema (values holding expressions are checked once
 resolved, before each attempt), and the holes of every expression — their
-syntax, their namespaces, and that a node is read only by its descendants.
+syntax, their namespaces, that a node is read only by its descendants, and
+that loop variables and body nodes are read only inside their loop (SPEC §11).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from .bodies import Bodies
 from .dialect import errors_of, iter_flat, location_key
 from .expressions import ExpressionError, Path, Template, is_template, parse
+from .loops import LOOP_VARIABLES
 from .nodes import NODE_TYPES
 from .nodes.base import NodeType
 from .problems import INVALID_DEFINITION, Invalid
 
-NAMESPACES = {"$nodes", "$trigger", "$props", "$inputs", "$vars", "$run", "$workflow"}
+NAMESPACES = {"$nodes", "$trigger", "$props", "$inputs", "$vars", "$run", "$workflow",
+              *LOOP_VARIABLES}
 # Payload fields whose strings may hold {{@field}} item holes (keys too, in conditions).
 ITEM_FIELDS = {"format": ("template",), "filter": ("filter", "condition")}
 
 
-def check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]],
-                   problems: Invalid) -> None:
-    """Every node payload's problems, added to ``problems`` at their locations."""
-    inputs = {item.get("key") for item in definition.get("inputSchema", [])}
+@dataclass(frozen=True)
+class _Refs:
+    """What a reference is checked against."""
+
+    nodes: Mapping[str, dict]
+    ancestors: Mapping[str, set[str]]
+    inputs: set
+    bodies: Bodies
+
+
+def check_payloads(definition: dict, nodes: dict, bodies: Bodies,
+                   ancestors: Mapping[str, set[str]], problems: Invalid) -> None:
+    """Every node payload's problems, added to ``problems`` at their locations.
+    ``ancestors``: over children and loopBody edges (a body node's include its loop's)."""
+    refs = _Refs(nodes, ancestors, {item.get("key") for item in
+                                    definition.get("inputSchema", [])}, bodies)
     for node_id, node in nodes.items():
         node_type = NODE_TYPES.get(node.get("type"))
         if node_type is None or "payload" not in node or (
@@ -34,12 +51,12 @@ def check_payloads(definition: dict, nodes: dict, ancestors: dict[str, set[str]]
         problems.extend(iter_flat(literal_errors, where), INVALID_DEFINITION)
         item_fields = ITEM_FIELDS.get(node["type"], ())
         for location, text, items_ok in _expression_strings(payload, node_type, item_fields):
-            for why in _expression_problems(text, items_ok, node_id, nodes, ancestors, inputs):
+            for why in _expression_problems(text, items_ok, node_id, refs):
                 problems.add(location(where), why)
 
 
-def _expression_problems(text: str, items_ok: bool, node_id: str, nodes: dict,
-                         ancestors: dict[str, set[str]], inputs: set[str]) -> Iterator[str]:
+def _expression_problems(text: str, items_ok: bool, node_id: str, refs: _Refs
+                         ) -> Iterator[str]:
     """What is wrong with the holes of one payload string."""
     try:
         template: Template = parse(text)
@@ -51,8 +68,7 @@ def _expression_problems(text: str, items_ok: bool, node_id: str, nodes: dict,
                "the format node's template and the filter node's filter/condition.")
     for hole in template.holes:
         for term in hole.terms:
-            why = isinstance(term, Path) and _bad_reference(term, node_id, nodes, ancestors,
-                                                            inputs)
+            why = isinstance(term, Path) and _bad_reference(term, node_id, refs)
             if why:
                 yield f"{_clip(hole.source)}: {why}"
 
@@ -136,24 +152,44 @@ def _expression_strings(payload: dict, node_type: NodeType, item_fields: tuple[s
                          for i, v in enumerate(value))
 
 
-def _bad_reference(term: Path, node_id: str, nodes: dict, ancestors: dict[str, set[str]],
-                   inputs: set[str]) -> str | None:
+def _bad_reference(term: Path, node_id: str, refs: _Refs) -> str | None:
     head, rest = term.head, term.segments[1:]
     if head == "$nodes":
         if not rest:
             return "'$nodes' needs a node id ($nodes.<id>.result…)."
         head = str(rest[0])
     elif head == "$inputs":
-        if rest and str(rest[0]) not in inputs:
+        if rest and str(rest[0]) not in refs.inputs:
             return f"input {rest[0]!r} is not declared in inputSchema."
         return None
+    elif head in LOOP_VARIABLES:
+        return _bad_loop_variable(head, rest, node_id, refs.bodies.loops_around(node_id))
     elif head.startswith("$"):
         if head not in NAMESPACES:
             return f"unknown namespace {head!r}; known: {', '.join(sorted(NAMESPACES))}."
         return None
-    if head not in nodes:
+    if head not in refs.nodes:
         return f"unknown node {head!r}."
-    if head not in ancestors.get(node_id, ()):
+    if head not in refs.ancestors.get(node_id, ()):
+        loop = refs.bodies.owner.get(head)
+        if loop is not None and loop not in refs.bodies.loops_around(node_id):
+            return (f"node {head!r} is in the body of loop {loop!r} and has a result per "
+                    f"iteration; after the loop, read {{{{{loop}.result.iterations}}}}.")
         return (f"node {head!r} is not an ancestor of {node_id!r}; "
                 "only ancestors have results to read.")
+    return None
+
+
+def _bad_loop_variable(head: str, rest: tuple, node_id: str, loops: list[str]) -> str | None:
+    """``$item``, ``$index``, ``$parent_…`` and ``$for.<id>.…`` read the loops around
+    ``node_id`` (innermost first)."""
+    if not loops:
+        return f"{head} is only defined inside a loop's body (a for-each node's loopBody)."
+    if head.startswith("$parent_") and len(loops) < 2:
+        return f"{head} is only defined inside a loop that is itself in a loop's body."
+    if head == "$for":
+        if len(rest) < 2 or str(rest[1]) not in ("item", "index"):
+            return "'$for' needs a loop id, then item or index ($for.<loopId>.item)."
+        if str(rest[0]) not in loops:
+            return f"loop {rest[0]!r} does not hold node {node_id!r} in its body."
     return None

@@ -38,6 +38,9 @@ class PlanNode:
     continue_on_error: bool = False
     timeout_ms: int | None = None
     retry: Mapping[str, Any] | None = None
+    loop: str | None = None  # the for-each node whose body holds this one (SPEC §11)
+    body: tuple[str, ...] = ()  # a for-each node's: the nodes it holds directly, in order
+    depth: int = 0  # a for-each node's: 1 when in no other loop's body
 
     @property
     def max_attempts(self) -> int:
@@ -51,10 +54,14 @@ class PlanNode:
 
 @dataclass(frozen=True, eq=False)
 class Plan:
-    """A checked definition: its nodes in response order (level, then position), and the
-    parts of the definition that a run reads."""
+    """A checked definition: its nodes, and the parts of the definition that a run reads.
+
+    ``nodes`` holds every node: first those outside loop bodies in response order
+    (level, then position), then each loop's body nodes; ``top`` lists the first.
+    """
 
     nodes: Mapping[str, PlanNode]
+    top: tuple[str, ...]
     props: Mapping[str, Any]  # definition.props
     input_keys: frozenset[str]  # the keys declared in inputSchema
     variables: Mapping[str, Any]  # variableDefs: name → default
@@ -65,17 +72,27 @@ class Plan:
 
     @functools.cached_property
     def levels(self) -> list[list[str]]:
+        """The nodes outside loop bodies, level by level."""
         out: list[list[str]] = []
-        for node in self.nodes.values():
-            if node.level == len(out):
+        for node_id in self.top:
+            level = self.nodes[node_id].level
+            while len(out) <= level:
                 out.append([])
-            out[node.level].append(node.id)
+            out[level].append(node_id)
         return out
 
     @functools.cached_property
+    def loops(self) -> dict[str, dict]:
+        """Each for-each node's body and depth (``/v1/workflows/validate``)."""
+        return {node.id: {"body": list(node.body), "depth": node.depth}
+                for node in self.nodes.values() if node.depth}
+
+    @functools.cached_property
     def worst_case_cu(self) -> int:
-        """What a run of this plan reserves: every node at its maximum attempts (SPEC §8)."""
-        return sum(node.worst_case_cu for node in self.nodes.values())
+        """What a run of this plan reserves before it starts: every node outside loop
+        bodies at its maximum attempts (SPEC §8); a loop reserves its items' worst case
+        when it starts (SPEC §11)."""
+        return sum(self.nodes[node_id].worst_case_cu for node_id in self.top)
 
 
 @dataclass(frozen=True, eq=False)

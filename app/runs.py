@@ -87,6 +87,7 @@ def _execute(store: Store, settings: Mapping[str, Any], request: RunRequest, run
     run = Run(request, run_id, settings=settings, deadline_ms=settings["RUN_DEADLINE_MS"],
               redactor=redactor,
               on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),
+              reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
               started=received)
     redacting = logconfig.redactor.set(redactor)
     try:

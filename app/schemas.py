@@ -40,6 +40,7 @@ class NodeSchema(Schema):
     continueOnError = Bool(load_default=False)
     timeoutMs = Int(validate=validate.Range(min=1))
     retry = fields.Nested(RetrySchema)
+    loopBody = fields.List(Str())  # a for-each node's body entries (SPEC §11)
 
 
 class InputSchemaItem(Schema):
@@ -129,7 +130,9 @@ class NodeStateSchema(Schema):
     result = Any_()
     error = fields.Nested(NodeErrorSchema)
     reason = Str(validate=validate.OneOf(("branch_not_taken", "upstream_failed",
-                                          "run_timeout")))
+                                          "run_timeout", "no_iterations")))
+    iteration = Int(metadata={"description": "a loop body instance's index (SPEC §11)"})
+    loop = Str(metadata={"description": "the for-each node a body instance runs in"})
     startedAt = Str()
     finishedAt = Str()
     durationMs = Int()
@@ -163,10 +166,18 @@ class ErrorSchema(Schema):
     required = Int(metadata={"description": "402 only"})
 
 
+class LoopSchema(Schema):
+    body = fields.List(Str(), required=True, metadata={
+        "description": "the nodes the loop holds directly, in response order"})
+    depth = Int(required=True, metadata={"description": "1 for a loop in no other loop"})
+
+
 class ValidationResultSchema(Schema):
     valid = Bool(required=True)
     nodeCount = Int(required=True)
-    levels = fields.List(fields.List(Str()), required=True)
+    levels = fields.List(fields.List(Str()), required=True, metadata={
+        "description": "the nodes outside loop bodies, level by level"})
+    loops = fields.Dict(keys=Str(), values=fields.Nested(LoopSchema), required=True)
 
 
 class NodeTypeSchema(Schema):

@@ -65,11 +65,11 @@ class NodeState:
 VIEW_FIELDS = ("result", "input", "payload", "status", "error")
 
 
-def skip_reason(node, nodes: Mapping, states: Mapping[str, NodeState]) -> str | None:
-    """None when a node whose parents are all final should run, else why it is skipped."""
+def skip_reason(node, parents: Iterable[tuple[Any, NodeState]]) -> str | None:
+    """None when a node whose parents (``(node, state)`` pairs) are all final should run,
+    else why it is skipped."""
     active = False
-    for parent_id in node.parents:
-        parent, state = nodes[parent_id], states[parent_id]
+    for parent, state in parents:
         if state.status == "skipped":
             if state.reason == "upstream_failed":
                 return "upstream_failed"
@@ -103,17 +103,22 @@ def dumps(value: Any) -> str:
     return "".join(_ENCODE(value, 0))
 
 
-def node_view_text(node, state: NodeState) -> str:
-    """One entry of ``executionState`` as JSON text, the input and result spliced in.
+def node_view_text(node, state: NodeState, frame=None) -> str:
+    """One entry of ``executionState`` as JSON text, the input and result spliced in;
+    a body instance's (``frame``: its iteration) with its ``iteration`` and ``loop``.
 
-    Type names, statuses, reasons and timestamps are plain ASCII words of ours, written
-    as they are; everything else goes through ``dumps``.
+    Type names, statuses, reasons, timestamps and node ids are plain ASCII words of
+    ours, written as they are; everything else goes through ``dumps``.
     """
     parts = ['{"type":"', node.type, '","status":"', state.status, '","level":',
              str(node.level)]
+    if frame is not None:
+        parts += (',"iteration":', str(frame.index), ',"loop":"', frame.loop, '"')
     if state.input_text is not None:
         parts += (',"input":', state.input_text)
-    if state.status == "success" and state.result_text is not None:
+    # A result is shown once a node succeeded, and on a loop stopped by a failed
+    # iteration (its iterations say which); no other failure keeps one.
+    if state.result_text is not None:
         parts += (',"result":', state.result_text)
     if state.error is not None and state.status == "failure":
         parts += (',"error":', dumps(state.error))
@@ -133,30 +138,55 @@ def node_view_text(node, state: NodeState) -> str:
 
 class RunBody:
     """The answer of a run as it grows (SPEC §1): each node's entry written as JSON text
-    when the node settles, within the run's size cap (SPEC §3)."""
+    when the node settles, within the run's size cap (SPEC §3).
+
+    A loop's body instances (``check[3]``, SPEC §11) are entries too, listed after
+    their loop's entry, an iteration at a time (``nest``), and nested loops' after
+    theirs.
+    """
 
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
-        self.entries: dict[str, str] = {}  # node id → its entry
+        self.entries: dict[str, str] = {}  # entry id → its entry
+        self.nested: dict[str, list[str]] = {}  # a loop's entry id → its instances' ids
         self.size = 0  # characters of the entries so far
         self.too_large = False  # results or inputs were left out to stay within the cap
 
-    def settle(self, node, state: NodeState) -> None:
-        """Write the entry of a node that is final; past the cap, its result and then its
-        input are left out (the result that pushed the answer over is dropped)."""
-        entry = node_view_text(node, state)
+    def settle(self, entry_id: str, node, state: NodeState, frame=None) -> None:
+        """Write the entry of a node that is final (``frame``: the iteration of a body
+        instance); past the cap, its result and then its input are left out (the result
+        that pushed the answer over is dropped)."""
+        entry = node_view_text(node, state, frame)
         if self.size + len(entry) > self.max_chars and state.result_text is not None:
             self.too_large, state.result_text = True, None
-            entry = node_view_text(node, state)
+            entry = node_view_text(node, state, frame)
         if self.size + len(entry) > self.max_chars and state.input_text is not None:
             self.too_large, state.input_text = True, None
-            entry = node_view_text(node, state)
+            entry = node_view_text(node, state, frame)
         self.size += len(entry)
-        self.entries[node.id] = entry
+        self.entries[entry_id] = entry
+
+    def nest(self, loop_entry_id: str, entry_ids: Iterable[str]) -> None:
+        """List ``entry_ids`` (an iteration's instances, or the placeholders of a loop
+        that ran none) after the loop's entry and the ones nested there before."""
+        self.nested.setdefault(loop_entry_id, []).extend(entry_ids)
 
     def text(self, summary: Mapping[str, Any], order: Iterable[str]) -> str:
-        """The whole body: ``summary`` (see ``summary``), then the entries in ``order``."""
-        return body_text(summary, ((node_id, self.entries[node_id]) for node_id in order))
+        """The whole body: ``summary`` (see ``summary``), then the entries in ``order``,
+        each followed by those nested after it."""
+        return body_text(summary, ((entry_id, self.entries[entry_id])
+                                   for entry_id in self._ordered(order)))
+
+    def _ordered(self, order: Iterable[str]) -> Iterable[str]:
+        stack = [iter(order)]
+        while stack:
+            entry_id = next(stack[-1], None)
+            if entry_id is None:
+                stack.pop()
+                continue
+            yield entry_id
+            if entry_id in self.nested:
+                stack.append(iter(self.nested[entry_id]))
 
 
 def summary(run_id: str, status: str, duration_ms: int, total_cu: int,

@@ -18,6 +18,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from . import graph
+from .bodies import Bodies, find_bodies
 from .dialect import iter_flat, load, location_key
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .payload_checks import check_payloads
@@ -136,21 +137,28 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
     edges = _check_edges(nodes, problems)
     if edges is None:
         return None
-    levels = graph.levels(edges, "root")
+    bodies = find_bodies(nodes, edges, problems)
+    if bodies is None:
+        return None
+    levels = bodies.levels
     for node_id in nodes:
         if node_id not in levels:
             problems.add(f"definition.nodes.{node_id}", "Not reachable from root.")
     parents = graph.parents_of(edges)
     _check_branches(nodes, parents, problems)
+    _check_loop_fields(nodes, problems)
     if len(nodes) <= limits.max_nodes:  # ancestor sets are quadratic: only for sane sizes
-        check_payloads(definition, nodes, graph.ancestors(edges), problems)
+        check_payloads(definition, nodes, bodies, graph.ancestors(bodies.edges), problems)
     if problems.errors:
         return None
     position = {node_id: i for i, node_id in enumerate(nodes)}
-    order = sorted(nodes, key=lambda n: (levels[n], position[n]))
+    top = sorted((n for n in nodes if bodies.owner[n] is None),
+                 key=lambda n: (levels[n], position[n]))
+    in_bodies = [n for members in bodies.members.values() for n in members]
     return Plan(
-        nodes=MappingProxyType({n: _plan_node(n, nodes[n], parents[n], levels[n])
-                                for n in order}),
+        nodes=MappingProxyType({n: _plan_node(n, nodes[n], parents[n], levels[n], bodies)
+                                for n in (*top, *in_bodies)}),
+        top=tuple(top),
         props=definition["props"],
         input_keys=frozenset(item["key"] for item in definition["inputSchema"]),
         variables={v["name"]: v["default"] for v in definition["variableDefs"]},
@@ -158,13 +166,32 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
         secrets=tuple(definition_values(definition)))
 
 
-def _plan_node(node_id: str, node: dict, parents: list[str], level: int) -> PlanNode:
+def _plan_node(node_id: str, node: dict, parents: list[str], level: int,
+               bodies: Bodies) -> PlanNode:
     return PlanNode(
         id=node_id, type=node["type"], node_type=NODE_TYPES[node["type"]],
         payload=node["payload"], children=tuple(node["children"]), parents=tuple(parents),
         level=level,
         branch=node.get("branch"), continue_on_error=node["continueOnError"],
-        timeout_ms=node.get("timeoutMs"), retry=node.get("retry"))
+        timeout_ms=node.get("timeoutMs"), retry=node.get("retry"),
+        loop=bodies.owner[node_id], body=tuple(bodies.members.get(node_id, ())),
+        depth=bodies.depth.get(node_id, 0))
+
+
+# What a for-each node refuses, and why: its time and retries are its body nodes'.
+LOOP_REFUSES = {
+    "timeoutMs": "Not allowed on a for-each node: a loop runs until its iterations end, "
+                 "within the run deadline; give its body nodes their own timeoutMs.",
+    "retry": "Not allowed on a for-each node: give its body nodes their own retry.",
+}
+
+
+def _check_loop_fields(nodes: dict, problems: Invalid) -> None:
+    for node_id, node in nodes.items():
+        if node.get("type") == "for-each":
+            for key, why in LOOP_REFUSES.items():
+                if key in node:
+                    problems.add(f"definition.nodes.{location_key(node_id)}.{key}", why)
 
 
 def _check_type(node_id: str, node: dict, problems: Invalid) -> None:

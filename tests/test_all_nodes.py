@@ -20,9 +20,11 @@ def local():
 
 def test_every_node_type_in_one_workflow(app, client, local):
     app.config["OUTBOUND_ALLOW"] = ["127.0.0.1/32"]
+    app.config["MAX_NODES"] = 22  # one of each type, and a loop's body
     nodes = {
         "root": {"type": "manual", "children": ["hello", "fetch", "id", "wait", "low", "high",
-                                                "wei", "rx", "js", "keep", "pick", "check"]},
+                                                "wei", "rx", "js", "keep", "pick", "check",
+                                                "each"]},
         "hello": {"type": "hello-world", "payload": {"name": "{{root.result.who}}"}},
         "fetch": {"type": "http-request", "payload": {
             "url": local.url("/items"), "method": "POST", "body": {"q": "{{root.result.who}}"}}},
@@ -50,6 +52,9 @@ def test_every_node_type_in_one_workflow(app, client, local):
             "url": local.url("/hook"), "body": {"text": "{{yes.result.formatted}}"}}},
         "done": {"type": "log", "payload": {
             "message": "{{yes.result.formatted}} {{hook.result.status}} {{root.result.who}}"}},
+        "each": {"type": "for-each", "payload": {"array": "{{root.result.rows}}"},
+                 "loopBody": ["say"]},
+        "say": {"type": "log", "payload": {"message": "row {{$index}}: n={{$item.n}}"}},
     }
     assert {n["type"] for n in nodes.values()} == set(NODE_TYPES)  # every type is used
     body = {"definition": {"nodes": nodes},
@@ -76,10 +81,15 @@ def test_every_node_type_in_one_workflow(app, client, local):
     assert state["hook"]["status"] == "delivered"
     assert sorted(s.path for s in local.seen) == ["/hook", "/items"]
     assert state["done"]["message"] == "n=1,n=2 delivered Ann"
-    assert run["totalCu"] == len(nodes) - 2  # no root, no skipped "no"
+    assert [state["say[0]"]["message"], state["say[1]"]["message"]] == ["row 0: n=1",
+                                                                        "row 1: n=2"]
+    assert [i["status"] for i in state["each"]["iterations"]] == ["success", "success"]
+    # no root, no skipped "no"; "say" twice, once per row
+    assert run["totalCu"] == len(nodes) - 2 + 1
     for node_id, result in state.items():
         if result is not None:
-            assert _fits(result, NODE_TYPES[nodes[node_id]["type"]].result), node_id
+            node_type = run["executionState"][node_id]["type"]
+            assert _fits(result, NODE_TYPES[node_type].result), node_id
 
 
 JSON_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": float,

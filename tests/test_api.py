@@ -251,7 +251,8 @@ def test_validate_endpoint_runs_checks_and_charges_nothing(app, client):
     before = balance(app)
     response = client.post("/v1/workflows/validate", headers=DEV_AUTH,
                            json={**TWO_NODES, "name": "greeting"})
-    assert response.json == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]]}
+    assert response.json == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]],
+                             "loops": {}}
     assert balance(app) == before
     bad = client.post("/v1/workflows/validate", headers=DEV_AUTH, json={"definition": {}})
     assert_error(bad, 400, 400228)

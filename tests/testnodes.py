@@ -98,6 +98,18 @@ def _echo(data, ctx):
     return {"value": data.get("value"), "requestId": request_id.get()}
 
 
+class _FailIfPayload(PayloadSchema):
+    fail = Any_()
+    equals = Any_()
+
+
+def _fail_if(data, ctx):
+    """Fail when ``fail`` equals ``equals`` (one item of a loop, say)."""
+    if data.get("fail") == data.get("equals"):
+        raise NodeError("HTTP_ERROR", f"failed on {data.get('fail')!r}")
+    return {"value": data.get("fail")}
+
+
 TEST_TYPES = {node.name: node for node in (
     NodeType("t-meet", _Payload, _meet, result={}),
     NodeType("t-signal", _Payload, _signal, result={}),
@@ -112,4 +124,5 @@ TEST_TYPES = {node.name: node for node in (
     NodeType("t-crash", _Payload, _crash, result={}),
     NodeType("t-echo", _Payload, _echo, result={}),
     NodeType("t-echo-inline", _Payload, _echo, result={}, inline=True),
+    NodeType("t-fail-if", _FailIfPayload, _fail_if, result={}, inline=True),
 )}

@@ -8,6 +8,7 @@ from . import (
     convert_to_wei,
     delay,
     filter_,
+    for_each,
     format_,
     generate_id,
     hello_world,
@@ -41,6 +42,7 @@ NODE_TYPES: dict[str, NodeType] = {node.name: node for node in (
     list_max.NODE,
     generate_id.NODE,
     hello_world.NODE,
+    for_each.NODE,
 )}
 
 # Known to B3OS but refused here: a sync run cannot wait for an outside event.

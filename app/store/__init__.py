@@ -10,10 +10,12 @@ opening its own connection on first use. It provides:
   ``ensure_token``, ``top_up``, ``set_enabled``;
 - runs, each named by its token and its ``runId`` together: ``start_run``
   reserves the worst-case cost or raises ``DuplicateRun``, ``InsufficientBalance``
-  or ``TooManyRuns`` having changed nothing; ``record_attempts`` notes what the run
-  has started; ``finish_run`` stores the answer's JSON text as it is, charges
-  ``total_cu`` and releases the rest, atomically; ``run_text`` serves that text
-  back, unparsed, to the token that made the run;
+  or ``TooManyRuns`` having changed nothing; ``reserve_more`` reserves more for a
+  running run (a loop starting) or answers False having changed nothing;
+  ``record_attempts`` notes what the run has started; ``finish_run`` stores the
+  answer's JSON text as it is, charges ``total_cu`` and releases the rest,
+  atomically; ``run_text`` serves that text back, unparsed, to the token that
+  made the run;
 - runs whose worker died: ``abort_run``, ``abort_orphans`` and
   ``abort_runs_of_worker`` mark them ``failure``/``ABORTED``, charged for the
   attempts they started, never more than their reservation.

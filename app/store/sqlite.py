@@ -140,6 +140,23 @@ class Store:
                 if running > max_concurrent:  # this run is one of them
                     raise TooManyRuns(running - 1)
 
+    def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
+        """Reserve ``amount`` more CU for a running run (a loop starting, SPEC §11); False,
+        and nothing changed, when the balance cannot cover it (or the run has ended)."""
+        try:
+            with self._db.transaction() as db:
+                if not db.execute("UPDATE tokens SET balance = balance - ? "
+                                  "WHERE id = ? AND balance >= ?",
+                                  (amount, token_id, amount)).rowcount:
+                    raise _Refused
+                if not db.execute("UPDATE runs SET reserved = reserved + ? "
+                                  "WHERE token_id = ? AND id = ? AND status = 'running'",
+                                  (amount, token_id, run_id)).rowcount:
+                    raise _Refused  # aborted meanwhile: the balance is rolled back too
+        except _Refused:
+            return False
+        return True
+
     def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
         """Note the attempts the run has started so far: what it costs if its worker dies."""
         with self._db.transaction() as db:
@@ -248,6 +265,10 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+
+class _Refused(Exception):
+    """Rolls a transaction back: what it was asked for cannot be done."""
 
 
 def _dead(row: sqlite3.Row) -> bool:
