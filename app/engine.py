@@ -52,6 +52,11 @@ from .scope import Scope
 from .state import NodeState, Outcome, RunBody, dumps, skip_reason, summary
 
 NAMED = 20  # failed nodes named in a failed run's message
+PREPARED_CHARS = 16 * 1024 * 1024  # resolved inputs (as JSON) waiting in one pass, at most
+HELD_CHARS = 64 * 1024 * 1024  # inputs and results held by loop iterations in flight
+# Attempts of one run on pool threads at once: outside loops a run has fewer nodes;
+# nested loops could make 1,700 ready together (deploy/runner.service's TasksMax).
+MAX_POOLED = 64
 
 
 class Run:
@@ -81,6 +86,8 @@ class Run:
         self.loops: dict[str, Loop] = {}  # the running for-each instances
         self.instances = 0  # body instances the loops have made room for (MAX_INSTANCES)
         self.started_cu = 0  # what the attempts started so far cost (counted as they start)
+        self.open_loops = 0  # loops started and not finished
+        self.held = 0  # characters of the inputs and results iterations in flight hold
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
         self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
@@ -115,12 +122,11 @@ class Run:
     def run(self) -> Outcome:
         """Run every node; the response body of SPEC §1 as text, and its summary."""
         self._run_root()
-        while self.ready or self.running or self.timers:
+        while self.ready or self.running or self.timers or self.open_loops:
             if time.monotonic() >= self.deadline:
                 self._hit_deadline()
                 break
-            if self.ready:
-                self._start_ready()
+            if self.ready and self._start_ready():
                 continue
             now = time.monotonic()
             self._wait(min([self.deadline] + [d for _, d, _ in self.running.values()]
@@ -182,12 +188,28 @@ class Run:
         self._settle_children("root")
 
     def _start_ready(self) -> None:
-        pooled, inline = [], []
-        while self.ready:
+        """Start the ready nodes: pooled handlers first, then inline ones on this thread.
+
+        Nothing starts once the run deadline has passed (those nodes are skipped, and
+        cost nothing). Resolved inputs wait here until their handler runs, so a pass
+        takes ready nodes only until their inputs add up to ``PREPARED_CHARS`` (a loop
+        can make hundreds ready at once); the rest wait for the next pass. At most
+        ``MAX_POOLED`` attempts of a run hold a pool thread at once: nodes that may need
+        one wait for a running attempt to end (only loops make that many ready).
+        False when every ready node waits so.
+        """
+        pooled, inline, prepared, waiting, taken = [], [], 0, [], 0
+        while self.ready and prepared < PREPARED_CHARS and time.monotonic() < self.deadline:
             node_id = self.ready.pop(0)
+            if not self.nodes[node_id].node_type.inline and \
+                    len(self.running) + len(pooled) >= MAX_POOLED:
+                waiting.append(node_id)
+                continue
+            taken += 1
             started = self._start_attempt(node_id)
             if started is not None:
                 (inline if started[2].cancelled is _NEVER_CANCELLED else pooled).append(started)
+                prepared += len(self.states[node_id].input_text or "")
         if pooled:
             if self.on_progress is not None:
                 self.on_progress(self.started_attempts)
@@ -204,6 +226,8 @@ class Run:
             # Started, but the run deadline came first: _hit_deadline judges it, as it
             # judges a pooled handler whose outcome ended past the deadline.
             self.running[node_id] = (self.states[node_id].attempts, self.deadline, Cancel())
+        self.ready[:0] = waiting
+        return taken > 0
 
     def _start_attempt(self, node_id: str):
         """Resolve and check the input; ``(node_id, data, ctx)`` for the caller to run
@@ -218,6 +242,9 @@ class Run:
             budget = Budget(self.max_input, check)
             value = resolve(node.payload, self.scope.lookup_in(frame), budget)
             state.input_text, state.input = self._text(value, check), value
+            if frame is not None:
+                frame.held += len(state.input_text)
+                self.held += len(state.input_text)
             data = load(node.node_type.payload, state.input)
             if node.body:  # a for-each node: the engine runs it
                 self._start_loop(node_id, node, frame, data)
@@ -273,7 +300,10 @@ class Run:
             state.status, state.result, state.error = "success", outcome, None
             state.result_text = text
             if text is not None and node_id in self.frames:  # what the loop's result holds
-                self.frames[node_id].chars += len(text)
+                frame = self.frames[node_id]
+                frame.chars += len(text)
+                frame.held += len(text)
+                self.held += len(text)
             self._settled(node_id)
             self._settle_children(node_id)
             return
@@ -323,6 +353,7 @@ class Run:
         this was ends."""
         node, state, frame = self.nodes[node_id], self.states[node_id], self.frames.get(node_id)
         self.body.settle(node_id, node, state, frame)
+        state.input_text = state.result_text = None  # in the entry now
         if node.body and (node_id not in self.loops or not self.loops[node_id].next):
             self._skip_body(node_id, node, state)
         if frame is not None and not self.timed_out:
@@ -400,13 +431,19 @@ class Run:
             raise NodeError("INSUFFICIENT_CU", f"The loop's {len(items)} items need up to "
                             f"{worst} CU; the token's balance cannot cover them.")
         self.instances += len(items) * size
+        self.open_loops += 1
         loop = self.loops[node_id] = Loop(node_id, node, frame, items, data["concurrency"],
                                           data["onItemError"] == "stop", self.max_result)
         self._advance(loop)
 
     def _advance(self, loop: Loop) -> None:
         """Start the iterations that may start now; finish the loop when it is done."""
-        while loop.may_start() and not self.body.too_large:
+        # A second iteration at once only while the loops' iterations in flight hold
+        # less than HELD_CHARS of inputs and results: `concurrency` must not multiply
+        # a run's memory. One at a time always goes on.
+        while loop.may_start() and not self.body.too_large and \
+                time.monotonic() < self.deadline and \
+                (not loop.running or self.held < HELD_CHARS):
             self._start_iteration(loop, loop.frame_for(loop.next))
             loop.next += 1
             loop.running += 1
@@ -436,6 +473,10 @@ class Run:
             if failure is None and state.status == "failure" and not node.continue_on_error:
                 failure = (instance, state.error["message"] if state.error else "")
         loop.finished(frame, failure, results)
+        for instance in frame.instances:  # nothing outside the iteration reads them again
+            state = self.states[instance]
+            state.input, state.result = MISSING, None
+        self.held -= frame.held
         self._advance(loop)
 
     def _finish_loop(self, loop: Loop) -> None:
@@ -443,6 +484,7 @@ class Run:
         OUTPUT_TOO_LARGE when its result or the run's answer outgrew its cap: the loop
         then started no more iterations (memory stays bounded however many items)."""
         state = self.states[loop.instance]
+        self.open_loops -= 1
         if loop.chars > loop.max_chars or (self.body.too_large and
                                            loop.next < len(loop.items)):
             self._finish_attempt(loop.instance, NodeError("OUTPUT_TOO_LARGE", (

@@ -34,6 +34,7 @@ class Frame:
     instances: list[str] = field(default_factory=list)  # ids, in the body's order
     remaining: int = 0  # instances not final yet
     chars: int = 0  # characters of JSON of its instances' results
+    held: int = 0  # characters of JSON of its instances' inputs and results
     # Whether a failure here is its loop's to report, not the run's: this loop or one
     # around it goes on past a failed item (onItemError "continue").
     absorbs: bool = False
@@ -95,7 +96,10 @@ class Loop:
         self.running -= 1
         self.chars += frame.chars
         self.statuses[frame.index] = "failure" if failure else "success"
-        self.results[frame.index] = results
+        if self.chars > self.max_chars:  # no result can hold them: keep none (memory)
+            self.results = [None] * len(self.items)
+        else:
+            self.results[frame.index] = results
         if failure and (self.first_failure is None or frame.index < self.first_failure[0]):
             self.first_failure = (frame.index, *failure)
 

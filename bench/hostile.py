@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ STORED_BYTES = 32 * MIB  # a stored run (SPEC §3)
 RESULT_BYTES = 8 * MIB  # one node's result, as compact JSON (SPEC §3)
 LOG_LINE_BYTES = 64 * KIB  # one line of the log file (SPEC §3)
 LOG_ROTATE_BYTES = 10 * MIB  # the default rotation size: no write to the file is larger
+FLUSH_BYTES = MIB  # the largest write of a run's log lines (app/logbatch.py)
 MAX_PROBLEMS = 1000  # validation problems listed in one 400 (SPEC §3)
 ERROR_BODY_BYTES = 256 * KIB  # a 400 with 1,000 problems of ~100 bytes each, and room
 
@@ -610,9 +612,17 @@ def _log_72(bench: Bench) -> None:
                 timeout_ms=10_000)
     row = bench.measure("log: 18 messages of 4 MB", body, deadline_s=10.0)
     row.expect(row.node("l0").get("status") == "success", "the log nodes succeed")
+    _whole_log_files(bench, row)
+
+
+def _whole_log_files(bench: Bench, row: Row) -> None:
+    """No log file past the rotation size by more than one write, no line past its cap or
+    broken. (concurrent-log-handler rotates before a write once the file has reached the
+    rotation size, not counting the write: a file ends at most one write past it, and a
+    run writes its lines in writes of at most FLUSH_BYTES.)"""
     for path in bench.log_files():
         lines = path.read_bytes().splitlines()
-        row.expect(path.stat().st_size <= LOG_ROTATE_BYTES + LOG_LINE_BYTES,
+        row.expect(path.stat().st_size <= LOG_ROTATE_BYTES + FLUSH_BYTES,
                    f"{path.name} is {size(path.stat().st_size)}, past the rotation size")
         row.expect(all(len(line) <= LOG_LINE_BYTES for line in lines),
                    f"{path.name} has lines over {size(LOG_LINE_BYTES)}")
@@ -796,6 +806,153 @@ def _killed(bench: Bench) -> None:
     row.expect(stored.get("totalCu") == 2, f"charged 2 CU (stored {stored.get('totalCu')})")
     charged = before - bench.balance()
     row.expect(charged == 2, f"the balance is charged 2 CU (got {charged})")
+
+
+# -- 8. loops (SPEC §11) --------------------------------------------------------------------
+#
+# A loop multiplies its body: 100 items × 18 body nodes (root, the loop and 18 nodes make
+# the 20-node limit) are 1,800 node instances, and nested loops reach the run's budget of
+# 10,000. None of that may be a way around a limit above: every instance has its own
+# input and result caps, the answer its 32 MiB, the run its deadline, and the request
+# the memory of any other.
+
+LOOP_ITEMS = 100  # a loop's most items
+LOOP_BODY = 18  # body nodes beside root and the loop
+MAX_INSTANCES = 10_000  # body-node instances in one run
+BIG_ITEM = "x" * 9000  # 100 of them make a 0.9 MB request
+
+
+def looped(body: dict, *, timeout_ms: int, array: Any = "{{root.result.items}}",
+           concurrency: int = 10, on_error: str = "continue", **top: Any) -> dict:
+    """A run request: root → a for-each ``each`` over ``array`` holding ``body`` (its
+    entries: the nodes no other body node lists as a child)."""
+    listed = {child for node in body.values() for child in node.get("children", ())}
+    each = {"type": "for-each", "loopBody": [node for node in body if node not in listed],
+            "payload": {"array": array, "concurrency": concurrency, "onItemError": on_error}}
+    return flow({"each": each, **body}, children=["each"], timeout_ms=timeout_ms, **top)
+
+
+def _loop_row(bench: Bench, name: str, body: dict, deadline_s: float,
+              memory_mib: float = MEMORY_MIB) -> Row:
+    """Measure a loop's run; its books too: the answer's ``totalCu`` is the attempts it
+    lists, is what was stored and what the balance was charged (SPEC §8, §11)."""
+    before = bench.balance()
+    row = bench.measure(name, body, deadline_s=deadline_s, memory_mib=memory_mib)
+    data = row.answer.data if isinstance(row.answer.data, dict) else {}
+    stored = json.loads(row.stored_text) if row.stored_text else {}
+    total, charged = data.get("totalCu"), before - bench.balance()
+    attempts = sum(node.get("attempts", 0) for node in row.state.values())
+    row.expect(total == attempts == stored.get("totalCu") == charged,
+               f"totalCu {total} = attempts listed {attempts} = stored "
+               f"{stored.get('totalCu')} = charged {charged}")
+    ran = [n for n, node in row.state.items() if "[" in n and node.get("attempts")]
+    row.expect(len(ran) <= MAX_INSTANCES, f"{len(ran):,} body instances ran, past the budget")
+    row.expect(row.log_bytes <= (len(ran) + 2) * LOG_LINE_BYTES,
+               f"{size(row.log_bytes)} logged for {len(ran):,} instances")
+    late = _started_late(row, body["timeoutMs"])
+    row.expect(not late, f"{len(late):,} attempts started (and charged) after the deadline, "
+               f"e.g. {late[:1]}")
+    return row
+
+
+def _started_late(row: Row, timeout_ms: int) -> list[str]:
+    """The entries whose (first) attempt started after the run's deadline, counted from
+    the root's start (a little after the run's clock started: this errs on the lenient
+    side). Such an attempt should never have been made (SPEC §3)."""
+    started = row.node("root").get("startedAt")
+    if not started:
+        return []
+    deadline = datetime.fromisoformat(started.replace("Z", "+00:00")) \
+        + timedelta(milliseconds=timeout_ms)
+    limit = deadline.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return [n for n, node in row.state.items()
+            if node.get("attempts") and node.get("startedAt", "") > limit]
+
+
+def _ends_in(row: Row, *codes: str) -> None:
+    row.expect(row.error_code() in codes,
+               f"the run fails {' or '.join(codes)} (got {row.error_code()})")
+
+
+@scenario("loop-big-items")
+def _loop_big_items(bench: Bench) -> None:
+    body = {f"l{i}": _log("{{$item}}" * 400) for i in range(LOOP_BODY)}
+    request = looped(body, timeout_ms=5000,
+                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 400 copies (3.6 MB each)",
+                    request, 5.0)
+    _ends_in(row, "RUN_TOO_LARGE", "RUN_TIMEOUT")
+    _whole_log_files(bench, row)
+
+
+@scenario("loop-big-items-short-timeout")
+def _loop_big_items_short(bench: Bench) -> None:
+    body = {f"l{i}": _log("{{$item}}" * 400) for i in range(LOOP_BODY)}
+    request = looped(body, timeout_ms=1000,
+                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 400 copies, 1 s timeoutMs",
+                    request, 1.0)
+    _ends_in(row, "RUN_TIMEOUT")
+
+
+@scenario("loop-input-cap")
+def _loop_input_cap(bench: Bench) -> None:
+    body = {f"l{i}": _log("{{$item}}" * 480) for i in range(LOOP_BODY)}
+    request = looped(body, timeout_ms=5000,
+                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 480 copies (4.3 MB each)",
+                    request, 5.0)
+    codes = Counter(row.error_code(n) for n, node in row.state.items()
+                    if "[" in n and node.get("status") != "skipped")
+    row.expect(bool(codes) and set(codes) <= {"INVALID_INPUT", "TIMEOUT"},
+               "every instance fails INVALID_INPUT (got "
+               + ", ".join(f"{code} × {n}" for code, n in codes.items()) + ")")
+
+
+@scenario("loop-result-8mib")
+def _loop_result(bench: Bench) -> None:
+    request = looped({"l": _log("{{$index}} {{root.result.chunk}}")}, timeout_ms=10_000,
+                     payload={"items": list(range(LOOP_ITEMS)), "chunk": "y" * 100_000})
+    row = _loop_row(bench, "loop: 100 results of 100 KB (10 MB in the loop's result)",
+                    request, 10.0)
+    row.expect(row.error_code("each") == "OUTPUT_TOO_LARGE",
+               f"the loop fails OUTPUT_TOO_LARGE (got {row.error_code('each')})")
+
+
+def _nested(timeout_ms: int) -> dict:
+    """100 items × a loop over 100 items × 17 logs: 170,000 instances asked for."""
+    inner = {f"l{i}": _log("{{$parent_index}}.{{$index}}") for i in range(LOOP_BODY - 1)}
+    outer = {"inner": {"type": "for-each", "loopBody": list(inner), "payload": {
+        "array": "{{root.result.items}}", "concurrency": 10, "onItemError": "continue"}}}
+    return looped({**outer, **inner}, timeout_ms=timeout_ms,
+                  payload={"items": list(range(LOOP_ITEMS))})
+
+
+@scenario("loop-nested-budget")
+def _loop_nested(bench: Bench) -> None:
+    row = _loop_row(bench, "nested loops: 100 × 100 × 17 logs, past 10,000 instances",
+                    _nested(10_000), 10.0)
+    refused = [n for n in row.state if n.startswith("inner[")
+               and row.error_code(n) == "INVALID_INPUT"]
+    row.expect(bool(refused), "the inner loops past the budget fail INVALID_INPUT")
+
+
+@scenario("loop-nested-short-timeout")
+def _loop_nested_timeout(bench: Bench) -> None:
+    row = _loop_row(bench, "nested loops: 100 × 100 × 17 logs, 300 ms timeoutMs",
+                    _nested(300), 0.3)
+    _ends_in(row, "RUN_TIMEOUT")
+
+
+@scenario("loop-heavy-short-timeout")
+def _loop_heavy(bench: Bench) -> None:
+    heavy = {"type": "format", "payload": {
+        "data": "{{root.result.rows}}", "separator": "", "template": "{{@a.b}}" * 500}}
+    request = looped({f"f{i}": heavy for i in range(LOOP_BODY)}, timeout_ms=500,
+                     payload={"items": list(range(LOOP_ITEMS)), "rows": [0] * 20_000})
+    row = _loop_row(bench, "loop: 10 at once × 18 formats of 20,000 items × 500 holes, "
+                    "500 ms timeoutMs", request, 0.5)
+    _ends_in(row, "RUN_TIMEOUT")
 
 
 # -- the table ----------------------------------------------------------------------------

@@ -45,6 +45,63 @@ def test_concurrent_runs_never_overdraw_a_balance(server):
     assert balance(server, "budget") == 0
 
 
+# A loop of 5 items × (log → 10 ms delay): 1 CU reserved for the run (the loop counts as
+# one node), then 10 more when the loop starts (SPEC §11); 11 CU when it runs, 1 when the
+# balance cannot cover the loop (INSUFFICIENT_CU at its start).
+LOOP = {"definition": definition(
+    "root>each", "a>wait",
+    each={"type": "for-each", "loopBody": ["a"],
+          "payload": {"array": "{{root.result.items}}", "concurrency": 5}},
+    a={"type": "log", "payload": {"message": "#{{$index}}"}},
+    wait={"type": "delay", "payload": {"delayMs": 10}}), "payload": {"items": [1, 2, 3, 4, 5]}}
+
+
+def ledger(server, name):
+    """The token's balance, its runs still running, and the CU they still hold."""
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        return db.execute(
+            "SELECT balance, (SELECT COUNT(*) FROM runs WHERE token_id = tokens.id "
+            "AND status = 'running'), (SELECT COALESCE(SUM(reserved), 0) FROM runs "
+            "WHERE token_id = tokens.id) FROM tokens WHERE name = ?", (name,)).fetchone()
+
+
+def test_concurrent_loops_never_overdraw_a_balance_and_the_books_add_up(server):
+    """50 CU cover four whole loops (44) and no fifth: racing runs are refused (402) or
+    their loop fails INSUFFICIENT_CU at its start, and every CU is accounted for."""
+    secret = server.flask("token", "create", "loops", "--balance", "50")
+    lowest, done = [50], False
+
+    def watch():
+        while not done:
+            lowest[0] = min(lowest[0], ledger(server, "loops")[0])
+            time.sleep(0.005)
+
+    with ThreadPoolExecutor(13) as pool:
+        watcher = pool.submit(watch)
+        results = list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", LOOP,
+                                                         token=secret), range(30)))
+        done = True
+        watcher.result()
+    assert {status for status, _ in results} <= {200, 402}, server.log_tail()
+    runs = [body for status, body in results if status == 200]
+    assert all(body["required"] == 1 for status, body in results if status == 402)
+    loops = [run["executionState"]["each"] for run in runs]
+    assert {loop["status"] for loop in loops} == {"success", "failure"}
+    assert {loop["error"]["code"] for loop in loops if loop["status"] == "failure"} \
+        == {"INSUFFICIENT_CU"}
+    for run in runs:
+        assert run["totalCu"] == sum(s.get("attempts", 0) for s in run["executionState"].values())
+        assert run["totalCu"] == (11 if run["executionState"]["each"]["status"] == "success"
+                                  else 1)
+    assert lowest[0] >= 0
+    assert ledger(server, "loops") == (50 - sum(run["totalCu"] for run in runs), 0, 0)
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        stored = {run_id: (total_cu, json.loads(body)["totalCu"]) for run_id, total_cu, body
+                  in db.execute("SELECT runs.id, total_cu, body FROM runs JOIN tokens "
+                                "ON tokens.id = token_id WHERE tokens.name = 'loops'")}
+    assert stored == {run["runId"]: (run["totalCu"],) * 2 for run in runs}
+
+
 def test_runs_are_stored_across_workers(server):
     run_ids = [server.request("POST", "/v1/runs/sync", ONE_CU)[1]["runId"] for _ in range(6)]
     for run_id in run_ids:  # looked up on whichever worker takes the request

@@ -1,6 +1,6 @@
 """Hostile requests against real gunicorn (bench/hostile.py, ``make hostile``): each one
 answers by its deadline, burns no CPU after its answer, and stays inside its memory,
-size and log limits (SPEC §3, §8, §9)."""
+size and log limits (SPEC §3, §8, §9), loops included (§11)."""
 from __future__ import annotations
 
 import pytest

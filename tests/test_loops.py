@@ -391,3 +391,15 @@ def test_a_loop_stops_once_the_run_answer_is_past_its_cap(test_nodes):
     assert out["error"]["code"] == "RUN_TOO_LARGE"
     assert out["executionState"]["each"]["error"]["code"] == "OUTPUT_TOO_LARGE"
     assert sum(k.startswith("big[") for k in out["executionState"]) < 15
+
+
+def test_a_run_holds_at_most_max_pooled_pool_threads_at_once(test_nodes, monkeypatch):
+    from app import engine
+
+    monkeypatch.setattr(engine, "MAX_POOLED", 2)
+    out = run_engine({"definition": definition(
+        "root>each", each=loop(list(range(4)), "wait", concurrency=4),
+        wait={"type": "delay", "payload": {"delayMs": 100}})})
+    starts = [out["executionState"][f"wait[{i}]"]["startedAt"] for i in range(4)]
+    assert out["status"] == "success"
+    assert starts[0] == starts[1] < starts[2] == starts[3]  # two at a time
