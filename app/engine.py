@@ -14,7 +14,9 @@ timer firing, or the run deadline. Invariants:
   runs or is skipped at once (``_settle``), so no node waits for a whole level;
 - every ready node starts immediately: pooled handlers each get a thread of
   their own, and pure ``inline`` handlers run on this thread after the pooled
-  ones have been started;
+  ones have been started (within a run's bounds, which only loops reach: at
+  most ``MAX_POOLED`` attempts on pool threads, ``PREPARED_CHARS`` of inputs
+  prepared in one pass; see ``_start_ready``);
 - the wait never extends past the earliest attempt limit or the run deadline,
   so a handler that never returns delays nothing: its attempt is failed with
   ``TIMEOUT`` when its limit passes and its late outcome is ignored;
@@ -187,7 +189,7 @@ class Run:
         self._settled("root")
         self._settle_children("root")
 
-    def _start_ready(self) -> None:
+    def _start_ready(self) -> bool:
         """Start the ready nodes: pooled handlers first, then inline ones on this thread.
 
         Nothing starts once the run deadline has passed (those nodes are skipped, and

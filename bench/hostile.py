@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from app.logbatch import FLUSH_BYTES  # the largest write of a run's log lines
 from tests.server import Server
 
 KIB, MIB = 1024, 1024 * 1024
@@ -63,7 +64,6 @@ STORED_BYTES = 32 * MIB  # a stored run (SPEC §3)
 RESULT_BYTES = 8 * MIB  # one node's result, as compact JSON (SPEC §3)
 LOG_LINE_BYTES = 64 * KIB  # one line of the log file (SPEC §3)
 LOG_ROTATE_BYTES = 10 * MIB  # the default rotation size: no write to the file is larger
-FLUSH_BYTES = MIB  # the largest write of a run's log lines (app/logbatch.py)
 MAX_PROBLEMS = 1000  # validation problems listed in one 400 (SPEC §3)
 ERROR_BODY_BYTES = 256 * KIB  # a 400 with 1,000 problems of ~100 bytes each, and room
 
