@@ -203,8 +203,8 @@ class Run:
         pooled, inline, prepared, waiting, taken = [], [], 0, [], 0
         while self.ready and prepared < PREPARED_CHARS and time.monotonic() < self.deadline:
             node_id = self.ready.pop(0)
-            if not self.nodes[node_id].node_type.inline and \
-                    len(self.running) + len(pooled) >= MAX_POOLED:
+            # (A pooled attempt is in self.running from its start.)
+            if not self.nodes[node_id].node_type.inline and len(self.running) >= MAX_POOLED:
                 waiting.append(node_id)
                 continue
             taken += 1
