@@ -1,4 +1,6 @@
-"""The store on a real SQLite file: balances, reservations, run records, crash clean-up."""
+"""The store contract on both backends (a SQLite file, a PostgreSQL database): balances,
+reservations, run records, crash clean-up; then what only SQLite has (its file, its
+migrations, its checkpoints)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +13,11 @@ from app.store import (
     SCHEMA,
     DuplicateRun,
     InsufficientBalance,
+    NotSupported,
     SchemaTooNew,
     SQLiteStore,
     TooManyRuns,
+    open_store,
     token_hash,
 )
 
@@ -32,19 +36,50 @@ def stored(store, run_id, token_id):
     return None if text is None else json.loads(text)
 
 
+class Backend:
+    """One store backend under test: where its database is, and how to look inside."""
+
+    def __init__(self, kind: str, url: str, tmp_path):
+        self.kind, self.url, self.tmp_path = kind, url, tmp_path
+
+    def open(self):
+        """Another store on the same database, as another worker process would have."""
+        return open_store(self.url)
+
+    def seconds(self, n: int) -> str:
+        """SQL for a span of ``n`` seconds, to move a stored time."""
+        return str(n) if self.kind == "sqlite" else f"interval '{n} seconds'"
+
+    def raw(self, store) -> bytes:
+        """Everything the database keeps of its tokens, as bytes."""
+        if self.kind == "sqlite":
+            return b"".join(f.read_bytes() for f in self.tmp_path.glob("store.sqlite3*"))
+        with store._db.transaction() as db:
+            return "".join(row["t"] for row in db.execute(
+                "SELECT t::text AS t FROM tokens t")).encode()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """Each store test runs on both backends."""
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'store.sqlite3'}", tmp_path)
+    return Backend("postgresql", request.getfixturevalue("pg_url"), tmp_path)
+
+
 @pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(str(tmp_path / "store.sqlite3"))
+def store(backend):
+    store = backend.open()
     store.migrate()
     yield store
     store.close()
 
 
-def test_tokens_are_stored_hashed(store, tmp_path):
+def test_tokens_are_stored_hashed(store, backend):
     secret = store.create_token("alice", 5)
     assert store.token(secret).name == "alice"
     assert store.token("wrong") is None
-    raw = b"".join(f.read_bytes() for f in tmp_path.glob("store.sqlite3*"))  # db + WAL
+    raw = backend.raw(store)  # SQLite: the database file and its WAL
     assert secret.encode() not in raw and token_hash(secret).encode() in raw
 
 
@@ -74,15 +109,14 @@ def test_short_balance_and_duplicates_change_nothing(store):
     assert stored(store, "run_a", token.id) is None
 
 
-def test_concurrent_reservations_never_overdraw(tmp_path):
-    path = str(tmp_path / "race.sqlite3")
-    setup = SQLiteStore(path)
+def test_concurrent_reservations_never_overdraw(backend):
+    setup = backend.open()
     setup.migrate()
     token_id = setup.token(setup.create_token("t", 100)).id
     outcomes = []
 
     def worker(n):
-        store = SQLiteStore(path)  # a connection of its own, as a separate worker has
+        store = backend.open()  # a connection of its own, as a separate worker has
         for i in range(20):
             try:
                 store.start_run(f"run_{n}_{i}", token_id, None, 1, LATER)
@@ -208,14 +242,15 @@ def test_abort_runs_of_an_exited_worker(store):
     assert store.abort_runs_of_worker(os.getpid()) == 0
 
 
-def test_prune_deletes_finished_runs_past_retention(store):
+def test_prune_deletes_finished_runs_past_retention(store, backend):
     token = store.token(store.create_token("t", 10))
     for run_id in ("run_old", "run_new", "run_live"):
         store.start_run(run_id, token.id, None, 1, LATER)
     for run_id in ("run_old", "run_new"):
         store.finish_run(run_id, token.id, "success", 1, answer(run_id, 1))
     with store._db.transaction() as db:
-        db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
+        db.execute(f"UPDATE runs SET created_at = created_at - {backend.seconds(7200)} "
+                   "WHERE id != 'run_new'")
     assert store.prune(3600) == 1
     assert stored(store, "run_old", token.id) is None
     assert stored(store, "run_new", token.id) and stored(store, "run_live", token.id)
@@ -231,7 +266,18 @@ def test_stored_body_round_trips(store):
     assert stored(store, "run_a", token.id) == body
 
 
-def test_backup_is_a_consistent_copy(store, tmp_path):
+def test_a_postgresql_store_refuses_backup_pointing_to_its_own_tools(pg_url, tmp_path):
+    store = open_store(pg_url)
+    with pytest.raises(NotSupported, match="pg_dump"):
+        store.backup(str(tmp_path / "copy"))
+    assert not (tmp_path / "copy").exists()
+
+
+# -- SQLite only -------------------------------------------------------------------
+
+def test_backup_is_a_consistent_copy(tmp_path):
+    store = SQLiteStore(str(tmp_path / "store.sqlite3"))
+    store.migrate()
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
     store.backup(str(tmp_path / "copy.sqlite3"))
@@ -239,6 +285,7 @@ def test_backup_is_a_consistent_copy(store, tmp_path):
     assert copy.token_by_name("t").balance == 9
     assert stored(copy, "run_a", token.id) == {"runId": "run_a", "status": "running"}
     copy.close()
+    store.close()
 
 
 FIRST_SCHEMA = """

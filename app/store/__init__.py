@@ -53,7 +53,9 @@ def open_store(url: str, busy_ms: int = 5000) -> Store:
     kind, where = parse_database_url(url)
     if kind == "sqlite":
         return SQLiteStore(where, busy_ms)
-    raise ValueError("postgresql:// stores are not supported yet")
+    from .postgres import PostgresStore  # the driver is loaded only where it is used
+
+    return PostgresStore(where, busy_ms)
 
 
 __all__ = [
