@@ -99,9 +99,9 @@ def _with_store(server, action):
     """Run ``action(store)`` in the master; a store that is unavailable only costs a warning
     (the start-up or lookup clean-up of orphaned runs catches up later)."""
     from app import config
-    from app.store import Store, StoreUnavailable
+    from app.store import StoreUnavailable, open_store
 
-    store = Store(config.load()["STORE_PATH"], busy_ms=2000)  # the master must not hang
+    store = open_store(config.database_url(config.load()), busy_ms=2000)  # the master must not hang
     try:
         return action(store)
     except StoreUnavailable as error:
@@ -118,23 +118,35 @@ def on_starting(server):
     # importing it: 0.15 s of CPU less per start. No app is created: that stays per worker.
     import app.factory  # noqa: F401
     from app import config
+    from app.store import SchemaTooNew
 
     # SPEC §8: one token alone can never occupy every worker of the host. Here, where
     # the worker count is known (-w included), before the workers read the settings.
     os.environ.setdefault("RUNNER_MAX_CONCURRENT_RUNS", str(max(1, server.cfg.workers - 1)))
+    try:
+        retention = config.load()["RUN_RETENTION_DAYS"] * 86400
+    except ValueError as error:  # a setting that does not parse: one line, no traceback
+        _refuse_to_start(server, error)
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
-    retention = config.load()["RUN_RETENTION_DAYS"] * 86400
 
     def start(store):
         store.migrate()
         store.prune(retention)
         return store.abort_orphans()
 
-    aborted = _with_store(server, start)
+    try:
+        aborted = _with_store(server, start)
+    except SchemaTooNew as error:
+        _refuse_to_start(server, error)
     if aborted:
         server.log.warning("aborted %d run(s) left running by a previous start", aborted)
+
+
+def _refuse_to_start(server, error):
+    server.log.error("cannot start: %s", error)
+    sys.exit(1)
 
 
 def when_ready(server):

@@ -5,6 +5,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from .store import NotSupported
+
 token_cli = AppGroup("token", help="Create, list, top up and disable API tokens.")
 
 DEV_TOKEN = "dev-token"
@@ -78,7 +80,10 @@ store_cli = AppGroup("store", help="Maintain the store.")
 @click.argument("target", type=click.Path(dir_okay=False))
 def backup(target: str) -> None:
     """Write a consistent copy of the store to TARGET while the service runs."""
-    _store().backup(target)
+    try:
+        _store().backup(target)
+    except NotSupported as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"backed up to {target}")
 
 

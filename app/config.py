@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 MIB = 1024 * 1024
 
@@ -43,8 +44,37 @@ def _allow_list(text: str) -> list[str]:
     return entries
 
 
+SQLITE_PREFIX = "sqlite:///"  # then the file's path: relative, or absolute with a 4th slash
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def parse_database_url(text: str) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgresql", url)``; ``ValueError`` for anything else."""
+    if text.startswith(SQLITE_PREFIX):
+        path = text[len(SQLITE_PREFIX):]
+        if not path or "?" in path:
+            raise ValueError("a sqlite URL is sqlite:/// and the file's path")
+        return "sqlite", path
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"not a URL ({error})") from None
+    if parts.scheme not in POSTGRES_SCHEMES or not (parts.netloc or parts.query):
+        raise ValueError("expected sqlite:///<path> or postgresql://[user@]host[:port]/<db>")
+    return "postgresql", text
+
+
+def _database_url(text: str) -> str:
+    parse_database_url(text)
+    return text
+
+
 # name: (default, parser of the environment's text)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
+    # The store: RUNNER_DATABASE_URL when given (sqlite:///<path> or postgresql://…),
+    # else the SQLite file at STORE_PATH (see database_url).
+    "DATABASE_URL": ("", _database_url),
     "STORE_PATH": ("var/runner.sqlite3", str),
     "STORE_BUSY_MS": (5000, _int(1, 120_000)),  # how long to wait for a locked store
     "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
@@ -103,6 +133,11 @@ def run_expiry_s(settings: Mapping[str, Any]) -> float:
     """From a run's start, when a run still marked running is certainly dead."""
     return run_deadline_s(settings) + (HARD_TIMEOUT_PAST_DEADLINE_S
                                        + EXPIRY_PAST_HARD_TIMEOUT_S)
+
+
+def database_url(settings: Mapping[str, Any]) -> str:
+    """The store's URL: ``DATABASE_URL`` when set, else ``sqlite:///`` + ``STORE_PATH``."""
+    return settings.get("DATABASE_URL") or SQLITE_PREFIX + settings["STORE_PATH"]
 
 
 def defaults() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, g, request
 
 from . import api, cli, config, errors, health, logconfig, openapi
-from .store import Store, StoreUnavailable
+from .store import StoreUnavailable, open_store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -25,7 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.compact = True
     logconfig.configure(app.config)
 
-    store = Store(app.config["STORE_PATH"], app.config["STORE_BUSY_MS"])
+    store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"])
     try:
         store.migrate()
     except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back

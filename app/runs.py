@@ -75,8 +75,7 @@ def _reserve(store: Store, settings: Mapping[str, Any], run_id: str, token_id: i
              request_id: str | None, worst_case_cu: int) -> None:
     """Record the run and reserve its cost; DuplicateRun, InsufficientBalance or
     TooManyRuns when that is refused."""
-    expires_at = time.time() + config.run_expiry_s(settings)
-    store.start_run(run_id, token_id, request_id, worst_case_cu, expires_at,
+    store.start_run(run_id, token_id, request_id, worst_case_cu, config.run_expiry_s(settings),
                     settings["MAX_CONCURRENT_RUNS"])
 
 

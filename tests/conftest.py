@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
+from tests import pg
 from tests.helpers import DEV_AUTH
 from tests.http_support import guard_loopback, serve
 
@@ -51,3 +52,21 @@ def server():
     """A real HTTP server on 127.0.0.1 (``tests.http_support.LocalServer``)."""
     with serve() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the session (``tests.pg``); the test is skipped without one."""
+    server = pg.Server.start()
+    if server is None:
+        pytest.skip("no PostgreSQL: install Debian's postgresql or set RUNNER_TEST_DATABASE_URL")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)

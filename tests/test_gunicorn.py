@@ -290,3 +290,14 @@ def test_sigterm_lets_the_run_in_flight_finish(server):
     assert status == 200 and body["status"] == "success"
     assert body["executionState"]["wait"]["result"]["delayedMs"] == 1500
     assert server.process.wait(timeout=30) == 0
+
+
+def test_a_malformed_database_url_stops_the_start_up_with_one_line(tmp_path):
+    server = Server(tmp_path, workers=1, DATABASE_URL="mysql://db/runner")
+    with pytest.raises(RuntimeError, match="gunicorn exited"):
+        server.start()
+    server.stop()
+    lines = [line for line in server.log_tail().splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "RUNNER_DATABASE_URL='mysql://db/runner'" in lines[0]
+    assert "Traceback" not in server.log_tail()
+    assert server.process.returncode == 1

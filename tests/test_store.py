@@ -1,16 +1,28 @@
-"""The store on a real SQLite file: balances, reservations, run records, crash clean-up."""
+"""The store contract on both backends (a SQLite file, a PostgreSQL database): balances,
+reservations, run records, crash clean-up; then what only SQLite has (its file, its
+migrations, its checkpoints)."""
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
-import time
 
 import pytest
 
-from app.store import SCHEMA, DuplicateRun, InsufficientBalance, Store, TooManyRuns, token_hash
+from app.store import (
+    SCHEMA,
+    DuplicateRun,
+    InsufficientBalance,
+    NotSupported,
+    SchemaTooNew,
+    SQLiteStore,
+    TooManyRuns,
+    open_store,
+    token_hash,
+)
 
-LATER = 10**10  # an expiry far in the future
+LATER = 10**9  # seconds to expiry: far in the future
+DEAD = -1  # seconds to expiry: certainly dead already
 
 
 def answer(run_id, total_cu):
@@ -24,19 +36,50 @@ def stored(store, run_id, token_id):
     return None if text is None else json.loads(text)
 
 
+class Backend:
+    """One store backend under test: where its database is, and how to look inside."""
+
+    def __init__(self, kind: str, url: str, tmp_path):
+        self.kind, self.url, self.tmp_path = kind, url, tmp_path
+
+    def open(self):
+        """Another store on the same database, as another worker process would have."""
+        return open_store(self.url)
+
+    def seconds(self, n: int) -> str:
+        """SQL for a span of ``n`` seconds, to move a stored time."""
+        return str(n) if self.kind == "sqlite" else f"interval '{n} seconds'"
+
+    def raw(self, store) -> bytes:
+        """Everything the database keeps of its tokens, as bytes."""
+        if self.kind == "sqlite":
+            return b"".join(f.read_bytes() for f in self.tmp_path.glob("store.sqlite3*"))
+        with store._db.transaction() as db:
+            return "".join(row["t"] for row in db.execute(
+                "SELECT t::text AS t FROM tokens t")).encode()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """Each store test runs on both backends."""
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'store.sqlite3'}", tmp_path)
+    return Backend("postgresql", request.getfixturevalue("pg_url"), tmp_path)
+
+
 @pytest.fixture
-def store(tmp_path):
-    store = Store(str(tmp_path / "store.sqlite3"))
+def store(backend):
+    store = backend.open()
     store.migrate()
     yield store
     store.close()
 
 
-def test_tokens_are_stored_hashed(store, tmp_path):
+def test_tokens_are_stored_hashed(store, backend):
     secret = store.create_token("alice", 5)
     assert store.token(secret).name == "alice"
     assert store.token("wrong") is None
-    raw = b"".join(f.read_bytes() for f in tmp_path.glob("store.sqlite3*"))  # db + WAL
+    raw = backend.raw(store)  # SQLite: the database file and its WAL
     assert secret.encode() not in raw and token_hash(secret).encode() in raw
 
 
@@ -66,15 +109,14 @@ def test_short_balance_and_duplicates_change_nothing(store):
     assert stored(store, "run_a", token.id) is None
 
 
-def test_concurrent_reservations_never_overdraw(tmp_path):
-    path = str(tmp_path / "race.sqlite3")
-    setup = Store(path)
+def test_concurrent_reservations_never_overdraw(backend):
+    setup = backend.open()
     setup.migrate()
     token_id = setup.token(setup.create_token("t", 100)).id
     outcomes = []
 
     def worker(n):
-        store = Store(path)  # a connection of its own, as a separate worker has
+        store = backend.open()  # a connection of its own, as a separate worker has
         for i in range(20):
             try:
                 store.start_run(f"run_{n}_{i}", token_id, None, 1, LATER)
@@ -96,7 +138,7 @@ def test_concurrent_reservations_never_overdraw(tmp_path):
 def test_concurrency_limit_counts_live_runs_only(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
-    store.start_run("run_old", token.id, None, 1, time.time() - 1)  # certainly dead
+    store.start_run("run_old", token.id, None, 1, DEAD)  # certainly dead
     with pytest.raises(TooManyRuns):
         store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
     assert store.token_by_name("t").balance == 8  # the refused run reserved nothing
@@ -152,7 +194,7 @@ def test_a_dead_worker_and_a_crash_charge_the_stored_attempts(store):
     token = store.token(store.create_token("t", 20))
     store.start_run("run_exited", token.id, None, 5, LATER)
     store.record_attempts("run_exited", token.id, 2)
-    store.start_run("run_expired", token.id, None, 5, time.time() - 1)
+    store.start_run("run_expired", token.id, None, 5, DEAD)
     store.record_attempts("run_expired", token.id, 4)
     assert store.abort_orphans() == 1
     assert store.abort_runs_of_worker(os.getpid()) == 1
@@ -200,14 +242,15 @@ def test_abort_runs_of_an_exited_worker(store):
     assert store.abort_runs_of_worker(os.getpid()) == 0
 
 
-def test_prune_deletes_finished_runs_past_retention(store):
+def test_prune_deletes_finished_runs_past_retention(store, backend):
     token = store.token(store.create_token("t", 10))
     for run_id in ("run_old", "run_new", "run_live"):
         store.start_run(run_id, token.id, None, 1, LATER)
     for run_id in ("run_old", "run_new"):
         store.finish_run(run_id, token.id, "success", 1, answer(run_id, 1))
     with store._db.transaction() as db:
-        db.execute("UPDATE runs SET created_at = created_at - 7200 WHERE id != 'run_new'")
+        db.execute(f"UPDATE runs SET created_at = created_at - {backend.seconds(7200)} "
+                   "WHERE id != 'run_new'")
     assert store.prune(3600) == 1
     assert stored(store, "run_old", token.id) is None
     assert stored(store, "run_new", token.id) and stored(store, "run_live", token.id)
@@ -223,14 +266,26 @@ def test_stored_body_round_trips(store):
     assert stored(store, "run_a", token.id) == body
 
 
-def test_backup_is_a_consistent_copy(store, tmp_path):
+def test_a_postgresql_store_refuses_backup_pointing_to_its_own_tools(pg_url, tmp_path):
+    store = open_store(pg_url)
+    with pytest.raises(NotSupported, match="pg_dump"):
+        store.backup(str(tmp_path / "copy"))
+    assert not (tmp_path / "copy").exists()
+
+
+# -- SQLite only -------------------------------------------------------------------
+
+def test_backup_is_a_consistent_copy(tmp_path):
+    store = SQLiteStore(str(tmp_path / "store.sqlite3"))
+    store.migrate()
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 1, LATER)
     store.backup(str(tmp_path / "copy.sqlite3"))
-    copy = Store(str(tmp_path / "copy.sqlite3"))
+    copy = SQLiteStore(str(tmp_path / "copy.sqlite3"))
     assert copy.token_by_name("t").balance == 9
     assert stored(copy, "run_a", token.id) == {"runId": "run_a", "status": "running"}
     copy.close()
+    store.close()
 
 
 FIRST_SCHEMA = """
@@ -259,7 +314,7 @@ def test_a_store_made_by_the_first_schema_is_upgraded_with_its_data(tmp_path):
         old.execute("INSERT INTO runs VALUES ('run_left', 1, 'r2', 'running', 3, 0, 1, NULL, "
                     "'{\"runId\": \"run_left\", \"status\": \"running\"}')")
     old.close()
-    store = Store(path)
+    store = SQLiteStore(path)
     store.migrate()
     store.migrate()  # and again: nothing more to do
     assert stored(store, "run_done", 1)["totalCu"] == 2
@@ -290,10 +345,10 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
                 "created_at, finished_at, worker_pid, expires_at, body) VALUES "
                 "('run_done', 1, 'r1', 'success', 0, 2, 1, 2, 11, 99, '{\"done\": 1}'), "
                 "('run_left', 1, 'r2', 'running', 3, 0, 3, NULL, 999999999, ?, "
-                "'{\"runId\": \"run_left\", \"status\": \"running\"}')", (LATER,))
+                "'{\"runId\": \"run_left\", \"status\": \"running\"}')", (10**10,))
     old.commit()
     old.close()
-    store = Store(path)
+    store = SQLiteStore(path)
     store.migrate()
     with store._db.reading() as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 3
@@ -314,14 +369,25 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
 
 def test_a_large_answer_is_checkpointed_before_the_next_run_not_in_its_own_commit(tmp_path):
     path = tmp_path / "runner.sqlite3"
-    store = Store(str(path))
+    store = SQLiteStore(str(path))
     store.migrate()
     token = store.ensure_token("t", "secret", 100)
-    store.start_run("run_big", token.id, None, 1, time.time() + 60)
+    store.start_run("run_big", token.id, None, 1, 60)
     store.finish_run("run_big", token.id, "success", 1, "x" * 5_000_000)
     # The commit that ends a run (after its deadline) only appended to the WAL...
     assert path.stat().st_size < 1_000_000
-    store.start_run("run_next", token.id, None, 1, time.time() + 60)
+    store.start_run("run_next", token.id, None, 1, 60)
     # ...and the next run's start copied it into the database.
     assert path.stat().st_size > 5_000_000
     assert store.run_text("run_big", token.id) == "x" * 5_000_000
+
+
+def test_a_store_migrated_by_newer_code_is_refused(tmp_path):
+    path = str(tmp_path / "newer.sqlite3")
+    with sqlite3.connect(path) as newer:
+        newer.execute(f"PRAGMA user_version = {len(SCHEMA) + 1}")
+    newer.close()
+    store = SQLiteStore(path)
+    with pytest.raises(SchemaTooNew, match=f"version {len(SCHEMA) + 1}, newer"):
+        store.migrate()
+    store.close()

@@ -1,10 +1,14 @@
-"""Tokens, compute-unit balances and run records (SPEC §8), behind one contract.
+"""Tokens, compute-unit balances and run records (SPEC §8, §13), behind one contract.
 
-A backend is a ``Store`` class whose instance every worker process shares by
-opening its own connection on first use. It provides:
+``open_store(url)`` opens the backend a ``RUNNER_DATABASE_URL`` names: SQLite
+(``sqlite:///<path>``, ``sqlite.py``: one host) or PostgreSQL (``postgresql://…``,
+``postgres.py``: any number of hosts). Each is a class whose instance every worker
+process shares by opening its own connection(s) on first use, and each provides
+the operations ``contract.Store`` names:
 
-- ``migrate()`` (create or upgrade its schema), ``check_writable()`` (readiness),
-  ``backup(target)``, ``prune(retention_seconds)`` and ``close()``;
+- ``migrate()`` (create or upgrade its schema; ``SchemaTooNew`` when the database
+  was migrated by newer code), ``check_writable()`` (readiness),
+  ``backup(target)`` (or ``NotSupported``), ``prune(retention_seconds)`` and ``close()``;
 - tokens, stored as hashes of their secrets (``token_hash``) and handed out as
   ``Token``: ``token``, ``token_by_name``, ``tokens``, ``create_token``,
   ``ensure_token``, ``top_up``, ``set_enabled``;
@@ -20,27 +24,51 @@ opening its own connection on first use. It provides:
   ``abort_runs_of_worker`` mark them ``failure``/``ABORTED``, charged for the
   attempts they started, never more than their reservation.
 
-No balance ever goes below zero, however many workers run at once. A database
-that cannot be used right now raises ``StoreUnavailable``.
+No balance ever goes below zero, however many workers (and hosts) run at once. A
+database that cannot be used right now raises ``StoreUnavailable``.
 """
+from __future__ import annotations
+
 from .contract import (
     DuplicateRun,
     InsufficientBalance,
+    NotSupported,
+    SchemaTooNew,
+    Store,
     StoreUnavailable,
     Token,
     TooManyRuns,
     token_hash,
 )
-from .sqlite import Store
+from .sqlite import SQLiteStore
 from .sqlite_schema import SCHEMA
+
+
+def open_store(url: str, busy_ms: int = 5000) -> Store:
+    """The store ``url`` names (``sqlite:///<path>`` or ``postgresql://…``); nothing is
+    connected until first use. ``busy_ms``: how long an operation waits for a lock or
+    a connection. ``ValueError`` for a URL of neither kind."""
+    from ..config import parse_database_url
+
+    kind, where = parse_database_url(url)
+    if kind == "sqlite":
+        return SQLiteStore(where, busy_ms)
+    from .postgres import PostgresStore  # the driver is loaded only where it is used
+
+    return PostgresStore(where, busy_ms)
+
 
 __all__ = [
     "SCHEMA",
     "DuplicateRun",
     "InsufficientBalance",
+    "NotSupported",
+    "SQLiteStore",
+    "SchemaTooNew",
     "Store",
     "StoreUnavailable",
     "Token",
     "TooManyRuns",
+    "open_store",
     "token_hash",
 ]

@@ -1,13 +1,28 @@
-"""What every backend of the store speaks: the refusals it raises, the token it hands
-out, and how a token's secret is hashed for storing (SPEC §8)."""
+"""What every backend of the store speaks: the operations the app calls (``Store``), the
+refusals it raises, the token it hands out, and how a token's secret is hashed for
+storing (SPEC §8)."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class StoreUnavailable(Exception):
     """The database cannot be used right now (locked, read-only, full, missing)."""
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer version of the code than this one."""
+
+    def __init__(self, found: int, known: int):
+        super().__init__(f"the store's schema is at version {found}, newer than this code's "
+                         f"{known}: run the newer code, or restore a matching backup")
+        self.found, self.known = found, known
+
+
+class NotSupported(Exception):
+    """This backend does not do that; the message says what to use instead."""
 
 
 class DuplicateRun(Exception):
@@ -38,3 +53,71 @@ class Token:
 
 def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Store(Protocol):
+    """Every operation the app calls on a store, whichever backend serves it."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; ``SchemaTooNew`` if the database is ahead."""
+
+    def check_writable(self) -> None:
+        """Raise unless the database can be written right now (readiness)."""
+
+    def backup(self, target: str) -> None:
+        """A consistent copy of the live store at ``target``, or ``NotSupported``."""
+
+    def prune(self, retention_seconds: float) -> int:
+        """Delete finished runs older than the retention; how many."""
+
+    def close(self) -> None:
+        """Close this process's connections; the next use opens others."""
+
+    def token(self, secret: str) -> Token | None:
+        """The token with this secret (looked up by its hash)."""
+
+    def token_by_name(self, name: str) -> Token | None:
+        """The token of this name."""
+
+    def tokens(self) -> list[Token]:
+        """Every token, by name."""
+
+    def create_token(self, name: str, balance: int, secret: str | None = None) -> str:
+        """Store a new token; returns its secret (shown once, never stored)."""
+
+    def ensure_token(self, name: str, secret: str, min_balance: int) -> Token:
+        """Create the token if absent, enable it and top it up to ``min_balance``."""
+
+    def top_up(self, name: str, amount: int) -> Token | None:
+        """Add ``amount`` to a token's balance; None when there is no such token."""
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable a token; False when there is no such token."""
+
+    def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
+                  expires_in: float, max_concurrent: int = 0) -> None:
+        """Record a run and reserve ``reserve`` CU, or raise ``DuplicateRun``,
+        ``InsufficientBalance`` or ``TooManyRuns`` having changed nothing. ``expires_in``:
+        seconds from now (the database's clock) after which a run still running is dead."""
+
+    def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
+        """Reserve more for a running run; False, nothing changed, when it cannot."""
+
+    def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
+        """Note the attempts the run has started (what it costs if its worker dies)."""
+
+    def finish_run(self, run_id: str, token_id: int, status: str, total_cu: int,
+                   text: str) -> None:
+        """Store the answer's text as is, charge ``total_cu``, release the rest, atomically."""
+
+    def run_text(self, run_id: str, token_id: int) -> str | None:
+        """The stored run's text, only for the token that made it."""
+
+    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None) -> bool:
+        """Mark a running run failure/ABORTED, charged for its started attempts."""
+
+    def abort_orphans(self) -> int:
+        """Abort running runs whose worker is gone or whose time is up; how many."""
+
+    def abort_runs_of_worker(self, pid: int) -> int:
+        """Abort the running runs of an exited worker of this host; how many."""

@@ -35,7 +35,9 @@ from .sqlite_schema import upgrade
 LARGE_TEXT = 1024 * 1024
 
 
-class Store:
+class SQLiteStore:
+    """The store in one SQLite file, for the workers of one host."""
+
     def __init__(self, path: str, busy_ms: int = 5000):
         self._db = Connection(path, busy_ms)
 
@@ -108,16 +110,17 @@ class Store:
     # -- runs --------------------------------------------------------------------
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  expires_at: float, max_concurrent: int = 0) -> None:
+                  expires_in: float, max_concurrent: int = 0) -> None:
         """Record a run and reserve its worst-case cost, or raise and change nothing.
 
-        ``run_id`` is unique per token. ``expires_at``: when a run still marked
-        running is certainly dead (its worker would have been killed by then).
+        ``run_id`` is unique per token. ``expires_in``: seconds after which a run still
+        marked running is certainly dead (its worker would have been killed by then).
         ``max_concurrent`` 0 = no limit.
         """
         self._db.checkpoint_if_due()
         # Each refusal raises inside the transaction, which rolls back what came before.
         now = time.time()
+        expires_at = now + expires_in
         with self._db.transaction() as db:
             try:
                 db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "

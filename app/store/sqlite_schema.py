@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from .contract import SchemaTooNew
+
 
 def _complete_first_schema(db: sqlite3.Connection) -> None:
     """Add what a store made by migration 1's first version lacks; nothing for others."""
@@ -88,8 +90,11 @@ SCHEMA = [  # SQL or a function of the connection; user_version = how many have 
 
 def upgrade(db: sqlite3.Connection) -> None:
     """Run the steps of ``SCHEMA`` this database has not run yet, inside the caller's
-    transaction (so a step that fails leaves the database at its old version)."""
+    transaction (so a step that fails leaves the database at its old version); a
+    database past the last step was made by newer code: ``SchemaTooNew``."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(SCHEMA):
+        raise SchemaTooNew(version, len(SCHEMA))
     for number, step in enumerate(SCHEMA[version:], start=version + 1):
         if callable(step):
             step(db)

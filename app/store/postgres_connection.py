@@ -1,0 +1,87 @@
+"""A process's connections to the PostgreSQL store: a pool opened on first use, forgotten
+after a fork.
+
+A connection opened before gunicorn forks must not be used by the workers (they would
+share its socket), so each process opens its own small pool on first use, and a forked
+child forgets its parent's: it neither uses nor closes it (psycopg never closes a
+connection from a process that did not open it). The threads of a process share the
+pool. Each ``transaction()`` is one transaction on one connection of the pool.
+
+Waiting for a connection or a row lock is bounded by ``busy_ms`` (psycopg_pool's
+timeout, PostgreSQL's ``lock_timeout``); that, and a server that cannot be reached
+or written, leaves as ``StoreUnavailable``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .contract import StoreUnavailable
+
+# A sync worker serves one request at a time; its node threads note progress meanwhile.
+MAX_CONNECTIONS = 4
+
+_pools: weakref.WeakSet[Pool] = weakref.WeakSet()  # this process's, for the fork hook
+_inherited: list[ConnectionPool] = []  # a parent's pools, never used or closed in a child
+
+
+def _reset_after_fork() -> None:
+    for pool in list(_pools):
+        pool._forget()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError,
+                psycopg.errors.ReadOnlySqlTransaction, PoolTimeout)
+
+
+class Pool:
+    """The database at ``url``, through a pool opened on first use."""
+
+    def __init__(self, url: str, busy_ms: int = 5000):
+        self.url, self.busy_ms = url, busy_ms
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        _pools.add(self)
+
+    def _forget(self) -> None:
+        """In a forked child: the pool is the parent's; open one of its own."""
+        if self._pool is not None:
+            _inherited.append(self._pool)
+        self._pool, self._lock = None, threading.Lock()
+
+    def _open(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                seconds = self.busy_ms / 1000
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=MAX_CONNECTIONS, timeout=seconds,
+                    open=False, name="store",
+                    kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(seconds)),
+                            "options": f"-c lock_timeout={self.busy_ms}"})
+                self._pool.open(wait=False)
+            return self._pool
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """``with pool.transaction() as db:`` committed at the end, rolled back on an error."""
+        try:
+            with self._open().connection() as db:
+                yield db
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(str(error).strip() or type(error).__name__) from error
+
+    def close(self) -> None:
+        """Close this process's pool; the next use opens another."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = None

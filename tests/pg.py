@@ -1,0 +1,88 @@
+"""A PostgreSQL server for the tests, and a fresh database for each test that asks.
+
+``RUNNER_TEST_DATABASE_URL`` (``postgresql://user@host:port/db``, a role allowed to
+create databases) names an existing server; without it a throwaway cluster is made
+once per test session (``initdb`` into a temporary folder, a free port, a Unix socket
+folder of its own) and removed at the end. PostgreSQL refuses to run as root: as root,
+its programs run as the ``postgres`` user.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from tests.server import free_port
+
+USER = "runner"
+
+
+def _bindir() -> str | None:
+    """Where initdb is: on PATH, else the newest of Debian's per-version folders."""
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(found)
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                      key=lambda path: int(Path(path).parent.parent.name))
+    return os.path.dirname(versions[-1]) if versions else None
+
+
+class Server:
+    """A PostgreSQL server reached at ``url``; ``stop`` removes a cluster made here."""
+
+    def __init__(self, url: str, cluster: Path | None = None, run=None):
+        self.url, self.cluster, self._run = url, cluster, run
+
+    @classmethod
+    def start(cls) -> Server | None:
+        """The given server, a new throwaway cluster, or None when neither can be had."""
+        given = os.environ.get("RUNNER_TEST_DATABASE_URL")
+        if given:
+            return cls(given)
+        bindir = _bindir()
+        if bindir is None:
+            return None
+        as_root = os.geteuid() == 0
+        folder = Path(tempfile.mkdtemp(prefix="runner-pg-"))
+        sockets = folder / "sockets"
+        sockets.mkdir()
+        if as_root:
+            for path in (folder, sockets):
+                shutil.chown(path, "postgres", "postgres")
+
+        def run(*args: str) -> None:
+            command = [os.path.join(bindir, args[0]), *args[1:]]
+            subprocess.run(["runuser", "-u", "postgres", "--", *command] if as_root else command,
+                           check=True, capture_output=True, cwd=folder)
+
+        port = free_port()
+        run("initdb", "-D", str(folder / "data"), "-U", USER, "-A", "trust", "-E", "UTF8",
+            "--no-sync")
+        run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-t", "60",
+            "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-c full_page_writes=off -c max_connections=300", "start")
+        return cls(f"postgresql://{USER}@127.0.0.1:{port}/postgres", folder, run)
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self._run("pg_ctl", "-D", str(self.cluster / "data"), "-m", "immediate", "-w", "stop")
+            shutil.rmtree(self.cluster, ignore_errors=True)
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        name = "runner_test_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return urlunsplit(urlsplit(self.url)._replace(path="/" + name))
+
+    def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
