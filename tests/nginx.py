@@ -1,6 +1,8 @@
 """deploy/nginx.conf served by a real nginx on a free 127.0.0.1 port, for tests."""
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -76,3 +78,16 @@ http {{
         """The access log so far, one line per request answered."""
         path = self.temp / "access.log"
         return path.read_text().splitlines() if path.exists() else []
+
+
+def request(port, method, path, body=None, headers=None, source="127.0.0.1"):
+    """One request from ``source``; ``(status, headers, body bytes)``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30,
+                                            source_address=(source, 0))
+    try:
+        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

@@ -1,7 +1,6 @@
 """deploy/nginx.conf in front of real gunicorn, both on 127.0.0.1."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -10,7 +9,7 @@ import time
 import pytest
 
 from tests.helpers import definition
-from tests.nginx import NGINX, Nginx
+from tests.nginx import NGINX, Nginx, request
 from tests.server import Server, raw_exchange
 
 pytestmark = [pytest.mark.server,
@@ -32,18 +31,6 @@ def proxy(tmp_path):
     yield app, nginx.port
     nginx.stop()
     app.stop()
-
-
-def request(port, method, path, body=None, headers=None, source="127.0.0.1"):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30,
-                                            source_address=(source, 0))
-    try:
-        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-        connection.request(method, path, body=data, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def test_runs_and_errors_pass_through_with_request_ids(proxy):
