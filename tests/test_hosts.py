@@ -226,3 +226,32 @@ def test_a_host_killed_mid_run_leaves_its_run_to_the_other_once_expired(hosts):
     assert hosts.balance("ten") == 8
     assert hosts.query("SELECT status, total_cu, reserved FROM runs WHERE id = %s", run["id"]) \
         == [{"status": "failure", "total_cu": 2, "reserved": 0}]
+
+
+@pytest.mark.parametrize("retry_posts", [False, True],
+                         ids=["as-shipped", "with-non_idempotent"])
+def test_nginx_never_runs_a_request_twice_when_its_host_dies(hosts, retry_posts):
+    """deploy/nginx.conf retries only what never reached a host: a POST whose host dies
+    mid-run is a 502, run once. The same test with ``non_idempotent`` added (what the
+    configuration must never say) sees the run twice, once on each host."""
+    edit = (lambda site: site.replace("proxy_next_upstream error;",
+                                      "proxy_next_upstream error non_idempotent;")
+            ) if retry_posts else None
+    nginx = hosts.proxy(edit)
+    secret = hosts.token("ten", 10)
+    thread, answer = post_in_background(nginx.port, slow(2_000),
+                                        auth(secret, **{"X-Request-ID": "once"}))
+    run = wait_for_run(hosts, "once", attempts=2)
+    kill(hosts.hosts[run["worker_host"].removeprefix("host-")])
+    thread.join(30)
+    status, _, body = answer[0]
+    runs = hosts.query("SELECT worker_host, status FROM runs WHERE request_id = 'once' "
+                       "ORDER BY row_id")
+    if not retry_posts:
+        assert status == 502 and json.loads(body)["code"] == 502000
+        assert runs == [{"worker_host": run["worker_host"], "status": "running"}]
+        assert hosts.balance("ten") == 7  # its reservation, until it expires
+    else:  # the teeth of the test above: a retried POST runs again on the other host
+        assert status == 200 and json.loads(body)["status"] == "success"
+        assert len(runs) == 2 and runs[0]["worker_host"] != runs[1]["worker_host"]
+        assert hosts.balance("ten") == 4
