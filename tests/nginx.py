@@ -74,10 +74,16 @@ http {{
             self.process.terminate()
             self.process.wait(10)
 
-    def access_lines(self) -> list[str]:
-        """The access log so far, one line per request answered."""
+    def access_lines(self, at_least: int = 0) -> list[str]:
+        """The access log, one line per request answered, once it holds ``at_least``
+        lines (nginx writes a request's line just after the client has its answer)."""
         path = self.temp / "access.log"
-        return path.read_text().splitlines() if path.exists() else []
+        deadline = time.monotonic() + 5
+        while True:
+            lines = path.read_text().splitlines() if path.exists() else []
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
 
 def request(port, method, path, body=None, headers=None, source="127.0.0.1"):
