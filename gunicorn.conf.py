@@ -101,7 +101,9 @@ def _with_store(server, action):
     from app import config
     from app.store import StoreUnavailable, open_store
 
-    store = open_store(config.database_url(config.load()), busy_ms=2000)  # the master must not hang
+    settings = config.load()
+    # busy_ms: the master must not hang; the host's name, as its workers write it in runs.
+    store = open_store(config.database_url(settings), busy_ms=2000, host=settings["HOST_ID"])
     try:
         return action(store)
     except StoreUnavailable as error:

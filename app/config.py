@@ -77,6 +77,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "DATABASE_URL": ("", _database_url),
     "STORE_PATH": ("var/runner.sqlite3", str),
     "STORE_BUSY_MS": (5000, _int(1, 120_000)),  # how long to wait for a locked store
+    # This host's name in the runs it starts (PostgreSQL store): "" is the machine's host
+    # name. Hosts that share a host name but not their process ids (containers on the
+    # host's network) need distinct ones: a run's pid is only judged by its own host.
+    "HOST_ID": ("", str),
     "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
     "LOG_LEVEL": ("INFO", str.upper),
     "LOG_MAX_BYTES": (10 * MIB, _int(0)),

@@ -25,7 +25,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.compact = True
     logconfig.configure(app.config)
 
-    store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"])
+    store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"],
+                       app.config["HOST_ID"])
     try:
         store.migrate()
     except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back

@@ -1,20 +1,17 @@
 """deploy/nginx.conf in front of real gunicorn, both on 127.0.0.1."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
 
 from tests.helpers import definition
-from tests.server import ROOT, Server, free_port, raw_exchange
+from tests.nginx import NGINX, Nginx, request
+from tests.server import Server, raw_exchange
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # root's PATH has sbin, others' may not
 pytestmark = [pytest.mark.server,
               pytest.mark.skipif(not os.path.exists(NGINX),
                                  reason="nginx is not installed (.ci/run installs it)")]
@@ -30,57 +27,10 @@ def proxy(tmp_path):
     app = Server(tmp_path, workers=2)
     app.flask("token", "seed-dev")
     app.start()
-    port = free_port()
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    site = site.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{app.port};")
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    (tmp_path / "runner.conf").write_text(site)
-    temp = tmp_path / "nginx"
-    temp.mkdir()
-    # Started as root, nginx's workers would switch to "nobody", who cannot enter
-    # pytest's private temporary directories.
-    user = "user root;" if os.geteuid() == 0 else ""
-    (tmp_path / "nginx.conf").write_text(f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {temp}/nginx.pid;
-error_log {temp}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log {temp}/access.log;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    include {tmp_path}/runner.conf;
-}}
-""")
-    nginx = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-p", str(temp)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield app, port
-    nginx.terminate()
-    nginx.wait(10)
+    nginx = Nginx(tmp_path, [app.port]).start()
+    yield app, nginx.port
+    nginx.stop()
     app.stop()
-
-
-def request(port, method, path, body=None, headers=None, source="127.0.0.1"):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30,
-                                            source_address=(source, 0))
-    try:
-        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-        connection.request(method, path, body=data, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def test_runs_and_errors_pass_through_with_request_ids(proxy):

@@ -3,6 +3,7 @@ processes (as several hosts) on one database, runs judged by their host."""
 from __future__ import annotations
 
 import multiprocessing
+import socket
 
 import pytest
 
@@ -87,6 +88,13 @@ def test_concurrent_reservations_across_processes_never_go_below_zero(pg_url):
         pg_url, token_id, barrier, n, results))
     assert sum(granted) == 100 and setup.token_by_name("t").balance == 0
     setup.close()
+
+
+def test_a_host_is_named_by_its_setting_or_its_host_name(pg_url):
+    """Hosts sharing a host name but not their pids (containers on the host's network)
+    are told apart by RUNNER_HOST_ID, as the store's ``host``."""
+    assert open_store(pg_url, host="host-a").host == "host-a"
+    assert open_store(pg_url).host == socket.gethostname()
 
 
 def test_a_dead_worker_of_another_host_is_judged_by_its_expiry_only(pg_url):
