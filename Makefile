@@ -51,7 +51,8 @@ bench-http: $(VENV)/.installed-test
 	$(BIN)/python -m bench.http
 
 ## Soak: real gunicorn under a mixed load for SOAK_SECONDS (default 180), then the books
-## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply.
+## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply;
+## SOAK_DATABASE_URL=postgresql://… (an empty database) soaks the PostgreSQL store.
 soak: $(VENV)/.installed-test
 	$(BIN)/python -m bench.soak
 

@@ -5,9 +5,20 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .store import NotSupported
+from .store import NotSupported, StoreUnavailable
 
-token_cli = AppGroup("token", help="Create, list, top up and disable API tokens.")
+
+class _StoreCommands(AppGroup):
+    """Commands that use the store: one that cannot be reached is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as error:
+            raise click.ClickException(f"the store is unavailable: {error}") from None
+
+
+token_cli = _StoreCommands("token", help="Create, list, top up and disable API tokens.")
 
 DEV_TOKEN = "dev-token"
 DEV_BALANCE = 1_000_000
@@ -31,8 +42,9 @@ def create(name: str, balance: int) -> None:
 @token_cli.command("list")
 def list_tokens() -> None:
     """List tokens with their balances."""
+    tokens = _store().tokens()
     click.echo(f"{'NAME':<24} {'BALANCE':>12}  STATE")
-    for token in _store().tokens():
+    for token in tokens:
         state = "enabled" if token.enabled else "disabled"
         click.echo(f"{token.name:<24} {token.balance:>12}  {state}")
 
@@ -73,7 +85,7 @@ def seed_dev() -> None:
     click.echo(f"{DEV_TOKEN}: balance {token.balance}")
 
 
-store_cli = AppGroup("store", help="Maintain the store.")
+store_cli = _StoreCommands("store", help="Maintain the store.")
 
 
 @store_cli.command("backup")

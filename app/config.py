@@ -154,8 +154,16 @@ def default(name: str) -> Any:
     return SETTINGS[name][0]
 
 
+class SettingError(ValueError):
+    """A setting of the environment that does not parse; the message names it."""
+
+
+# Settings whose value may hold a password: an error names them without their value.
+UNSHOWN = {"DATABASE_URL"}
+
+
 def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """The settings given in the environment, parsed; ``ValueError`` names a bad one."""
+    """The settings given in the environment, parsed; ``SettingError`` names a bad one."""
     found = {}
     for name, (_, parse) in SETTINGS.items():
         text = environ.get(f"RUNNER_{name}")
@@ -164,7 +172,8 @@ def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         try:
             found[name] = parse(text)
         except ValueError as error:
-            raise ValueError(f"RUNNER_{name}={text!r}: {error}") from None
+            shown = "" if name in UNSHOWN else f"={text!r}"
+            raise SettingError(f"RUNNER_{name}{shown}: {error}") from None
     return found
 
 

@@ -6,7 +6,7 @@ import threading
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import metrics
+from . import metrics, runs
 from .errors import error_response
 
 bp = Blueprint("health", __name__)
@@ -29,7 +29,8 @@ def prometheus():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready for traffic: the store can be written, and no shutdown is under way."""
+    """Ready for traffic: the store can be written, and no shutdown is under way. Books
+    left unwritten while the store was away are written here too (``runs.settle``)."""
     if shutting_down.is_set():
         return error_response(503, 503000, "Shutting down")
     try:
@@ -37,4 +38,5 @@ def readyz():
     except Exception as error:  # any store failure means: send traffic elsewhere
         current_app.logger.warning("readiness check failed: %s", error)
         return error_response(503, 503000, "Store not writable")
+    runs.settle()
     return jsonify({"status": "ok"})

@@ -10,14 +10,20 @@ A run's log lines are written together at its end, its secrets redacted in
 them as in its answer. A run stopped before it finishes (a bug, or gunicorn's
 hard time limit) is charged for the attempts it started (SPEC §3); the rest of
 its reservation is released.
+
+A run whose books cannot be written (the store went away meanwhile) leaves them to
+its process: ``settle`` writes them once the store answers again, before the
+process's next run and at each readiness check, so no run stays reserved after the
+store is back. A process that exits first leaves them to its master's sweep.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import config, logconfig, metrics
@@ -58,10 +64,17 @@ def run(store: Store, settings: Mapping[str, Any], request: RunRequest, token_id
     run's deadline counts from.
     """
     run_id = request.run_id or new_run_id()
+    settle()
     with logconfig.batched():  # the run's log lines, written together at its end
-        _reserve(store, settings, run_id, token_id, request_id, request.plan.worst_case_cu)
+        # A reservation whose commit was cut off may be stored all the same: abort it
+        # (nothing ran, nothing is charged) once the store is back.
+        with _unless_written(functools.partial(store.abort_run, run_id, token_id, 0)):
+            _reserve(store, settings, run_id, token_id, request_id, request.plan.worst_case_cu)
         outcome = _execute(store, settings, request, run_id, token_id, received)
-        store.finish_run(run_id, token_id, outcome.status, outcome.total_cu, outcome.text)
+        finish = functools.partial(store.finish_run, run_id, token_id, outcome.status,
+                                   outcome.total_cu, outcome.text)
+        with _unless_written(finish):
+            finish()
         metrics.record_run(outcome)
         _prune_now_and_then(store, settings["RUN_RETENTION_DAYS"])
         log.info("run finished", extra={
@@ -92,10 +105,12 @@ def _execute(store: Store, settings: Mapping[str, Any], request: RunRequest, run
     try:
         with metrics.IN_PROGRESS.track_inprogress():
             return run.run()
-    except BaseException as error:  # a bug, or gunicorn stopping the worker (SystemExit)
-        with contextlib.suppress(StoreUnavailable):  # the first error is the one to report
-            # Charged for the attempts it started (SPEC §3); the rest is released.
-            store.abort_run(run_id, token_id, run.started_attempts)
+    except BaseException as error:  # a bug, gunicorn stopping the worker, the store away
+        # Charged for the attempts it started (SPEC §3); the rest is released. The first
+        # error is the one to report.
+        abort = functools.partial(store.abort_run, run_id, token_id, run.started_attempts)
+        with contextlib.suppress(StoreUnavailable), _unless_written(abort):
+            abort()
         if isinstance(error, SystemExit):
             # gunicorn's hard timeout: the caller answers; the worker exits after.
             raise HardStop(run_id) from None
@@ -104,12 +119,42 @@ def _execute(store: Store, settings: Mapping[str, Any], request: RunRequest, run
         logconfig.redactor.reset(redacting)
 
 
+# Books this process could not write, oldest first: each a store call to make again.
+_unwritten: list[Callable[[], object]] = []
+
+
+@contextlib.contextmanager
+def _unless_written(again: Callable[[], object]):
+    """On ``StoreUnavailable`` inside, keep ``again`` for ``settle`` (and re-raise)."""
+    try:
+        yield
+    except StoreUnavailable:
+        _unwritten.append(again)
+        log.warning("store unavailable: a run's books wait for it (%d waiting)",
+                    len(_unwritten))
+        raise
+
+
+def settle() -> None:
+    """Write the books of this process's runs that ended while the store was away;
+    those it still cannot write wait for the next call."""
+    while _unwritten:
+        try:
+            _unwritten[0]()
+        except StoreUnavailable:
+            return
+        except Exception:  # never retried forever
+            log.exception("a run's books could not be written; its expiry will settle them")
+        _unwritten.pop(0)
+
+
 _next_prune = 0.0
 
 
 def _reset_after_fork() -> None:
     global _next_prune
     _next_prune = 0.0  # each process keeps its own timer
+    _unwritten.clear()  # the parent's to write
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -120,4 +165,6 @@ def _prune_now_and_then(store: Store, retention_days: int) -> None:
     global _next_prune
     if time.monotonic() >= _next_prune:
         _next_prune = time.monotonic() + PRUNE_EVERY_S
-        store.prune(retention_days * 86400)
+        # The run is answered and its books written: a store gone meanwhile can wait.
+        with contextlib.suppress(StoreUnavailable):
+            store.prune(retention_days * 86400)

@@ -1,7 +1,9 @@
 """Soak test: the real gunicorn under a mixed load for a while, then the books are checked.
 
 ``python -m bench.soak`` (``make soak``): SOAK_SECONDS (default 180), SOAK_CONCURRENCY
-(client threads, 32), WEB_CONCURRENCY (workers, 2 × cores + 1). Every request goes
+(client threads, 32), WEB_CONCURRENCY (workers, 2 × cores + 1), SOAK_DATABASE_URL
+(``postgresql://…``, an empty database: the store the server uses and the checks read;
+default a new SQLite file in the work directory). Every request goes
 to 127.0.0.1; the one outbound URL (10.0.0.1) is refused before any connection.
 Exits 1 when a check fails, and then keeps the work directory for a look. The
 requests, and what each must get back, are in ``bench.soak_mix``.
@@ -87,7 +89,7 @@ class Books:
 
     calls: list[Call]
     runs: dict[str, Call]  # runId → the 200 answer of its POST
-    rows: dict[str, sqlite3.Row]  # the runs table, with each run's token name
+    rows: dict[str, dict]  # the runs table, with each run's token name
     balances: dict[str, int]
     regets: dict[str, tuple]  # runId → (status, body) of a GET after the load
     log: list[str]  # every line of the app's log files, rotated ones included
@@ -107,7 +109,7 @@ def as_expected(books: Books) -> list[str]:
 
 
 def stored(books: Books) -> list[str]:
-    """Each answered run is stored as answered (SQLite and GET), and nothing else is."""
+    """Each answered run is stored as answered (the store and GET), and nothing else is."""
     problems = [f"{i}: stored, never answered" for i in books.rows.keys() - books.runs.keys()]
     for run_id, call in books.runs.items():
         row, body = books.rows.get(run_id), call.response
@@ -183,18 +185,35 @@ def gather(server: Server, calls: list[Call], secrets: dict, threads: int) -> Bo
         again = pool.map(lambda c: send(server.base, Call("get", c.token, path=(
             f"/v1/runs/{c.response['runId']}")), secrets[c.token]), runs.values())
         regets = {run_id: (c.status, c.response) for run_id, c in zip(runs, again, strict=True)}
-    db = sqlite3.connect(server.env["RUNNER_STORE_PATH"])
-    db.row_factory = sqlite3.Row
-    rows = {r["id"]: r for r in db.execute(
-        "SELECT runs.*, tokens.name FROM runs JOIN tokens ON tokens.id = runs.token_id")}
-    money = dict(db.execute("SELECT name, balance FROM tokens").fetchall())
-    db.close()
+    rows, money = read_store(server.env.get("RUNNER_DATABASE_URL"),
+                             server.env["RUNNER_STORE_PATH"])
     log = [line for path in sorted((server.workdir / "log").glob("app.log*"))
            for line in path.read_text().splitlines()]
     books = Books(calls, runs, rows, money, regets, log)
     for call in runs.values():
         books.of[call.token].append(call)
     return books
+
+
+def read_store(url: str | None, sqlite_path: str) -> tuple[dict[str, dict], dict[str, int]]:
+    """The runs (by runId, each with its token's name) and the balances (by token name),
+    read from the database itself: PostgreSQL at ``url``, else the SQLite file."""
+    runs = "SELECT runs.*, tokens.name FROM runs JOIN tokens ON tokens.id = runs.token_id"
+    tokens = "SELECT name, balance FROM tokens"
+    if url:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(url, row_factory=dict_row) as db:
+            return ({r["id"]: r for r in db.execute(runs)},
+                    {r["name"]: r["balance"] for r in db.execute(tokens)})
+    db = sqlite3.connect(sqlite_path)
+    db.row_factory = sqlite3.Row
+    try:
+        return ({r["id"]: dict(r) for r in db.execute(runs)},
+                {r["name"]: r["balance"] for r in db.execute(tokens)})
+    finally:
+        db.close()
 
 
 def summary(calls: list[Call], seconds: float) -> None:
@@ -235,15 +254,24 @@ def main() -> int:
     seconds = float(os.environ.get("SOAK_SECONDS", "180"))
     threads = int(os.environ.get("SOAK_CONCURRENCY", "32"))
     workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+    url = os.environ.get("SOAK_DATABASE_URL", "")
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    server = Server(workdir, workers=workers, **SETTINGS)
+    server = Server(workdir, workers=workers, **SETTINGS, **({"DATABASE_URL": url} if url else {}))
+    if url:
+        server.flask("token", "list")  # creates the schema in a new database
+        if read_store(url, "")[1]:
+            print("soak: SOAK_DATABASE_URL must name an empty database (the books are "
+                  "checked against everything in it)")
+            shutil.rmtree(workdir)
+            return 1
     try:
         secrets = {name: server.flask("token", "create", name, "--balance", str(balance))
                    for name, balance in {**BALANCES, "off": 100}.items()}
         server.flask("token", "disable", "off")
         secrets["unknown"] = "wr_never_issued"
         server.start()
-        print(f"soak: {seconds:g} s, {threads} clients, {workers} workers at {server.base}")
+        print(f"soak: {seconds:g} s, {threads} clients, {workers} workers at {server.base}, "
+              f"{'PostgreSQL' if url else 'SQLite'} store")
         started = time.monotonic()
         calls = load(server.base, secrets, seconds, threads)
         elapsed = time.monotonic() - started

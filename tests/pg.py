@@ -5,9 +5,13 @@ create databases) names an existing server; without it a throwaway cluster is ma
 once per test session (``initdb`` into a temporary folder, a free port, a Unix socket
 folder of its own) and removed at the end. PostgreSQL refuses to run as root: as root,
 its programs run as the ``postgres`` user.
+
+A test that stops and restarts its server (``pause``/``resume``) asks for a cluster of
+its own (``Server.throwaway()``), whatever ``RUNNER_TEST_DATABASE_URL`` says.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -44,8 +48,11 @@ class Server:
     def start(cls) -> Server | None:
         """The given server, a new throwaway cluster, or None when neither can be had."""
         given = os.environ.get("RUNNER_TEST_DATABASE_URL")
-        if given:
-            return cls(given)
+        return cls(given) if given else cls.throwaway()
+
+    @classmethod
+    def throwaway(cls) -> Server | None:
+        """A new cluster of this test's own (which it may pause), or None without initdb."""
         bindir = _bindir()
         if bindir is None:
             return None
@@ -65,14 +72,25 @@ class Server:
         port = free_port()
         run("initdb", "-D", str(folder / "data"), "-U", USER, "-A", "trust", "-E", "UTF8",
             "--no-sync")
-        run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-t", "60",
-            "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c full_page_writes=off -c max_connections=300", "start")
-        return cls(f"postgresql://{USER}@127.0.0.1:{port}/postgres", folder, run)
+        server = cls(f"postgresql://{USER}@127.0.0.1:{port}/postgres", folder, run)
+        server._options = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+                           "-c full_page_writes=off -c max_connections=300")
+        server.resume()
+        return server
+
+    def pause(self) -> None:
+        """Stop the cluster as a crash would (its clients' connections drop); keep its data."""
+        self._run("pg_ctl", "-D", str(self.cluster / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the cluster (again), on the same port, and wait until it accepts connections."""
+        self._run("pg_ctl", "-D", str(self.cluster / "data"), "-l", str(self.cluster / "log"),
+                  "-w", "-t", "60", "-o", self._options, "start")
 
     def stop(self) -> None:
         if self.cluster is not None:
-            self._run("pg_ctl", "-D", str(self.cluster / "data"), "-m", "immediate", "-w", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):  # paused already
+                self.pause()
             shutil.rmtree(self.cluster, ignore_errors=True)
 
     def create_database(self) -> str:

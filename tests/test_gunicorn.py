@@ -293,11 +293,12 @@ def test_sigterm_lets_the_run_in_flight_finish(server):
 
 
 def test_a_malformed_database_url_stops_the_start_up_with_one_line(tmp_path):
-    server = Server(tmp_path, workers=1, DATABASE_URL="mysql://db/runner")
+    server = Server(tmp_path, workers=1, DATABASE_URL="mysql://runner:s3cret@db/runner")
     with pytest.raises(RuntimeError, match="gunicorn exited"):
         server.start()
     server.stop()
     lines = [line for line in server.log_tail().splitlines() if "cannot start" in line]
-    assert len(lines) == 1 and "RUNNER_DATABASE_URL='mysql://db/runner'" in lines[0]
+    assert len(lines) == 1 and "RUNNER_DATABASE_URL: expected sqlite" in lines[0]
+    assert "s3cret" not in server.log_tail()  # a URL may hold a password: never shown
     assert "Traceback" not in server.log_tail()
     assert server.process.returncode == 1
