@@ -67,8 +67,11 @@ def run(store: Store, settings: Mapping[str, Any], request: RunRequest, token_id
     settle()
     with logconfig.batched():  # the run's log lines, written together at its end
         # A reservation whose commit was cut off may be stored all the same: abort it
-        # (nothing ran, nothing is charged) once the store is back.
-        with _unless_written(functools.partial(store.abort_run, run_id, token_id, 0)):
+        # (nothing ran, nothing is charged) once the store is back — only if this process
+        # made it: a client that retries with the same runId may have started it anew
+        # through another worker meanwhile.
+        with _unless_written(functools.partial(store.abort_run, run_id, token_id, 0,
+                                               mine=True)):
             _reserve(store, settings, run_id, token_id, request_id, request.plan.worst_case_cu)
         outcome = _execute(store, settings, request, run_id, token_id, received)
         finish = functools.partial(store.finish_run, run_id, token_id, outcome.status,

@@ -391,3 +391,15 @@ def test_a_store_migrated_by_newer_code_is_refused(tmp_path):
     with pytest.raises(SchemaTooNew, match=f"version {len(SCHEMA) + 1}, newer"):
         store.migrate()
     store.close()
+
+
+def test_abort_run_of_mine_leaves_a_run_another_process_started(store, backend):
+    token = store.token(store.create_token("alice", 10))
+    store.start_run("run_a", token.id, None, 3, LATER)
+    mark = "?" if backend.kind == "sqlite" else "%s"
+    with store._db.transaction() as db:  # as if another (live) worker had started it
+        db.execute(f"UPDATE runs SET worker_pid = 1 WHERE id = {mark}", ("run_a",))
+    assert store.abort_run("run_a", token.id, 0, mine=True) is False
+    assert store.token_by_name("alice").balance == 7  # still reserved
+    assert store.abort_run("run_a", token.id, 0) is True
+    assert store.token_by_name("alice").balance == 10

@@ -113,8 +113,10 @@ class Store(Protocol):
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """The stored run's text, only for the token that made it."""
 
-    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None) -> bool:
-        """Mark a running run failure/ABORTED, charged for its started attempts."""
+    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None,
+                  mine: bool = False) -> bool:
+        """Mark a running run failure/ABORTED, charged for its started attempts; ``mine``:
+        only if this process started it."""
 
     def abort_orphans(self) -> int:
         """Abort running runs whose worker is gone or whose time is up; how many."""

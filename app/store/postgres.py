@@ -191,13 +191,17 @@ class PostgresStore:
 
     # -- runs whose worker died --------------------------------------------------
 
-    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None) -> bool:
+    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None,
+                  mine: bool = False) -> bool:
         """Mark a running run ``failure``/``ABORTED``: charge its started attempts (the
         stored count or ``attempts``, whichever is larger, at most the reservation) and
-        release the rest. False when it is not running (finished meanwhile)."""
+        release the rest. False when it is not running (finished meanwhile). ``mine``:
+        only if this process (of this host) started it."""
         with self._db.transaction() as db:
             row = db.execute(_ABORTING + "WHERE token_id = %s AND id = %s "
-                             "AND status = 'running' FOR UPDATE", (token_id, run_id)).fetchone()
+                             "AND status = 'running' AND (%s OR (worker_host = %s "
+                             "AND worker_pid = %s)) FOR UPDATE",
+                             (token_id, run_id, not mine, self.host, os.getpid())).fetchone()
             return bool(row) and _abort(db, row, attempts)
 
     def abort_orphans(self) -> int:

@@ -210,13 +210,16 @@ class SQLiteStore:
 
     # -- runs whose worker died --------------------------------------------------
 
-    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None) -> bool:
+    def abort_run(self, run_id: str, token_id: int, attempts: int | None = None,
+                  mine: bool = False) -> bool:
         """Mark a running run ``failure``/``ABORTED``: charge its started attempts (the
         stored count or ``attempts``, whichever is larger, at most the reservation) and
-        release the rest. False when it is not running (finished meanwhile)."""
+        release the rest. False when it is not running (finished meanwhile). ``mine``:
+        only if this process started it."""
         with self._db.reading() as db:
             row = db.execute("SELECT row_id FROM runs WHERE token_id = ? AND id = ? "
-                             "AND status = 'running'", (token_id, run_id)).fetchone()
+                             "AND status = 'running' AND (? OR worker_pid = ?)",
+                             (token_id, run_id, not mine, os.getpid())).fetchone()
         return bool(row) and self._abort_row(row["row_id"], attempts)
 
     def abort_orphans(self) -> int:
