@@ -37,7 +37,10 @@ __all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "TooManyRuns", "ru
 
 log = logging.getLogger("app.runs")
 
-PRUNE_EVERY_S = 3600
+PRUNE_EVERY_S = 3600  # runs past their retention are deleted
+# Runs whose worker is gone (another host's once their hard limit has passed) are
+# aborted and their reservations released, without waiting for a read or a restart.
+SWEEP_EVERY_S = 60
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
@@ -79,7 +82,7 @@ def run(store: Store, settings: Mapping[str, Any], request: RunRequest, token_id
         with _unless_written(finish):
             finish()
         metrics.record_run(outcome)
-        _prune_now_and_then(store, settings["RUN_RETENTION_DAYS"])
+        _upkeep(store, settings["RUN_RETENTION_DAYS"])
         log.info("run finished", extra={
             "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
             "nodeCount": len(request.plan.nodes), "totalCu": outcome.total_cu,
@@ -151,23 +154,26 @@ def settle() -> None:
         _unwritten.pop(0)
 
 
-_next_prune = 0.0
+_due = {"sweep": 0.0, "prune": 0.0}  # when this process does each again (monotonic)
 
 
 def _reset_after_fork() -> None:
-    global _next_prune
-    _next_prune = 0.0  # each process keeps its own timer
+    _due.update(sweep=0.0, prune=0.0)  # each process keeps its own timers
     _unwritten.clear()  # the parent's to write
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _prune_now_and_then(store: Store, retention_days: int) -> None:
-    """Delete runs past their retention, at most once an hour per process."""
-    global _next_prune
-    if time.monotonic() >= _next_prune:
-        _next_prune = time.monotonic() + PRUNE_EVERY_S
-        # The run is answered and its books written: a store gone meanwhile can wait.
-        with contextlib.suppress(StoreUnavailable):
+def _upkeep(store: Store, retention_days: int) -> None:
+    """After a run, now and then per process: abort the runs of dead workers (every
+    ``SWEEP_EVERY_S``), delete runs past their retention (every ``PRUNE_EVERY_S``)."""
+    now = time.monotonic()
+    # The run is answered and its books written: a store gone meanwhile can wait.
+    with contextlib.suppress(StoreUnavailable):
+        if now >= _due["sweep"]:
+            _due["sweep"] = now + SWEEP_EVERY_S
+            store.abort_orphans()
+        if now >= _due["prune"]:
+            _due["prune"] = now + PRUNE_EVERY_S
             store.prune(retention_days * 86400)

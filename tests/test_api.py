@@ -304,3 +304,24 @@ def test_run_answers_are_compact_json(client, path):
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     assert text == json.dumps(response.json, separators=(",", ":"))
+
+
+def test_a_run_sweeps_the_runs_of_dead_workers_now_and_then(app, client, monkeypatch):
+    from app import runs
+
+    store = app.extensions["store"]
+    token = store.token_by_name("dev")
+    store.start_run("run_orphan", token.id, None, 5, -1)  # its hard limit has passed
+    monkeypatch.setitem(runs._due, "sweep", 0.0)
+    answer = client.post("/v1/runs/sync", json={"definition": definition()}, headers=DEV_AUTH)
+    assert answer.status_code == 200
+    with store._db.reading() as db:  # read the row itself: a read through the API sweeps
+        row = db.execute("SELECT status, reserved FROM runs WHERE id = 'run_orphan'").fetchone()
+    assert (row["status"], row["reserved"]) == ("failure", 0)
+    assert balance(app) == token.balance  # its 5 CU released
+    # ...and not again within the minute: another orphan waits for the next sweep.
+    store.start_run("run_orphan_2", token.id, None, 5, -1)
+    client.post("/v1/runs/sync", json={"definition": definition()}, headers=DEV_AUTH)
+    with store._db.reading() as db:
+        row = db.execute("SELECT status FROM runs WHERE id = 'run_orphan_2'").fetchone()
+    assert row["status"] == "running"
