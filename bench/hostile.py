@@ -874,11 +874,17 @@ def _ends_in(row: Row, *codes: str) -> None:
                f"the run fails {' or '.join(codes)} (got {row.error_code()})")
 
 
+def _big_items(copies: int, timeout_ms: int) -> dict:
+    """A loop over LOOP_ITEMS items of 9 KB whose LOOP_BODY logs each copy the item
+    ``copies`` times."""
+    body = {f"l{i}": _log("{{$item}}" * copies) for i in range(LOOP_BODY)}
+    return looped(body, timeout_ms=timeout_ms,
+                  payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+
+
 @scenario("loop-big-items")
 def _loop_big_items(bench: Bench) -> None:
-    body = {f"l{i}": _log("{{$item}}" * 400) for i in range(LOOP_BODY)}
-    request = looped(body, timeout_ms=5000,
-                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    request = _big_items(400, 5000)
     row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 400 copies (3.6 MB each)",
                     request, 5.0)
     _ends_in(row, "RUN_TOO_LARGE", "RUN_TIMEOUT")
@@ -887,9 +893,7 @@ def _loop_big_items(bench: Bench) -> None:
 
 @scenario("loop-big-items-short-timeout")
 def _loop_big_items_short(bench: Bench) -> None:
-    body = {f"l{i}": _log("{{$item}}" * 400) for i in range(LOOP_BODY)}
-    request = looped(body, timeout_ms=1000,
-                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    request = _big_items(400, 1000)
     row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 400 copies, 1 s timeoutMs",
                     request, 1.0)
     _ends_in(row, "RUN_TIMEOUT")
@@ -897,9 +901,7 @@ def _loop_big_items_short(bench: Bench) -> None:
 
 @scenario("loop-input-cap")
 def _loop_input_cap(bench: Bench) -> None:
-    body = {f"l{i}": _log("{{$item}}" * 480) for i in range(LOOP_BODY)}
-    request = looped(body, timeout_ms=5000,
-                     payload={"items": [f"{i:03d}{BIG_ITEM}" for i in range(LOOP_ITEMS)]})
+    request = _big_items(480, 5000)
     row = _loop_row(bench, "loop: 100 items of 9 KB × 18 logs of 480 copies (4.3 MB each)",
                     request, 5.0)
     codes = Counter(row.error_code(n) for n, node in row.state.items()
