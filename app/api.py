@@ -5,22 +5,34 @@ request), size (413), token (401/403), content type (415), JSON (400000) in
 ``before_request``; then body checks (400xxx) in the views, and the refusals of
 ``runs.run`` (400079, balance 402, 429, the hard time limit's 503) as answers.
 A run itself (reserve, execute, store and charge, metrics, log) is app/runs.py,
-which knows nothing of Flask.
+which knows nothing of Flask; so is following a run from the store (app/follow.py).
+Run control (SPEC §12): a sync run streamed as Server-Sent Events (app/sse.py), a run
+started without waiting, followed, cancelled, listed, and the token's balance.
 """
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
+import logging
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
 from . import config as config_module
-from . import openapi, runs
+from . import follow, openapi, runs, sse
 from .errors import ApiError, error_response
 from .jsonbody import parse_json, read_body
+from .jstext import iso
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
+from .state import dumps
+from .store import StoreUnavailable
 from .validation import Limits, check_request
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger("app.api")
+
+CANCEL_WAIT_S = 2  # how long a cancel waits to answer with the run's final state
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -72,11 +84,58 @@ def _limits() -> Limits:
 
 @bp.post("/runs/sync")
 def run_sync():
-    """Validate, then the run's life (``runs.run``); its refusals as error answers."""
-    run_request = check_request(g.body, _limits())
+    """Validate, then the run's life (``runs.Life``); its refusals as error answers. With
+    ``Accept: text/event-stream``, its events as they happen (SPEC §12)."""
+    life = _reserved(check_request(g.body, _limits()), stream=_wants_stream())
+    if life.stream:
+        return _event_stream(life.passes())
+    with _refusals():
+        outcome = life.finish()
+    return current_app.response_class(outcome.text, mimetype="application/json")
+
+
+@bp.post("/runs")
+def start_run():
+    """Validate and reserve, answer 202, then run on this worker once the answer is
+    written (SPEC §12): the same deadline, limits, charging and crash rules."""
+    life = _reserved(check_request(g.body, _limits()))
+    response = current_app.response_class(
+        dumps({"runId": life.run_id, "status": "running"}), status=202,
+        mimetype="application/json", headers={"Location": f"{request.path}/{life.run_id}"})
+    response.call_on_close(functools.partial(_finish_unanswered, life))
+    return response
+
+
+def _finish_unanswered(life: runs.Life) -> None:
+    """Run a run whose start was answered; its outcome is stored, charged and logged."""
     try:
-        outcome = runs.run(current_app.extensions["store"], _run_settings(), run_request,
-                           g.token.id, g.request_id, g.received)
+        life.finish()
+    except runs.HardStop:
+        pass  # aborted and charged for its started attempts; the worker exits after
+    except Exception:  # the store went away: its books wait in runs.settle
+        log.exception("a run started without waiting could not finish",
+                      extra={"runId": life.run_id})
+
+
+def _wants_stream() -> bool:
+    return request.accept_mimetypes.best_match(
+        ("application/json", "text/event-stream")) == "text/event-stream"
+
+
+def _reserved(run_request, stream: bool = False) -> runs.Life:
+    """The run's life with its cost reserved; its refusals as error answers."""
+    life = runs.Life(current_app.extensions["store"], _run_settings(), run_request,
+                     g.token.id, g.request_id, g.received, stream=stream)
+    with _refusals():
+        life.reserve()
+    return life
+
+
+@contextlib.contextmanager
+def _refusals():
+    """The refusals of a run's life as error answers (SPEC §6)."""
+    try:
+        yield
     except runs.DuplicateRun as duplicate:
         raise ApiError(400, DUPLICATE_RUN_ID, "runId already used", errors={
             "runId": [f"A run named {duplicate.run_id!r} exists already."]}) from None
@@ -86,9 +145,32 @@ def run_sync():
         raise ApiError(429, headers={"Retry-After": "1"}) from None
     except runs.HardStop as stop:
         # gunicorn's hard timeout: answer in our envelope; the worker exits after.
-        raise ApiError(503, message="The run was stopped before it finished "
-                       "(the server's hard time limit)", runId=stop.run_id) from None
-    return current_app.response_class(outcome.text, mimetype="application/json")
+        raise ApiError(503, **_hard_stop(stop)) from None
+
+
+def _hard_stop(stop: runs.HardStop) -> dict:
+    return {"message": "The run was stopped before it finished (the server's hard time "
+            "limit)", "runId": stop.run_id}
+
+
+def _event_stream(batches: sse.Batches):
+    """A stream of ``batches`` (the first taken now, so what it does before its first
+    event — the run's set-up — is done before the answer starts)."""
+    first = next(batches, [])
+
+    def chunks():
+        try:
+            yield first
+            yield from batches
+        except runs.HardStop as stop:
+            yield [("error", dumps({"code": 503000, **_hard_stop(stop),
+                                    "requestId": g_request_id}))]
+        finally:
+            batches.close()
+
+    g_request_id = g.request_id
+    return current_app.response_class(sse.encode(chunks()), mimetype="text/event-stream",
+                                      headers=sse.HEADERS)
 
 
 def _run_settings() -> dict:
@@ -104,11 +186,124 @@ def _run_settings() -> dict:
 
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str):
-    """A stored run, only to the token that made it: its stored text, never parsed again."""
-    text = current_app.extensions["store"].run_text(run_id, g.token.id)
+    """A stored run, only to the token that made it: its stored text, never parsed again;
+    a run in flight's partial state (SPEC §12)."""
+    text = _store().run_text(run_id, g.token.id)
     if text is None:
         raise ApiError(404, message=f"No run named {run_id!r}")
     return current_app.response_class(text, mimetype="application/json")
+
+
+@bp.get("/runs/<run_id>/stream")
+def follow_run(run_id: str):
+    """Any of the caller's runs as events: what happened so far, then the rest (SPEC §12);
+    at most MAX_FOLLOWERS such streams per token at once."""
+    store, token_id, config = _store(), g.token.id, current_app.config
+    if store.follow(run_id, token_id, 2 ** 62) is None:
+        raise ApiError(404, message=f"No run named {run_id!r}")
+    # A follower lasts at most as long as a run may: it ends before gunicorn's limit.
+    lasts = config_module.run_deadline_s(config) + config_module.HARD_TIMEOUT_PAST_DEADLINE_S / 2
+    follower = store.start_following(token_id, config["MAX_FOLLOWERS"], lasts + 5)
+    if follower is None:
+        raise ApiError(429, message=f"This token follows {config['MAX_FOLLOWERS']} runs "
+                       "already (RUNNER_MAX_FOLLOWERS)", headers={"Retry-After": "1"})
+
+    wait = sse.waiter(request.environ.get("gunicorn.socket"))  # (no request once streaming)
+
+    def batches():
+        try:
+            yield from follow.events(store, run_id, token_id, wait, time.monotonic() + lasts)
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                store.stop_following(follower)
+
+    return _event_stream(batches())
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str):
+    """Stop a run in flight from any worker (SPEC §12): 200 with its final state once it
+    has stopped (within ``CANCEL_WAIT_S``), else 202; 404 for no such run, 409 when it
+    had finished."""
+    store, token_id = _store(), g.token.id
+    status = store.request_cancel(run_id, token_id)
+    if status is None:
+        raise ApiError(404, message=f"No run named {run_id!r}")
+    if status != "running":
+        raise ApiError(409, message=f"The run has finished already (status {status!r}).",
+                       runId=run_id, status=status)
+    until = time.monotonic() + CANCEL_WAIT_S
+    seen = -1
+    while time.monotonic() < until:
+        found = store.follow(run_id, token_id, seen)
+        if found is None:
+            break
+        seen, text = found
+        if text is not None and not text.startswith(_running_head(run_id)):
+            return current_app.response_class(text, mimetype="application/json")
+        time.sleep(0.05)
+    return current_app.response_class(
+        dumps({"runId": run_id, "status": "running", "cancelRequested": True}), status=202,
+        mimetype="application/json")
+
+
+def _running_head(run_id: str) -> str:
+    """How the stored text of a run in flight begins (``state.summary``'s order)."""
+    return dumps({"runId": run_id, "status": "running"})[:-1]
+
+
+@bp.get("/runs")
+def list_runs():
+    """The caller's runs, newest first: ``status``, ``limit`` (1..100, 20) and ``cursor``
+    (the ``nextCursor`` of the page before; stable while runs are added)."""
+    status, limit, before = _listing_query(request.args)
+    found = _store().list_runs(g.token.id, status, limit + 1, before)
+    page = found[:limit]
+    return jsonify({
+        "runs": [{"runId": run.run_id, "status": run.status, "createdAt": iso(run.created_at),
+                  "durationMs": run.duration_ms, "totalCu": run.total_cu} for run in page],
+        "nextCursor": _cursor(page[-1].row) if len(found) > limit else None})
+
+
+RUN_STATUSES = ("running", "success", "failure", "cancelled")
+
+
+def _listing_query(args) -> tuple[str | None, int, int | None]:
+    """``status``, ``limit`` and ``cursor`` checked; 400 naming each that is not."""
+    problems: dict[str, list[str]] = {}
+    unknown = sorted(set(args) - {"status", "limit", "cursor"})
+    for name in unknown:
+        problems[name] = ["Unknown parameter."]
+    status = args.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        problems["status"] = [f"Must be one of: {', '.join(RUN_STATUSES)}."]
+    limit = args.get("limit", "20")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
+        problems["limit"] = ["Must be a whole number from 1 to 100."]
+    before = None
+    if args.get("cursor"):
+        try:
+            before = int(base64.urlsafe_b64decode(args["cursor"] + "==").decode())
+        except (ValueError, UnicodeDecodeError):
+            problems["cursor"] = ["Not a cursor from this list (use nextCursor as given)."]
+    if problems:
+        raise ApiError(400, message="Invalid query parameters", errors=problems)
+    return status, int(limit), before
+
+
+def _cursor(row: int) -> str:
+    return base64.urlsafe_b64encode(str(row).encode()).decode().rstrip("=")
+
+
+@bp.get("/balance")
+def balance():
+    """The calling token's compute units: available, held by runs in flight, spent."""
+    found = _store().balance(g.token.id)
+    return jsonify({"balance": found.balance, "reserved": found.reserved, "used": found.used})
+
+
+def _store():
+    return current_app.extensions["store"]
 
 
 @bp.post("/workflows/validate")

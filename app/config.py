@@ -98,6 +98,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "RUN_DEADLINE_MS": (60_000, _int(1, 3_600_000)),  # gunicorn's timeouts follow (below)
     "RUN_RETENTION_DAYS": (30, _int(1)),
     "MAX_CONCURRENT_RUNS": (max(1, 2 * (os.cpu_count() or 1)), _int(0)),  # per token; workers−1
+    # Streams following runs (GET /v1/runs/<id>/stream) per token at once: each holds a
+    # worker while it lasts, as a run does (SPEC §12).
+    "MAX_FOLLOWERS": (2, _int(1, 1000)),
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
     # code-transform: JavaScript heap and whole helper process (OS-enforced) per

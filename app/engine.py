@@ -20,7 +20,15 @@ timer firing, or the run deadline. Invariants:
 - the wait never extends past the earliest attempt limit or the run deadline,
   so a handler that never returns delays nothing: its attempt is failed with
   ``TIMEOUT`` when its limit passes and its late outcome is ignored;
-- at the run deadline the response is built from the state as it stands.
+- at the run deadline the response is built from the state as it stands; so it is
+  when the run is cancelled (SPEC §12), which ``tick`` reports: the caller's look
+  at the world (partial state written, a cancel asked for) every ``TICK_S`` while
+  the run lasts — a run shorter than that is never interrupted for it.
+
+A caller that streams the run (SPEC §12) drives the loop itself (``passes``) and
+writes, after each pass, the events the pass left in ``events``: ``node.started``,
+``node.retrying`` and ``node.finished`` (the node's entry of the answer, redacted),
+as JSON text.
 
 State is kept per *instance*: a node outside loops is one instance named by its
 id; a ``for-each`` node (SPEC §11) runs its body once per item, each body node
@@ -35,7 +43,7 @@ from __future__ import annotations
 import heapq
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from marshmallow import ValidationError
@@ -51,7 +59,7 @@ from .plan import PlanNode, RunRequest
 from .pool import pool
 from .redact import Redactor
 from .scope import Scope
-from .state import NodeState, Outcome, RunBody, dumps, skip_reason, summary
+from .state import NodeState, Outcome, RunBody, dumps, node_view_text, skip_reason, summary
 
 NAMED = 20  # failed nodes named in a failed run's message
 PREPARED_CHARS = 16 * 1024 * 1024  # resolved inputs (as JSON) waiting in one pass, at most
@@ -59,6 +67,11 @@ HELD_CHARS = 64 * 1024 * 1024  # inputs and results held by loop iterations in f
 # Attempts of one run on pool threads at once: outside loops a run has fewer nodes;
 # nested loops could make 1,700 ready together (deploy/runner.service's TasksMax).
 MAX_POOLED = 64
+TICK_S = 0.5  # how often a run in flight calls ``tick`` (after its first TICK_S)
+STOPS = {  # why a run stopped before its end → its error, and why nodes not started skip
+    "run_timeout": ("RUN_TIMEOUT", "The run deadline passed."),
+    "cancelled": ("CANCELLED", "The run was cancelled."),
+}
 
 
 class Run:
@@ -68,7 +81,8 @@ class Run:
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  started: float | None = None,
-                 reserve: Callable[[int], bool] | None = None):
+                 reserve: Callable[[int], bool] | None = None,
+                 tick: Callable[[Run], bool] | None = None, stream: bool = False):
         plan = request.plan
         self.request, self.plan, self.run_id = request, plan, run_id
         self.settings = settings or {}
@@ -79,6 +93,11 @@ class Run:
         # Asked for more CU when a loop starts (its items' worst case, SPEC §11): False
         # when the token's balance cannot cover it.
         self.reserve = reserve or (lambda cu: True)
+        # Called every TICK_S while the run lasts; True: the run is cancelled.
+        self.tick = tick
+        # The events of the pass, as (name, JSON text), when the run is streamed.
+        self.events: list[tuple[str, str]] | None = [] if stream else None
+        self.changes = 0  # attempts started, retries and entries written so far
         # Per instance (see the module docstring): its node, state, parents still running,
         # and for a body instance its iteration.
         self.nodes = {node_id: plan.nodes[node_id] for node_id in plan.top}
@@ -100,7 +119,7 @@ class Run:
         started = now if started is None else min(started, now)
         self.started_at = time.time() - (now - started)
         self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
-        self.timed_out = False
+        self.stopped: str | None = None  # a key of STOPS once the run stopped early
         # SPEC §3's size limits, in characters of JSON: a node's resolved input,
         # condition keys included (a short payload could otherwise copy a large result
         # thousands of times into memory); a node's result; the run's whole answer.
@@ -123,18 +142,39 @@ class Run:
 
     def run(self) -> Outcome:
         """Run every node; the response body of SPEC §1 as text, and its summary."""
+        for _ in self.passes():
+            pass
+        return self.outcome()
+
+    def passes(self) -> Iterator[None]:
+        """The scheduling loop, pausing after each pass (a streaming caller writes the
+        pass's ``events`` meanwhile); ``outcome`` once it is exhausted."""
         self._run_root()
+        next_tick = time.monotonic() + TICK_S
         while self.ready or self.running or self.timers or self.open_loops:
-            if time.monotonic() >= self.deadline:
-                self._hit_deadline()
+            yield
+            now = time.monotonic()
+            if now >= self.deadline:
+                self._stop("run_timeout")
                 break
+            if self.tick is not None and now >= next_tick:
+                next_tick = now + TICK_S
+                if self.tick(self):
+                    self._stop("cancelled")
+                    break
             if self.ready and self._start_ready():
                 continue
-            now = time.monotonic()
-            self._wait(min([self.deadline] + [d for _, d, _ in self.running.values()]
-                           + [t for t, _ in self.timers[:1]]) - now)
+            wake = [self.deadline] + [d for _, d, _ in self.running.values()] + \
+                [t for t, _ in self.timers[:1]]
+            if self.tick is not None:
+                wake.append(next_tick)
+            self._wait(min(wake) - now)
             self._expire(time.monotonic())
-        return self._outcome()
+        yield
+
+    def _emit(self, name: str, data: str) -> None:
+        if self.events is not None:
+            self.events.append((name, data))
 
     def _wait(self, seconds: float) -> None:
         """Apply the outcomes that arrive within ``seconds``, judged by when they ended."""
@@ -146,7 +186,7 @@ class Run:
             node_id, attempt, outcome, text, ended = item
             current = self.running.get(node_id)
             # An outcome of an attempt already given up is ignored; one that ended
-            # after the run deadline is left for _hit_deadline (the run timed out,
+            # after the run deadline is left for _stop (the run timed out,
             # however soon after the handler returned), and one that ended after its
             # attempt's limit is that attempt's TIMEOUT.
             if current is not None and current[0] == attempt and ended < self.deadline:
@@ -225,7 +265,7 @@ class Run:
                 if time.monotonic() < self.deadline:
                     self._finish_attempt(node_id, outcome, text)
                     continue
-            # Started, but the run deadline came first: _hit_deadline judges it, as it
+            # Started, but the run deadline came first: _stop judges it, as it
             # judges a pooled handler whose outcome ended past the deadline.
             self.running[node_id] = (self.states[node_id].attempts, self.deadline, Cancel())
         self.ready[:0] = waiting
@@ -236,8 +276,13 @@ class Run:
         (pooled handlers first, then inline ones on this thread), or None."""
         node, state = self.nodes[node_id], self.states[node_id]
         frame = self.frames.get(node_id)
-        state.begin_attempt(time.time(), time.monotonic())
+        epoch = time.time()
+        state.begin_attempt(epoch, time.monotonic())
         self.started_cu += node.node_type.cu_per_attempt
+        self.changes += 1
+        if self.events is not None:
+            self._emit("node.started", f'{{"nodeId":"{node_id}","attempt":{state.attempts},'
+                       f'"startedAt":"{iso(epoch)}"}}')
         check = until(self.deadline)
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
@@ -318,6 +363,11 @@ class Run:
         start_at = None if wait_ms is None else time.monotonic() + wait_ms / 1000
         if start_at is not None and start_at < self.deadline:
             heapq.heappush(self.timers, (start_at, node_id))
+            self.changes += 1
+            if self.events is not None:
+                self._emit("node.retrying", f'{{"nodeId":"{node_id}","attempt":'
+                           f'{state.attempts},"error":{dumps(error)},'
+                           f'"retryInMs":{round(wait_ms)}}}')
             return
         state.status = "failure"
         self._settled(node_id)
@@ -354,46 +404,68 @@ class Run:
         that ran no iteration lists its body as skipped; an iteration whose last instance
         this was ends."""
         node, state, frame = self.nodes[node_id], self.states[node_id], self.frames.get(node_id)
-        self.body.settle(node_id, node, state, frame)
+        self._write_entry(node_id, node, state, frame)
         state.input_text = state.result_text = None  # in the entry now
         if node.body and (node_id not in self.loops or not self.loops[node_id].next):
             self._skip_body(node_id, node, state)
-        if frame is not None and not self.timed_out:
+        if frame is not None and not self.stopped:
             frame.remaining -= 1
             if not frame.remaining:
                 self._iteration_ended(frame)
 
-    def _hit_deadline(self) -> None:
-        self.timed_out = True
+    def _write_entry(self, entry_id: str, node: PlanNode, state: NodeState,
+                     frame: Frame | None = None) -> None:
+        """A final node's entry of the answer (and, streamed, its ``node.finished``)."""
+        self.body.settle(entry_id, node, state, frame)
+        self.changes += 1
+        if self.events is not None:
+            self._emit("node.finished", f'{{"nodeId":"{entry_id}","state":'
+                       f'{self.body.entries[entry_id]}}}')
+
+    def _stop(self, why: str) -> None:
+        """The run deadline passed, or the run was cancelled (``why``, a key of STOPS):
+        running attempts are cancelled and fail (with TIMEOUT at the deadline), nodes
+        between attempts fail with their last error, nodes not started are skipped."""
+        self.stopped = why
+        code, message = STOPS[why]
+        error = NodeError("TIMEOUT" if why == "run_timeout" else code, message, True).as_dict()
         now = time.time()
         for node_id, state in list(self.states.items()):
             if node_id in self.running:
                 self.running[node_id][2].set()
-                state.status, state.finished = "failure", now
-                state.error = NodeError("TIMEOUT", "The run deadline passed.", True).as_dict()
+                state.status, state.finished, state.error = "failure", now, error
             elif state.status == "running":  # between attempts: fails with its last error
                 state.status, state.finished = "failure", state.finished or now
-                if state.error is None:  # a loop whose iterations were still running
-                    state.error = NodeError("TIMEOUT", "The run deadline passed.",
-                                            True).as_dict()
+                if state.error is None or why == "cancelled":
+                    state.error = error  # a loop whose iterations were still running
             elif state.status == "pending":
-                state.skip("run_timeout")
+                state.skip(why)
             else:
                 continue
             self._settled(node_id)
         self.running.clear()
         self.timers.clear()
 
+    def partial_text(self) -> str:
+        """The run so far in the answer's shape (SPEC §12): ``status: "running"``, the
+        entries written, and the nodes running now as they stand."""
+        live = {node_id: node_view_text(self.nodes[node_id], state, self.frames.get(node_id))
+                for node_id, state in self.states.items() if state.status == "running"}
+        return self.body.partial_text(
+            summary(self.run_id, "running", round((time.time() - self.started_at) * 1000),
+                    self.started_cu, None), self.plan.top, live)
+
     # -- the response ----------------------------------------------------------
 
-    def _outcome(self) -> Outcome:
+    def outcome(self) -> Outcome:
         # A failed body instance fails the run unless a loop around it goes on past a
         # failed item (onItemError "continue": the loop reports it in its iterations).
         failed = [n for n, s in self.states.items()
                   if s.status == "failure" and not self.nodes[n].continue_on_error
                   and not (n in self.frames and self.frames[n].absorbs)]
-        if self.timed_out:
-            error = {"code": "RUN_TIMEOUT", "message": "The run deadline passed."}
+        if self.stopped:
+            code, message = STOPS[self.stopped]
+            error = {"code": code, "message": message}
         elif self.body.too_large:
             error = {"code": "RUN_TOO_LARGE", "message": (
                 f"The run's answer reached its limit of {self.body.max_chars} characters; the "
@@ -409,7 +481,9 @@ class Run:
         else:
             error = None
         duration_ms = round((time.time() - self.started_at) * 1000)
-        status, total_cu = "failure" if error else "success", self.started_attempts
+        status = "cancelled" if self.stopped == "cancelled" else \
+            "failure" if error else "success"
+        total_cu = self.started_attempts
         text = self.body.text(summary(self.run_id, status, duration_ms, total_cu, error),
                               self.plan.top)
         return Outcome(text, status, total_cu, duration_ms, error,
@@ -513,8 +587,8 @@ class Run:
     def _skip_body(self, node_id: str, node: PlanNode, state: NodeState) -> None:
         """A loop that ran no iteration lists each node of its body once, skipped: why
         the loop did not run them (SPEC §11)."""
-        if self.timed_out:
-            reason = "run_timeout"
+        if self.stopped:
+            reason = self.stopped
         elif state.status == "skipped":
             reason = state.reason
         elif state.status == "failure":
@@ -532,7 +606,7 @@ class Run:
             listed.append(placeholder)
         self.body.nest(node_id, listed)
         for placeholder in listed:
-            self.body.settle(placeholder, self.nodes[placeholder], self.states[placeholder])
+            self._write_entry(placeholder, self.nodes[placeholder], self.states[placeholder])
             if self.nodes[placeholder].body:
                 self._skip_body(placeholder, self.nodes[placeholder],
                                 self.states[placeholder])

@@ -23,17 +23,17 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import config, logconfig, metrics
 from .engine import Run
 from .plan import RunRequest
 from .redact import Redactor
-from .state import Outcome
+from .state import Outcome, dumps
 from .store import DuplicateRun, InsufficientBalance, Store, StoreUnavailable, TooManyRuns
 
-__all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "TooManyRuns", "run"]
+__all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "Life", "TooManyRuns", "run"]
 
 log = logging.getLogger("app.runs")
 
@@ -66,63 +66,124 @@ def run(store: Store, settings: Mapping[str, Any], request: RunRequest, token_id
     ``received``: when the request was read (``time.monotonic()``), where the
     run's deadline counts from.
     """
-    run_id = request.run_id or new_run_id()
-    settle()
-    with logconfig.batched():  # the run's log lines, written together at its end
+    life = Life(store, settings, request, token_id, request_id, received)
+    life.reserve()
+    return life.finish()
+
+
+class Life:
+    """One run's life, in two steps a caller may separate: ``reserve`` (its refusals
+    raise there, before anything is answered), then ``finish`` (run to the end) or
+    ``passes`` (the same, pausing after each pass of the engine with the events it
+    made, for a stream: SPEC §12). ``outcome`` once done."""
+
+    def __init__(self, store: Store, settings: Mapping[str, Any], request: RunRequest,
+                 token_id: int, request_id: str | None, received: float,
+                 stream: bool = False):
+        self.store, self.settings, self.request = store, settings, request
+        self.token_id, self.request_id, self.received = token_id, request_id, received
+        self.run_id = request.run_id or new_run_id()
+        self.stream = stream
+        self.outcome: Outcome | None = None
+
+    def reserve(self) -> None:
+        """Record the run and reserve its cost; ``DuplicateRun``, ``InsufficientBalance``
+        or ``TooManyRuns`` when that is refused (``StoreUnavailable`` when it cannot be
+        asked)."""
+        settle()
         # A reservation whose commit was cut off may be stored all the same: abort it
         # (nothing ran, nothing is charged) once the store is back — only if this process
         # made it: a client that retries with the same runId may have started it anew
         # through another worker meanwhile.
-        with _unless_written(functools.partial(store.abort_run, run_id, token_id, 0,
-                                               mine=True)):
-            _reserve(store, settings, run_id, token_id, request_id, request.plan.worst_case_cu)
-        outcome = _execute(store, settings, request, run_id, token_id, received)
-        finish = functools.partial(store.finish_run, run_id, token_id, outcome.status,
-                                   outcome.total_cu, outcome.text)
-        with _unless_written(finish):
-            finish()
-        metrics.record_run(outcome)
-        _upkeep(store, settings["RUN_RETENTION_DAYS"])
-        log.info("run finished", extra={
-            "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
-            "nodeCount": len(request.plan.nodes), "totalCu": outcome.total_cu,
-            "errorCode": (outcome.error or {}).get("code")})
-    return outcome
+        settings = self.settings
+        with _unless_written(functools.partial(self.store.abort_run, self.run_id,
+                                               self.token_id, 0, mine=True)):
+            self.store.start_run(self.run_id, self.token_id, self.request_id,
+                                 self.request.plan.worst_case_cu,
+                                 config.run_expiry_s(settings),
+                                 settings["MAX_CONCURRENT_RUNS"])
+
+    def finish(self) -> Outcome:
+        """Run it to the end: the outcome, stored, charged, counted and logged."""
+        for _ in self.passes():
+            pass
+        return self.outcome
+
+    def passes(self) -> Iterator[list[tuple[str, str]]]:
+        """Run it, yielding after each pass of the engine the events it made (streamed:
+        ``run.started`` first, ``run.finished`` with the answer's text last, after the
+        answer is stored; else nothing). Closed early (the client left), the run goes
+        on to its end unseen."""
+        store, run_id, token_id = self.store, self.run_id, self.token_id
+        with logconfig.batched():  # the run's log lines, written together at its end
+            redactor = Redactor.for_request(self.request)
+            engine = Run(self.request, run_id, settings=self.settings,
+                         deadline_ms=self.settings["RUN_DEADLINE_MS"], redactor=redactor,
+                         on_progress=lambda attempts: store.record_attempts(
+                             run_id, token_id, attempts),
+                         reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
+                         started=self.received, tick=_watch(store, run_id, token_id),
+                         stream=self.stream)
+            listening = self.stream
+            if listening:
+                try:
+                    yield [("run.started", dumps({"runId": run_id}))]
+                except GeneratorExit:  # the client left: run on, unseen
+                    listening = False
+            redacting = logconfig.redactor.set(redactor)
+            try:
+                with metrics.IN_PROGRESS.track_inprogress():
+                    for _ in engine.passes():
+                        if listening and engine.events:
+                            events, engine.events = engine.events, []
+                            try:
+                                yield events
+                            except GeneratorExit:  # the client left: run on, unseen
+                                listening = False
+                    self.outcome = outcome = engine.outcome()
+            except BaseException as error:  # a bug, gunicorn stopping the worker, the store
+                # Charged for the attempts it started (SPEC §3); the rest is released. The
+                # first error is the one to report.
+                abort = functools.partial(store.abort_run, run_id, token_id,
+                                          engine.started_attempts)
+                with contextlib.suppress(StoreUnavailable), _unless_written(abort):
+                    abort()
+                if isinstance(error, SystemExit):
+                    # gunicorn's hard timeout: the caller answers; the worker exits after.
+                    raise HardStop(run_id) from None
+                raise
+            finally:
+                logconfig.redactor.reset(redacting)
+            finish = functools.partial(store.finish_run, run_id, token_id, outcome.status,
+                                       outcome.total_cu, outcome.text)
+            with _unless_written(finish):
+                finish()
+            metrics.record_run(outcome)
+            _upkeep(store, self.settings["RUN_RETENTION_DAYS"])
+            log.info("run finished", extra={
+                "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
+                "nodeCount": len(self.request.plan.nodes), "totalCu": outcome.total_cu,
+                "errorCode": (outcome.error or {}).get("code")})
+        if listening:
+            yield [("run.finished", outcome.text)]
 
 
-def _reserve(store: Store, settings: Mapping[str, Any], run_id: str, token_id: int,
-             request_id: str | None, worst_case_cu: int) -> None:
-    """Record the run and reserve its cost; DuplicateRun, InsufficientBalance or
-    TooManyRuns when that is refused."""
-    store.start_run(run_id, token_id, request_id, worst_case_cu, config.run_expiry_s(settings),
-                    settings["MAX_CONCURRENT_RUNS"])
+def _watch(store: Store, run_id: str, token_id: int) -> Callable[[Run], bool]:
+    """The engine's ``tick`` for a run in flight (every ``engine.TICK_S``): store its
+    partial state when it has changed, so a reader sees it at most that old; True when
+    a cancel has been asked for (SPEC §12). A store away meanwhile waits: the run goes
+    on."""
+    seen = [-1]
 
-
-def _execute(store: Store, settings: Mapping[str, Any], request: RunRequest, run_id: str,
-             token_id: int, received: float) -> Outcome:
-    """The run's outcome, secrets redacted (in the logs written meanwhile too)."""
-    redactor = Redactor.for_request(request)
-    run = Run(request, run_id, settings=settings, deadline_ms=settings["RUN_DEADLINE_MS"],
-              redactor=redactor,
-              on_progress=lambda attempts: store.record_attempts(run_id, token_id, attempts),
-              reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
-              started=received)
-    redacting = logconfig.redactor.set(redactor)
-    try:
-        with metrics.IN_PROGRESS.track_inprogress():
-            return run.run()
-    except BaseException as error:  # a bug, gunicorn stopping the worker, the store away
-        # Charged for the attempts it started (SPEC §3); the rest is released. The first
-        # error is the one to report.
-        abort = functools.partial(store.abort_run, run_id, token_id, run.started_attempts)
-        with contextlib.suppress(StoreUnavailable), _unless_written(abort):
-            abort()
-        if isinstance(error, SystemExit):
-            # gunicorn's hard timeout: the caller answers; the worker exits after.
-            raise HardStop(run_id) from None
-        raise
-    finally:
-        logconfig.redactor.reset(redacting)
+    def tick(engine: Run) -> bool:
+        text = None
+        if engine.changes != seen[0]:
+            seen[0], text = engine.changes, engine.partial_text()
+        try:
+            return store.save_progress(run_id, token_id, engine.started_attempts, text)
+        except StoreUnavailable:
+            return False
+    return tick
 
 
 # Books this process could not write, oldest first: each a store call to make again.

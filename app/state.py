@@ -177,6 +177,15 @@ class RunBody:
         return body_text(summary, ((entry_id, self.entries[entry_id])
                                    for entry_id in self._ordered(order)))
 
+    def partial_text(self, summary: Mapping[str, Any], order: Iterable[str],
+                     live: Mapping[str, str]) -> str:
+        """The body of a run in flight: the entries written so far and ``live`` (the
+        entries of the nodes running now), in ``order``; nodes not started are left out."""
+        return body_text(summary, (
+            (entry_id, self.entries.get(entry_id) or live[entry_id])
+            for entry_id in self._ordered(order)
+            if entry_id in self.entries or entry_id in live))
+
     def _ordered(self, order: Iterable[str]) -> Iterable[str]:
         stack = [iter(order)]
         while stack:

@@ -351,7 +351,7 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
     store = SQLiteStore(path)
     store.migrate()
     with store._db.reading() as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 4
         done = db.execute("SELECT * FROM runs WHERE id = 'run_done'").fetchone()
         assert dict(done) == {**dict(done), "token_id": 1, "request_id": "r1",
                               "status": "success", "total_cu": 2, "created_at": 1,

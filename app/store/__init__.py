@@ -20,6 +20,10 @@ the operations ``contract.Store`` names:
   answer's JSON text as it is, charges ``total_cu`` and releases the rest,
   atomically; ``run_text`` serves that text back, unparsed, to the token that
   made the run;
+- run control (SPEC §12): ``save_progress`` stores a run's partial state and says
+  whether a cancel was asked for (``request_cancel``); ``follow`` serves a run's
+  latest state to a stream following it, ``start_following``/``stop_following``
+  count those streams per token; ``list_runs`` and ``balance``;
 - runs whose worker died: ``abort_run``, ``abort_orphans`` and
   ``abort_runs_of_worker`` mark them ``failure``/``ABORTED``, charged for the
   attempts they started, never more than their reservation.
@@ -30,9 +34,11 @@ database that cannot be used right now raises ``StoreUnavailable``.
 from __future__ import annotations
 
 from .contract import (
+    Balance,
     DuplicateRun,
     InsufficientBalance,
     NotSupported,
+    RunSummary,
     SchemaTooNew,
     Store,
     StoreUnavailable,
@@ -61,9 +67,11 @@ def open_store(url: str, busy_ms: int = 5000, host: str = "") -> Store:
 
 __all__ = [
     "SCHEMA",
+    "Balance",
     "DuplicateRun",
     "InsufficientBalance",
     "NotSupported",
+    "RunSummary",
     "SQLiteStore",
     "SchemaTooNew",
     "Store",

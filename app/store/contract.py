@@ -51,6 +51,25 @@ class Token:
     enabled: bool
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as the runs list shows it (SPEC §12); ``row``: its place in the list."""
+    row: int
+    run_id: str
+    status: str
+    created_at: float  # epoch seconds
+    duration_ms: int | None  # None while running
+    total_cu: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A token's compute units (SPEC §12): available, held by runs in flight, spent."""
+    balance: int
+    reserved: int
+    used: int
+
+
 def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -117,6 +136,36 @@ class Store(Protocol):
                   mine: bool = False) -> bool:
         """Mark a running run failure/ABORTED, charged for its started attempts; ``mine``:
         only if this process started it."""
+
+    def save_progress(self, run_id: str, token_id: int, attempts: int,
+                      text: str | None = None) -> bool:
+        """While the run is in flight: note its started attempts and (``text``, when
+        given) store its partial state; True when a cancel has been asked for."""
+
+    def request_cancel(self, run_id: str, token_id: int) -> str | None:
+        """Ask a running run to stop; its status then (``running`` when asked now, or
+        the status it finished with), None when the token has no such run."""
+
+    def follow(self, run_id: str, token_id: int, seen: int) -> tuple[int, str | None] | None:
+        """For a follower: how many states the run has written so far, and its text when
+        that is more than ``seen`` (a run whose worker is gone is aborted first); None
+        when the token has no such run."""
+
+    def list_runs(self, token_id: int, status: str | None, limit: int,
+                  before: int | None = None) -> list[RunSummary]:
+        """The token's runs newest first, of ``status`` when given, listed before the
+        row ``before`` when given (a cursor: stable while runs are added)."""
+
+    def balance(self, token_id: int) -> Balance:
+        """The token's balance, what its runs in flight hold, what it has spent."""
+
+    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+        """Count a stream following a run for the token; its id, or None when the token
+        has ``limit`` streams already (streams of gone workers, or older than
+        ``expires_in`` seconds, are not counted)."""
+
+    def stop_following(self, follower: int) -> None:
+        """The stream has ended."""
 
     def abort_orphans(self) -> int:
         """Abort running runs whose worker is gone or whose time is up; how many."""

@@ -27,9 +27,11 @@ from typing import Any
 
 from ..state import aborted_text, running_text
 from .contract import (
+    Balance,
     DuplicateRun,
     InsufficientBalance,
     NotSupported,
+    RunSummary,
     Token,
     TooManyRuns,
     token_hash,
@@ -161,11 +163,11 @@ class PostgresStore:
             run = self._running(db, run_id, token_id)
             if run is None:
                 return  # aborted meanwhile (taken for dead): its reservation is released
-            db.execute("UPDATE tokens SET balance = balance + %s WHERE id = %s",
-                       (run["reserved"] - total_cu, token_id))
+            db.execute("UPDATE tokens SET balance = balance + %s, used = used + %s "
+                       "WHERE id = %s", (run["reserved"] - total_cu, total_cu, token_id))
             db.execute("UPDATE runs SET status = %s, total_cu = %s, reserved = 0, "
-                       "finished_at = now(), body = %s WHERE row_id = %s",
-                       (status, total_cu, text, run["row_id"]))
+                       "finished_at = now(), body = %s, progress = progress + 1 "
+                       "WHERE row_id = %s", (status, total_cu, text, run["row_id"]))
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """A stored run as the JSON text stored (never parsed), only for the token that made
@@ -188,6 +190,89 @@ class PostgresStore:
         """The run's row, locked, if it is still running."""
         return db.execute("SELECT row_id, reserved FROM runs WHERE token_id = %s AND id = %s "
                           "AND status = 'running' FOR UPDATE", (token_id, run_id)).fetchone()
+
+    # -- run control (SPEC §12) ---------------------------------------------------
+
+    def save_progress(self, run_id: str, token_id: int, attempts: int,
+                      text: str | None = None) -> bool:
+        """Note the started attempts and store the partial state (when given); True when
+        a cancel has been asked for."""
+        with self._db.transaction() as db:
+            if text is None:
+                row = db.execute("SELECT cancel_requested FROM runs WHERE token_id = %s "
+                                 "AND id = %s AND status = 'running'",
+                                 (token_id, run_id)).fetchone()
+            else:
+                row = db.execute("UPDATE runs SET body = %s, attempts = greatest(attempts, "
+                                 "%s), progress = progress + 1 WHERE token_id = %s AND id = %s "
+                                 "AND status = 'running' RETURNING cancel_requested",
+                                 (text, attempts, token_id, run_id)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def request_cancel(self, run_id: str, token_id: int) -> str | None:
+        with self._db.transaction() as db:
+            row = db.execute("UPDATE runs SET cancel_requested = true WHERE token_id = %s "
+                             "AND id = %s AND status = 'running' RETURNING status",
+                             (token_id, run_id)).fetchone()
+            if row is None:
+                row = db.execute("SELECT status FROM runs WHERE token_id = %s AND id = %s",
+                                 (token_id, run_id)).fetchone()
+        return row["status"] if row else None
+
+    def follow(self, run_id: str, token_id: int, seen: int) -> tuple[int, str | None] | None:
+        with self._db.transaction() as db:
+            row = db.execute("SELECT row_id, status, worker_host, worker_pid, "
+                             "expires_at < now() AS expired, progress, "
+                             "CASE WHEN progress > %s THEN body END AS body FROM runs "
+                             "WHERE token_id = %s AND id = %s",
+                             (seen, token_id, run_id)).fetchone()
+        if row is None:
+            return None
+        if row["status"] == "running" and self._dead(row):
+            self._abort_row(row["row_id"])
+            return self.follow(run_id, token_id, seen)
+        return row["progress"], row["body"]
+
+    def list_runs(self, token_id: int, status: str | None, limit: int,
+                  before: int | None = None) -> list[RunSummary]:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "SELECT row_id, id, status, extract(epoch FROM created_at)::float8 AS created, "
+                "(extract(epoch FROM finished_at - created_at) * 1000)::bigint AS duration, "
+                "total_cu FROM runs WHERE token_id = %s AND row_id < %s "
+                "AND (%s::text IS NULL OR status = %s) ORDER BY row_id DESC LIMIT %s",
+                (token_id, before or 2 ** 63 - 1, status, status, limit)).fetchall()
+        return [RunSummary(row["row_id"], row["id"], row["status"], row["created"],
+                           row["duration"], row["total_cu"]) for row in rows]
+
+    def balance(self, token_id: int) -> Balance:
+        with self._db.transaction() as db:
+            row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0) "
+                             "FROM runs WHERE token_id = tokens.id AND status = 'running') "
+                             "AS reserved FROM tokens WHERE id = %s", (token_id,)).fetchone()
+        return Balance(row["balance"], row["reserved"], row["used"])
+
+    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+        with self._db.transaction() as db:
+            # The token's row serialises its followers' count across hosts.
+            db.execute("SELECT id FROM tokens WHERE id = %s FOR UPDATE", (token_id,))
+            rows = db.execute("SELECT id, worker_host, worker_pid, expires_at < now() "
+                              "AS expired FROM followers WHERE token_id = %s",
+                              (token_id,)).fetchall()
+            gone = [row["id"] for row in rows if self._dead(row)]
+            if gone:
+                db.execute("DELETE FROM followers WHERE id = ANY(%s)", (gone,))
+            if len(rows) - len(gone) >= limit:
+                return None
+            return db.execute("INSERT INTO followers (token_id, worker_host, worker_pid, "
+                              "expires_at) VALUES (%s, %s, %s, now() + make_interval("
+                              "secs => %s)) RETURNING id",
+                              (token_id, self.host, os.getpid(), float(expires_in))
+                              ).fetchone()["id"]
+
+    def stop_following(self, follower: int) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM followers WHERE id = %s", (follower,))
 
     # -- runs whose worker died --------------------------------------------------
 
@@ -261,10 +346,10 @@ class PostgresStore:
 def _abort(db: Any, row: dict, attempts: int | None = None) -> bool:
     """Abort a locked running run: charge its started attempts, release the rest."""
     charged = min(row["reserved"], max(row["attempts"], attempts or 0))
-    db.execute("UPDATE tokens SET balance = balance + %s WHERE id = %s",
-               (row["reserved"] - charged, row["token_id"]))
+    db.execute("UPDATE tokens SET balance = balance + %s, used = used + %s WHERE id = %s",
+               (row["reserved"] - charged, charged, row["token_id"]))
     db.execute("UPDATE runs SET status = 'failure', total_cu = %s, reserved = 0, "
-               "finished_at = now(), body = %s WHERE row_id = %s",
+               "finished_at = now(), body = %s, progress = progress + 1 WHERE row_id = %s",
                (charged, aborted_text(row["id"], round(row["age"] * 1000), charged),
                 row["row_id"]))
     return True

@@ -51,6 +51,24 @@ MIGRATIONS = [
     CREATE INDEX runs_running ON runs (token_id) WHERE status = 'running';
     CREATE TABLE probes (id integer PRIMARY KEY CHECK (id = 1), checked_at timestamptz NOT NULL)
     """,
+    # 2: run control (SPEC §12): a cancel asked for; a count of the partial states (and
+    # the final one) written, which followers compare; a token's CU used so far; the
+    # token's runs newest first; the streams following runs, counted per token.
+    """
+    ALTER TABLE runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false,
+                     ADD COLUMN progress bigint NOT NULL DEFAULT 0;
+    ALTER TABLE tokens ADD COLUMN used bigint NOT NULL DEFAULT 0;
+    UPDATE tokens SET used = (SELECT coalesce(sum(total_cu), 0) FROM runs
+                              WHERE runs.token_id = tokens.id);
+    CREATE INDEX runs_by_token ON runs (token_id, row_id);
+    CREATE TABLE followers (
+        id bigserial PRIMARY KEY,
+        token_id bigint NOT NULL,
+        worker_host text NOT NULL,
+        worker_pid integer NOT NULL,
+        expires_at timestamptz NOT NULL
+    )
+    """,
 ]
 
 

@@ -21,8 +21,10 @@ import time
 
 from ..state import aborted_text, running_text
 from .contract import (
+    Balance,
     DuplicateRun,
     InsufficientBalance,
+    RunSummary,
     Token,
     TooManyRuns,
     token_hash,
@@ -187,10 +189,10 @@ class SQLiteStore:
                              "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
             if row is None or row["status"] != "running":
                 return  # aborted meanwhile (taken for dead): its reservation is released
-            db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
-                       (row["reserved"] - total_cu, token_id))
+            db.execute("UPDATE tokens SET balance = balance + ?, used = used + ? WHERE id = ?",
+                       (row["reserved"] - total_cu, total_cu, token_id))
             db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
-                       "finished_at = ?, body = ? WHERE row_id = ?",
+                       "finished_at = ?, body = ?, progress = progress + 1 WHERE row_id = ?",
                        (status, total_cu, time.time(), text, row["row_id"]))
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
@@ -207,6 +209,83 @@ class SQLiteStore:
             self._abort_row(row["row_id"])
             return self.run_text(run_id, token_id)  # aborted now, or finished meanwhile
         return row["body"]
+
+    # -- run control (SPEC §12) ---------------------------------------------------
+
+    def save_progress(self, run_id: str, token_id: int, attempts: int,
+                      text: str | None = None) -> bool:
+        """Note the started attempts and store the partial state (when given); True when
+        a cancel has been asked for."""
+        if text is None:
+            with self._db.reading() as db:
+                row = db.execute("SELECT cancel_requested FROM runs WHERE token_id = ? "
+                                 "AND id = ? AND status = 'running'",
+                                 (token_id, run_id)).fetchone()
+            return bool(row and row[0])
+        with self._db.transaction() as db:
+            row = db.execute("UPDATE runs SET body = ?, attempts = MAX(attempts, ?), "
+                             "progress = progress + 1 WHERE token_id = ? AND id = ? "
+                             "AND status = 'running' RETURNING cancel_requested",
+                             (text, attempts, token_id, run_id)).fetchone()
+        return bool(row and row[0])
+
+    def request_cancel(self, run_id: str, token_id: int) -> str | None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE runs SET cancel_requested = 1 WHERE token_id = ? AND id = ? "
+                       "AND status = 'running'", (token_id, run_id))
+            row = db.execute("SELECT status FROM runs WHERE token_id = ? AND id = ?",
+                             (token_id, run_id)).fetchone()
+        return row["status"] if row else None
+
+    def follow(self, run_id: str, token_id: int, seen: int) -> tuple[int, str | None] | None:
+        with self._db.reading() as db:
+            row = db.execute("SELECT row_id, status, worker_pid, expires_at, progress, "
+                             "CASE WHEN progress > ? THEN body END AS body FROM runs "
+                             "WHERE token_id = ? AND id = ?",
+                             (seen, token_id, run_id)).fetchone()
+        if row is None:
+            return None
+        if row["status"] == "running" and _dead(row):
+            self._abort_row(row["row_id"])
+            return self.follow(run_id, token_id, seen)
+        return row["progress"], row["body"]
+
+    def list_runs(self, token_id: int, status: str | None, limit: int,
+                  before: int | None = None) -> list[RunSummary]:
+        with self._db.reading() as db:
+            rows = db.execute(
+                "SELECT row_id, id, status, created_at, finished_at, total_cu FROM runs "
+                "WHERE token_id = ? AND row_id < ? AND (? IS NULL OR status = ?) "
+                "ORDER BY row_id DESC LIMIT ?",
+                (token_id, before or 2 ** 63 - 1, status, status, limit)).fetchall()
+        return [RunSummary(row["row_id"], row["id"], row["status"], row["created_at"],
+                           None if row["finished_at"] is None else
+                           max(0, round((row["finished_at"] - row["created_at"]) * 1000)),
+                           row["total_cu"]) for row in rows]
+
+    def balance(self, token_id: int) -> Balance:
+        with self._db.reading() as db:
+            row = db.execute("SELECT balance, used, (SELECT COALESCE(SUM(reserved), 0) "
+                             "FROM runs WHERE token_id = tokens.id AND status = 'running') "
+                             "AS reserved FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return Balance(row["balance"], row["reserved"], row["used"])
+
+    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+        now = time.time()
+        with self._db.transaction() as db:
+            rows = db.execute("SELECT id, worker_pid, expires_at FROM followers "
+                              "WHERE token_id = ?", (token_id,)).fetchall()
+            gone = [row["id"] for row in rows if _dead(row)]
+            db.executemany("DELETE FROM followers WHERE id = ?", ((id_,) for id_ in gone))
+            if len(rows) - len(gone) >= limit:
+                return None
+            return db.execute("INSERT INTO followers (token_id, worker_pid, expires_at) "
+                              "VALUES (?, ?, ?) RETURNING id",
+                              (token_id, os.getpid(), now + expires_in)).fetchone()[0]
+
+    def stop_following(self, follower: int) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM followers WHERE id = ?", (follower,))
 
     # -- runs whose worker died --------------------------------------------------
 
@@ -246,10 +325,10 @@ class SQLiteStore:
             now = time.time()
             charged = min(row["reserved"], max(row["attempts"], attempts or 0))
             text = aborted_text(row["id"], round((now - row["created_at"]) * 1000), charged)
-            db.execute("UPDATE tokens SET balance = balance + ? WHERE id = ?",
-                       (row["reserved"] - charged, row["token_id"]))
+            db.execute("UPDATE tokens SET balance = balance + ?, used = used + ? WHERE id = ?",
+                       (row["reserved"] - charged, charged, row["token_id"]))
             db.execute("UPDATE runs SET status = 'failure', total_cu = ?, reserved = 0, "
-                       "finished_at = ?, body = ? WHERE row_id = ?",
+                       "finished_at = ?, body = ?, progress = progress + 1 WHERE row_id = ?",
                        (charged, now, text, row_id))
         return True
 

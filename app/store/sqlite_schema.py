@@ -85,6 +85,23 @@ SCHEMA = [  # SQL or a function of the connection; user_version = how many have 
     CREATE INDEX runs_created_at ON runs (created_at);
     CREATE INDEX runs_running ON runs (status, token_id) WHERE status = 'running'
     """,
+    # 4: run control (SPEC §12): a cancel asked for; a count of the partial states (and
+    # the final one) written, which followers compare; a token's CU used so far; the
+    # token's runs newest first; the streams following runs, counted per token.
+    """
+    ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tokens ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+    UPDATE tokens SET used = (SELECT COALESCE(SUM(total_cu), 0) FROM runs
+                              WHERE runs.token_id = tokens.id);
+    CREATE INDEX runs_by_token ON runs (token_id, row_id);
+    CREATE TABLE followers (
+        id INTEGER PRIMARY KEY,
+        token_id INTEGER NOT NULL,
+        worker_pid INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
 ]
 
 
