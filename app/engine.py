@@ -342,8 +342,8 @@ class Run:
 
     def _finish_attempt(self, node_id: str, outcome: Any, text: str | None = None) -> None:
         node, state = self.nodes[node_id], self.states[node_id]
-        state.finished = time.time()
         if not isinstance(outcome, NodeError):
+            state.end_attempt(time.time(), None)
             state.status, state.result, state.error = "success", outcome, None
             state.result_text = text
             if text is not None and node_id in self.frames:  # what the loop's result holds
@@ -356,6 +356,7 @@ class Run:
             return
         error = outcome.as_dict()
         error["message"] = self.redactor.text(error["message"])
+        state.end_attempt(time.time(), error)
         state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
             metrics.BLOCKED.inc()
@@ -433,7 +434,8 @@ class Run:
         for node_id, state in list(self.states.items()):
             if node_id in self.running:
                 self.running[node_id][2].set()
-                state.status, state.finished, state.error = "failure", now, error
+                state.end_attempt(now, error)
+                state.status, state.error = "failure", error
             elif state.status == "running":  # between attempts: fails with its last error
                 state.status, state.finished = "failure", state.finished or now
                 if state.error is None or why == "cancelled":

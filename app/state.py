@@ -32,13 +32,26 @@ class NodeState:
     # (None where absent, or dropped because the run grew past its size cap).
     input_text: str | None = None
     result_text: str | None = None
+    # Once a second attempt begins: every attempt's [start, end, error] (SPEC §14's
+    # attemptLog); a node that makes one attempt keeps none.
+    attempt_log: list[list] | None = None
 
     def begin_attempt(self, epoch: float, monotonic: float) -> None:
         self.attempts += 1
+        if self.attempts > 1:
+            if self.attempt_log is None:  # the first attempt, as it ended
+                self.attempt_log = [[self.started, self.finished, self.error]]
+            self.attempt_log.append([epoch, None, None])
         self.status = "running"
         self.attempt_started = monotonic
         if self.started is None:
             self.started = epoch
+
+    def end_attempt(self, epoch: float, error: dict | None) -> None:
+        """The attempt running ended at ``epoch``, failed with ``error`` or not."""
+        self.finished = epoch
+        if self.attempt_log is not None:
+            self.attempt_log[-1][1:] = (epoch, error)
 
     def skip(self, reason: str) -> None:
         self.status, self.reason = "skipped", reason
@@ -132,8 +145,20 @@ def node_view_text(node, state: NodeState, frame=None) -> str:
                       str(duration))
     if node.id != "root" and state.attempts:
         parts += (',"attempts":', str(state.attempts))
+    if state.attempt_log is not None:
+        parts += (',"attemptLog":', dumps([_attempt_entry(*attempt)
+                                           for attempt in state.attempt_log]))
     parts.append("}")
     return "".join(parts)
+
+
+def _attempt_entry(started: float, finished: float | None, error: dict | None) -> dict:
+    """One attempt of ``attemptLog`` (SPEC §14); one still running has no end yet."""
+    if finished is None:
+        return {"startedAt": iso(started), "finishedAt": None, "durationMs": None,
+                "error": error}
+    return {"startedAt": iso(started), "finishedAt": iso(finished),
+            "durationMs": max(0, round((finished - started) * 1000)), "error": error}
 
 
 class RunBody:

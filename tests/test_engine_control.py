@@ -138,3 +138,20 @@ def test_an_unstreamed_run_keeps_no_events():
     run = make_run(delays("root>a", a=1))
     run.execute()
     assert run.events is None
+
+
+def test_a_node_that_tries_again_logs_every_attempt():
+    body = {"definition": definition("root>flaky", "root>once", flaky={
+        "type": "t-flaky", "payload": {"failures": 2, "code": "UPSTREAM"},
+        "retry": {"maxAttempts": 3, "initialDelayMs": 20}}, once={"type": "t-echo"})}
+    out = make_run(body, "run_ctl_log").execute()
+    flaky = out["executionState"]["flaky"]
+    assert flaky["attempts"] == 3 and flaky["status"] == "success"
+    log = flaky["attemptLog"]
+    assert [bool(entry["error"]) for entry in log] == [True, True, False]
+    assert log[0]["error"]["code"] == "UPSTREAM"
+    assert log[0]["startedAt"] == flaky["startedAt"] and log[-1]["finishedAt"] == flaky["finishedAt"]
+    for entry, after in itertools.pairwise(log):
+        assert entry["finishedAt"] <= after["startedAt"]  # the wait between them
+    assert all(entry["durationMs"] >= 0 for entry in log)
+    assert "attemptLog" not in out["executionState"]["once"]
