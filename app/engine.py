@@ -68,6 +68,7 @@ HELD_CHARS = 64 * 1024 * 1024  # inputs and results held by loop iterations in f
 # nested loops could make 1,700 ready together (deploy/runner.service's TasksMax).
 MAX_POOLED = 64
 TICK_S = 0.5  # how often a run in flight calls ``tick`` (after its first TICK_S)
+PARTIAL_FULL_CHARS = 1024 * 1024  # a partial state with inputs and results, at most
 STOPS = {  # why a run stopped before its end → its error, and why nodes not started skip
     "run_timeout": ("RUN_TIMEOUT", "The run deadline passed."),
     "cancelled": ("CANCELLED", "The run was cancelled."),
@@ -450,12 +451,24 @@ class Run:
 
     def partial_text(self) -> str:
         """The run so far in the answer's shape (SPEC §12): ``status: "running"``, the
-        entries written, and the nodes running now as they stand."""
-        live = {node_id: node_view_text(self.nodes[node_id], state, self.frames.get(node_id))
-                for node_id, state in self.states.items() if state.status == "running"}
+        entries written, and the nodes running now as they stand; nodes not started are
+        left out. Past ``PARTIAL_FULL_CHARS`` of entries, every entry is bare (status,
+        times, errors; no input or result), so writing it costs little however large
+        the answer grows: the final state has them all."""
+        bare = self.body.size > PARTIAL_FULL_CHARS
+
+        def view(entry_id: str) -> str | None:
+            state = self.states[entry_id]
+            if state.status == "pending":
+                return None
+            if state.status != "running" and not bare:
+                return self.body.entries[entry_id]
+            return node_view_text(self.nodes[entry_id], state, self.frames.get(entry_id),
+                                  bare)
+
         return self.body.partial_text(
             summary(self.run_id, "running", round((time.time() - self.started_at) * 1000),
-                    self.started_cu, None), self.plan.top, live)
+                    self.started_cu, None), self.plan.top, view)
 
     # -- the response ----------------------------------------------------------
 

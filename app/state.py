@@ -9,7 +9,7 @@ grows (SPEC §3's caps).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +116,10 @@ def dumps(value: Any) -> str:
     return "".join(_ENCODE(value, 0))
 
 
-def node_view_text(node, state: NodeState, frame=None) -> str:
-    """One entry of ``executionState`` as JSON text, the input and result spliced in;
-    a body instance's (``frame``: its iteration) with its ``iteration`` and ``loop``.
+def node_view_text(node, state: NodeState, frame=None, bare: bool = False) -> str:
+    """One entry of ``executionState`` as JSON text, the input and result spliced in
+    (``bare``: left out); a body instance's (``frame``: its iteration) with its
+    ``iteration`` and ``loop``.
 
     Type names, statuses, reasons, timestamps and node ids are plain ASCII words of
     ours, written as they are; everything else goes through ``dumps``.
@@ -127,11 +128,11 @@ def node_view_text(node, state: NodeState, frame=None) -> str:
              str(node.level)]
     if frame is not None:
         parts += (',"iteration":', str(frame.index), ',"loop":"', frame.loop, '"')
-    if state.input_text is not None:
+    if state.input_text is not None and not bare:
         parts += (',"input":', state.input_text)
     # A result is shown once a node succeeded, and on a loop stopped by a failed
     # iteration (its iterations say which); no other failure keeps one.
-    if state.result_text is not None:
+    if state.result_text is not None and not bare:
         parts += (',"result":', state.result_text)
     if state.error is not None and state.status == "failure":
         parts += (',"error":', dumps(state.error))
@@ -203,13 +204,11 @@ class RunBody:
                                    for entry_id in self._ordered(order)))
 
     def partial_text(self, summary: Mapping[str, Any], order: Iterable[str],
-                     live: Mapping[str, str]) -> str:
-        """The body of a run in flight: the entries written so far and ``live`` (the
-        entries of the nodes running now), in ``order``; nodes not started are left out."""
-        return body_text(summary, (
-            (entry_id, self.entries.get(entry_id) or live[entry_id])
-            for entry_id in self._ordered(order)
-            if entry_id in self.entries or entry_id in live))
+                     view: Callable[[str], str | None]) -> str:
+        """The body of a run in flight: in ``order``, each entry's ``view`` (None: left
+        out, a node not started)."""
+        return body_text(summary, ((entry_id, text) for entry_id in self._ordered(order)
+                                   if (text := view(entry_id)) is not None))
 
     def _ordered(self, order: Iterable[str]) -> Iterable[str]:
         stack = [iter(order)]

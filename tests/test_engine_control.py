@@ -155,3 +155,21 @@ def test_a_node_that_tries_again_logs_every_attempt():
         assert entry["finishedAt"] <= after["startedAt"]  # the wait between them
     assert all(entry["durationMs"] >= 0 for entry in log)
     assert "attemptLog" not in out["executionState"]["once"]
+
+
+def test_a_large_run_in_flight_shows_bare_entries_so_writing_it_stays_cheap():
+    seen = []
+    body = {"definition": definition("root>big", "big>wait", big={
+        "type": "t-big", "payload": {"failures": engine.PARTIAL_FULL_CHARS + 10}},
+        wait={"type": "delay", "payload": {"delayMs": 700}})}
+    run = make_run(body, "run_ctl_big",
+                   tick=lambda run: seen.append(run.partial_text()) or False)
+    final = run.execute()
+    partial = json.loads(seen[0])
+    assert len(seen[0]) < 2000
+    assert partial["executionState"]["big"] == {
+        key: value for key, value in final["executionState"]["big"].items()
+        if key not in ("input", "result")}
+    assert partial["executionState"]["wait"]["status"] == "running"
+    assert "input" not in partial["executionState"]["wait"]
+    assert len(final["executionState"]["big"]["result"]["text"]) > engine.PARTIAL_FULL_CHARS
