@@ -43,8 +43,9 @@ smoke: install
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
 
-## HTTP throughput of a 5-node workflow against a bare Flask endpoint, alternating rounds
-## (needs wrk; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS).
+## HTTP throughput and server CPU per run of a 5-node workflow on SQLite and on PostgreSQL
+## (with the database's CPU), against a bare Flask endpoint, alternating rounds (needs wrk;
+## BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_BASELINE=<revision>).
 bench-http: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench-http needs wrk (Debian package wrk)"; exit 1; }

@@ -106,6 +106,12 @@ def prune() -> None:
     click.echo(f"deleted {deleted} run(s)")
 
 
+def building_for_a_command() -> bool:
+    """Whether ``flask …`` is loading the app to run one of its commands (click's context
+    is set) rather than a server importing it."""
+    return click.get_current_context(silent=True) is not None
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(token_cli)
     app.cli.add_command(store_cli)

@@ -30,7 +30,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     try:
         store.migrate()
     except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
-        logging.getLogger("app").error("store unavailable at start-up: %s", error)
+        if not cli.building_for_a_command():  # a command fails with its own one line
+            logging.getLogger("app").error("store unavailable at start-up: %s", error)
     app.extensions["store"] = store
 
     errors.register(app)

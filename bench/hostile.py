@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logbatch import FLUSH_BYTES  # the largest write of a run's log lines
-from tests.server import Server
+from tests.server import Server, tree_cpu
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -72,24 +72,10 @@ CLIENT_GRACE_S = 5.0  # the client gives up this long after the deadline
 KEEP_BYTES = 40 * MIB  # answers up to this size are kept and parsed; larger ones only counted
 CPU_WINDOW = (0.1, 1.1)  # seconds after the answer
 DEV = "dev-token"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # -- the server's process tree ------------------------------------------------------------
-
-def tree_cpu(pids: list[int]) -> float:
-    """CPU seconds of ``pids``, each with its reaped children's (utime, stime, cu-, cstime)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        ticks += sum(int(value) for value in fields[11:15])  # fields 14–17 of stat(5)
-    return ticks / CLK_TCK
-
 
 def tree_rss(pids: list[int]) -> int:
     """Resident bytes of ``pids`` summed (shared pages count once per process)."""

@@ -1,21 +1,32 @@
-"""HTTP throughput, measured side by side in one run (``make bench-http``).
+"""HTTP throughput and CPU per run, measured side by side in one run (``make bench-http``).
 
-wrk drives (a) a 5-node workflow — root → two parallel transforms → join → log —
-through the real service and (b) a bare Flask JSON endpoint, each served by
-gunicorn with the production gunicorn.conf.py on 127.0.0.1, and prints
-requests/s, p50/p99 latency, errors and the ratio.
+wrk drives the same 5-node workflow — root → two parallel transforms → join → log —
+through the real service on (a) the SQLite store and (b) the PostgreSQL store, and
+(c) a bare Flask JSON endpoint, each served by gunicorn with the production
+gunicorn.conf.py on 127.0.0.1. For every endpoint and round it prints requests/s,
+p50/p99 latency and errors, and the server's CPU per request: utime + stime of
+gunicorn's whole process tree over the round (the master with its reaped children's
+cutime + cstime, every live worker and helper) divided by the requests wrk counted.
+Beside PostgreSQL's it prints the database's CPU per request, measured the same way
+on the postmaster's tree (backends, background processes) — when the cluster is
+tests/pg.py's throwaway one on this machine (``RUNNER_TEST_DATABASE_URL`` unset;
+without Debian's postgresql the PostgreSQL column is left out).
 
-Both servers run for the whole benchmark and wrk alternates between them for
+All servers run for the whole benchmark and wrk alternates between them for
 BENCH_ROUNDS rounds: a shared machine's speed drifts by half within minutes, so
 only a ratio of two measurements taken back to back means anything. The
-verdict is the median of the rounds' ratios.
+verdicts are medians of the rounds' ratios: the workflow's throughput (SQLite)
+against the bare endpoint's, and PostgreSQL's service CPU per run against SQLite's.
 
-``BENCH_BASELINE=<git revision>`` adds a third server running that revision's
-code (checked out into a temporary worktree) on the same workflow, for a
+``BENCH_BASELINE=<git revision>`` adds a server running that revision's code
+(checked out into a temporary worktree) on the same workflow and SQLite, for a
 before/after comparison measured in the same rounds.
+
+Exits 1 when any answer was not 2xx or wrk reported a socket error.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,14 +34,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.server import Server
+from tests import pg
+from tests.server import Server, process_tree, tree_cpu
 
 DURATION = os.environ.get("BENCH_SECONDS", "8")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 GOAL = 0.5  # the workflow should sustain half the bare endpoint's throughput
+CPU_GOAL = 1.0  # PostgreSQL's service CPU per run: at most SQLite's
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
+SETTLE_S = 0.3  # after wrk stops, the requests it left in flight finish before CPU is read
+SQLITE, POSTGRES, BARE = "workflow, SQLite", "workflow, PostgreSQL", "bare Flask JSON"
+BASELINE = "baseline workflow"
 WORKFLOW = {
     "definition": {"nodes": {
         "root": {"type": "manual", "children": ["names", "lines"]},
@@ -53,8 +72,22 @@ wrk.body = [[%s]]
 """
 
 
+@dataclass
+class Endpoint:
+    """A server wrk drives, and the database server that works for it, if measured."""
+
+    server: Server
+    database_pid: int | None = None  # the postmaster's
+
+    def cpu(self) -> tuple[float, float | None]:
+        """CPU seconds so far of the server's process tree and of the database's."""
+        database = (tree_cpu(process_tree(self.database_pid))
+                    if self.database_pid else None)
+        return tree_cpu(self.server.tree_pids()), database
+
+
 def wrk(url: str, script: Path) -> dict:
-    """One wrk run: requests/s, p50 and p99 in ms, non-2xx and socket errors."""
+    """One wrk run: requests, requests/s, p50 and p99 in ms, non-2xx and socket errors."""
     out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True,
                          check=True).stdout
@@ -63,76 +96,150 @@ def wrk(url: str, script: Path) -> dict:
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket = re.search(r"Socket errors: (.*)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50": latency(50), "p99": latency(99),
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket": socket.group(1) if socket else "none"}
 
 
-def serve(workdir: Path, app: str, root: Path | None = None) -> Server:
+def measure(endpoint: Endpoint, script: Path) -> dict:
+    """One wrk round against ``endpoint``, with the CPU ms per request of its server
+    (``service_ms``) and of its database (``db_ms``, None when not measured)."""
+    service, database = endpoint.cpu()
+    result = wrk(endpoint.server.base + "/v1/runs/sync", script)
+    time.sleep(SETTLE_S)
+    service_after, database_after = endpoint.cpu()
+    per_request = 1000 / max(1, result["requests"])
+    result["service_ms"] = (service_after - service) * per_request
+    result["db_ms"] = (None if database is None
+                       else (database_after - database) * per_request)
+    return result
+
+
+def serve(workdir: Path, app: str, root: Path | None = None, **settings: str) -> Server:
     workdir.mkdir()
     server = Server(workdir, workers=int(os.environ.get("WEB_CONCURRENCY",
                                                          2 * os.cpu_count() + 1)),
                     app=app, LOG_FILE=str(workdir / "app.log"), MAX_CONCURRENT_RUNS="0",
-                    **({"root": root} if root else {}))
-    server.flask("token", "seed-dev")
+                    **({"root": root} if root else {}), **settings)
+    server.flask("token", "seed-dev")  # on PostgreSQL, this migrates the new database too
     return server.start()
 
 
-BASELINE = "baseline workflow"
+def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoint]:
+    """Every server of the benchmark, started; ``stack`` stops them (and the rest)."""
+    def started(name: str, app: str, **settings) -> Server:
+        server = serve(root / name.replace(" ", "-").replace(",", ""), app, **settings)
+        stack.callback(server.stop)
+        return server
+
+    endpoints = {SQLITE: Endpoint(started(SQLITE, "wsgi:app"))}
+    database = pg.Server.start()
+    if database is None:
+        print("no PostgreSQL (Debian's postgresql, or RUNNER_TEST_DATABASE_URL): "
+              "its column is left out\n")
+    else:
+        stack.callback(database.stop)
+        url = database.create_database()
+        stack.callback(database.drop_database, url)
+        endpoints[POSTGRES] = Endpoint(started(POSTGRES, "wsgi:app", DATABASE_URL=url),
+                                       database.postmaster_pid())
+    endpoints[BARE] = Endpoint(started(BARE, "bench.bare:app"))
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        tree = root / "baseline-tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline],
+                       check=True, capture_output=True)
+        stack.callback(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)
+        endpoints[BASELINE] = Endpoint(started(BASELINE, "wsgi:app", root=tree))
+    return endpoints
+
+
+def run_rounds(endpoints: dict[str, Endpoint], script: Path) -> list[dict]:
+    """BENCH_ROUNDS rounds, each one wrk run per endpoint; a round's results by name."""
+    rounds = []
+    for number in range(ROUNDS):
+        # Alternate who goes first, so neither always meets the same drift.
+        order = list(endpoints) if number % 2 == 0 else list(endpoints)[::-1]
+        rounds.append({name: measure(endpoints[name], script) for name in order})
+    return rounds
+
+
+def milliseconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def print_rounds(rounds: list[dict], names: list[str]) -> None:
+    print(f"wrk: {ROUNDS} rounds of {DURATION} s per endpoint, {CONNECTIONS} connections, "
+          "2 threads; endpoints alternate. CPU: ms of user + system time per request\n")
+    print("| round | endpoint | requests/s | p50 ms | p99 ms | service CPU | DB CPU "
+          "| non-2xx | socket errors |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    for number, results in enumerate(rounds, start=1):
+        for name in names:
+            r = results[name]
+            print(f"| {number} | {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{milliseconds(r['service_ms'])} | {milliseconds(r['db_ms'])} | "
+                  f"{r['non2xx']} | {r['socket']} |")
+
+
+def print_medians(rounds: list[dict], names: list[str]) -> None:
+    def median(name: str, key: str) -> float | None:
+        values = [r[name][key] for r in rounds]
+        return None if None in values else statistics.median(values)
+
+    print("\nmedians of the rounds (CPU: ms per request; total: service + DB)\n")
+    print("| endpoint | requests/s | p50 ms | p99 ms | service CPU | DB CPU | total CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        service, database = median(name, "service_ms"), median(name, "db_ms")
+        total = statistics.median(r[name]["service_ms"] + (r[name]["db_ms"] or 0)
+                                  for r in rounds)
+        print(f"| {name} | {median(name, 'rps'):.0f} | {median(name, 'p50'):.2f} | "
+              f"{median(name, 'p99'):.2f} | {milliseconds(service)} | "
+              f"{milliseconds(database)} | {milliseconds(total)} |")
+
+
+def print_ratio(title: str, rounds: list[dict], ratio: Callable[[dict], float]) -> float:
+    """``ratio(round)`` for every round, and their median; the median."""
+    values = [ratio(r) for r in rounds]
+    median = statistics.median(values)
+    print(f"{title} by round: " + ", ".join(f"{value:.2f}" for value in values)
+          + f"; median {median:.2f}")
+    return median
+
+
+def print_verdicts(rounds: list[dict], names: list[str]) -> None:
+    print()
+    median = print_ratio("workflow (SQLite) / bare throughput", rounds,
+                         lambda r: r[SQLITE]["rps"] / r[BARE]["rps"])
+    print(f"  goal: at least {GOAL:.2f}, {'met' if median >= GOAL else 'not met'}")
+    if POSTGRES in names:
+        median = print_ratio("PostgreSQL / SQLite service CPU per run", rounds,
+                             lambda r: r[POSTGRES]["service_ms"] / r[SQLITE]["service_ms"])
+        print(f"  goal: at most {CPU_GOAL:.2f}, {'met' if median <= CPU_GOAL else 'not met'}")
+        print_ratio("PostgreSQL / SQLite throughput", rounds,
+                    lambda r: r[POSTGRES]["rps"] / r[SQLITE]["rps"])
+    if BASELINE in names:
+        print_ratio(f"this tree / {os.environ['BENCH_BASELINE']} throughput", rounds,
+                    lambda r: r[SQLITE]["rps"] / r[BASELINE]["rps"])
 
 
 def main() -> int:
-    apps = {"5-node workflow": "wsgi:app", "bare Flask JSON": "bench.bare:app"}
-    baseline = os.environ.get("BENCH_BASELINE")
-    rounds: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         script = root / "post.lua"
         script.write_text(LUA % json.dumps(WORKFLOW))
-        servers = {}
-        try:
-            for name, app in apps.items():
-                servers[name] = serve(root / app.replace(":", "-"), app)
-            if baseline:
-                tree = root / "baseline-tree"
-                subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline],
-                               check=True, capture_output=True)
-                apps[BASELINE] = "wsgi:app"
-                servers[BASELINE] = serve(root / "baseline", "wsgi:app", tree)
-            for number in range(ROUNDS):
-                # Alternate who goes first, so neither always meets the same drift.
-                order = list(servers) if number % 2 == 0 else list(servers)[::-1]
-                rounds.append({name: wrk(servers[name].base + "/v1/runs/sync", script)
-                               for name in order})
-        finally:
-            for server in servers.values():
-                server.stop()
-            if baseline:
-                subprocess.run(["git", "worktree", "remove", "--force",
-                                str(root / "baseline-tree")], check=False, capture_output=True)
-    print(f"wrk: {ROUNDS} rounds of {DURATION} s per endpoint, {CONNECTIONS} connections, "
-          "2 threads; endpoints alternate\n")
-    print("| round | endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
-    print("|---:|---|---:|---:|---:|---:|---|")
-    for number, results in enumerate(rounds, start=1):
-        for name in apps:
-            r = results[name]
-            print(f"| {number} | {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                  f"{r['non2xx']} | {r['socket']} |")
-    ratios = [r["5-node workflow"]["rps"] / r["bare Flask JSON"]["rps"] for r in rounds]
-    print("\nworkflow / bare throughput by round: "
-          + ", ".join(f"{ratio:.2f}" for ratio in ratios))
-    median = statistics.median(ratios)
-    print(f"median: {median:.2f} (goal: at least {GOAL:.2f}, "
-          f"{'met' if median >= GOAL else 'not met'})")
-    if baseline:
-        changes = [r["5-node workflow"]["rps"] / r[BASELINE]["rps"] for r in rounds]
-        print(f"this tree / {baseline} by round: "
-              + ", ".join(f"{change:.2f}" for change in changes)
-              + f"; median {statistics.median(changes):.2f}")
+        endpoints = start_endpoints(root, stack)
+        rounds = run_rounds(endpoints, script)
+    names = list(endpoints)
+    print_rounds(rounds, names)
+    print_medians(rounds, names)
+    print_verdicts(rounds, names)
     clean = all(r[name]["non2xx"] == 0 and r[name]["socket"] == "none"
-                for r in rounds for name in apps)
+                for r in rounds for name in names)
     return 0 if clean else 1
 
 

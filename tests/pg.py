@@ -93,6 +93,13 @@ class Server:
                 self.pause()
             shutil.rmtree(self.cluster, ignore_errors=True)
 
+    def postmaster_pid(self) -> int | None:
+        """The main process of a cluster made here (the root of its process tree, to
+        measure the database's CPU); None for a given server, which may be elsewhere."""
+        if self.cluster is None:
+            return None
+        return int((self.cluster / "data" / "postmaster.pid").read_text().split()[0])
+
     def create_database(self) -> str:
         """A new empty database; its URL."""
         name = "runner_test_" + uuid.uuid4().hex[:12]

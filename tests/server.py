@@ -37,6 +37,22 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of ``pids``, each with its reaped children's (utime, stime, cu-, cstime)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # fields 14–17 of stat(5)
+    return ticks / CLK_TCK
+
+
 def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # gone already
         os.kill(pid, signum)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers import definition
-from tests.server import ROOT, Server, raw_exchange
+from tests.server import ROOT, Server, free_port, raw_exchange
 
 pytestmark = pytest.mark.server
 
@@ -302,3 +302,21 @@ def test_a_malformed_database_url_stops_the_start_up_with_one_line(tmp_path):
     assert "s3cret" not in server.log_tail()  # a URL may hold a password: never shown
     assert "Traceback" not in server.log_tail()
     assert server.process.returncode == 1
+
+
+def test_a_database_that_cannot_be_reached_at_start_up_is_one_line_per_process(tmp_path):
+    """The service starts and answers 503 until the database is there (README: "A
+    database that goes away"); the master and each worker say why in one line."""
+    server = Server(tmp_path, workers=2,
+                    DATABASE_URL=f"postgresql://runner@127.0.0.1:{free_port()}/runner")
+    try:
+        server.start()
+        assert server.request("GET", "/readyz", token=None)[0] == 503
+    finally:
+        server.stop()
+    log = server.log_tail(1000)
+    lines = [line for line in log.splitlines() if "store unavailable" in line]
+    assert "in the master" in lines[0], log  # before any worker starts
+    assert sum("at start-up" in line for line in lines) == 2, log
+    assert all("Connection refused" in line for line in lines), log
+    assert "Traceback" not in log and "psycopg.pool" not in log

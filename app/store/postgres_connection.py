@@ -9,7 +9,12 @@ pool. Each ``transaction()`` is one transaction on one connection of the pool.
 
 Waiting for a connection or a row lock is bounded by ``busy_ms`` (psycopg_pool's
 timeout, PostgreSQL's ``lock_timeout``); that, and a server that cannot be reached
-or written, leaves as ``StoreUnavailable``.
+or written, leaves as ``StoreUnavailable`` with a one-line reason.
+
+A pool is opened only once one plain connection has succeeded: a pool that cannot
+connect retries in the background, logging each attempt, while its caller waits out
+the whole timeout, where one connection fails at once with the server's own reason
+(a command, or a worker starting while the database is down, says so in one line).
 """
 from __future__ import annotations
 
@@ -62,11 +67,12 @@ class Pool:
         with self._lock:
             if self._pool is None:
                 seconds = self.busy_ms / 1000
+                settings = {"row_factory": dict_row, "connect_timeout": max(2, round(seconds)),
+                            "options": f"-c lock_timeout={self.busy_ms}"}
+                psycopg.connect(self.url, **settings).close()  # reachable: see above
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=MAX_CONNECTIONS, timeout=seconds,
-                    open=False, name="store",
-                    kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(seconds)),
-                            "options": f"-c lock_timeout={self.busy_ms}"})
+                    open=False, name="store", kwargs=settings)
                 self._pool.open(wait=False)
             return self._pool
 
@@ -77,7 +83,7 @@ class Pool:
             with self._open().connection() as db:
                 yield db
         except _UNAVAILABLE as error:
-            raise StoreUnavailable(str(error).strip() or type(error).__name__) from error
+            raise StoreUnavailable(_reason(error)) from error
 
     def close(self) -> None:
         """Close this process's pool; the next use opens another."""
@@ -85,3 +91,9 @@ class Pool:
             if self._pool is not None:
                 self._pool.close()
             self._pool = None
+
+
+def _reason(error: Exception) -> str:
+    """The error's first line: libpq's hints follow on lines of their own."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
