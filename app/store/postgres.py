@@ -5,9 +5,12 @@ The same contract as the SQLite backend, shared by every worker of every host. E
 process talks to the database through a pool of its own (``postgres_connection``).
 
 - A token's row serialises its reservations across hosts: ``start_run`` locks it
-  (``SELECT … FOR UPDATE``) before it inserts the run, checks the balance and counts
-  the token's runs in flight, so the count and the balance are exact and a refusal
-  rolls everything back.
+  (``SELECT … FOR UPDATE``) before it checks that the run is new, that the balance
+  covers it and counts the token's runs in flight, then inserts it, so the count and
+  the balance are exact and a refusal changes nothing.
+- A run's hot path is three round trips: the token's lookup, its start and its
+  finish, each one statement in autocommit (the start and the finish are functions
+  in the database, ``postgres_schema``'s migration 3).
 - Locks are taken run first, then token, by every operation on an existing run
   (``start_run`` locks only its token), so two of them never wait for each other.
 - Time is the database's: a run expires ``expires_in`` seconds after ``now()``.
@@ -98,9 +101,8 @@ class PostgresStore:
                                    (enabled, name)).rowcount)
 
     def _one_token(self, sql: str, params: tuple) -> Token | None:
-        with self._db.transaction() as db:
-            row = db.execute(sql, params).fetchone()
-        return Token(**row) if row else None
+        rows, _ = self._db.statement(sql, params)
+        return Token(**rows[0]) if rows else None
 
     # -- runs --------------------------------------------------------------------
 
@@ -110,30 +112,18 @@ class PostgresStore:
 
         ``run_id`` is unique per token; ``expires_in``: seconds from the database's now
         after which a run still running is certainly dead; ``max_concurrent`` 0 = no limit.
+        One statement: the function ``runner_start_run`` (postgres_schema's migration 3).
         """
-        # Each refusal raises inside the transaction, which rolls back what came before.
-        with self._db.transaction() as db:
-            token = db.execute("SELECT balance FROM tokens WHERE id = %s FOR UPDATE",
-                               (token_id,)).fetchone()
-            if token is None:
-                raise InsufficientBalance(0, reserve)
-            if not db.execute(
-                    "INSERT INTO runs (id, token_id, request_id, status, reserved, worker_host, "
-                    "worker_pid, expires_at, body) VALUES (%s, %s, %s, 'running', %s, %s, %s, "
-                    "now() + make_interval(secs => %s), %s) ON CONFLICT (token_id, id) DO NOTHING",
-                    (run_id, token_id, request_id, reserve, self.host, os.getpid(),
-                     float(expires_in), running_text(run_id))).rowcount:
-                raise DuplicateRun(run_id)
-            if token["balance"] < reserve:
-                raise InsufficientBalance(token["balance"], reserve)
-            if max_concurrent:
-                running = db.execute("SELECT count(*) AS n FROM runs WHERE status = 'running' "
-                                     "AND token_id = %s AND expires_at > now()",
-                                     (token_id,)).fetchone()["n"]
-                if running > max_concurrent:  # this run is one of them
-                    raise TooManyRuns(running - 1)
-            db.execute("UPDATE tokens SET balance = balance - %s WHERE id = %s",
-                       (reserve, token_id))
+        (row,), _ = self._db.statement(
+            "SELECT * FROM runner_start_run(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (run_id, token_id, request_id, reserve, float(expires_in), max_concurrent,
+             self.host, os.getpid(), running_text(run_id)))
+        if row["outcome"] == "duplicate":
+            raise DuplicateRun(run_id)
+        if row["outcome"] == "insufficient":
+            raise InsufficientBalance(row["balance"], reserve)
+        if row["outcome"] == "too_many":
+            raise TooManyRuns(row["running"])
 
     def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
         """Reserve ``amount`` more CU for a running run (a loop starting, SPEC §11); False,
@@ -150,24 +140,18 @@ class PostgresStore:
 
     def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
         """Note the attempts the run has started so far: what it costs if its worker dies."""
-        with self._db.transaction() as db:
-            db.execute("UPDATE runs SET attempts = greatest(attempts, %s) "
-                       "WHERE token_id = %s AND id = %s AND status = 'running'",
-                       (attempts, token_id, run_id))
+        self._db.statement("UPDATE runs SET attempts = greatest(attempts, %s) "
+                           "WHERE token_id = %s AND id = %s AND status = 'running'",
+                           (attempts, token_id, run_id))
 
     def finish_run(self, run_id: str, token_id: int, status: str, total_cu: int,
                    text: str) -> None:
         """Store the final state (``text``, the answer's JSON, as it is), charge
-        ``total_cu`` and release the rest, atomically."""
-        with self._db.transaction() as db:
-            run = self._running(db, run_id, token_id)
-            if run is None:
-                return  # aborted meanwhile (taken for dead): its reservation is released
-            db.execute("UPDATE tokens SET balance = balance + %s, used = used + %s "
-                       "WHERE id = %s", (run["reserved"] - total_cu, total_cu, token_id))
-            db.execute("UPDATE runs SET status = %s, total_cu = %s, reserved = 0, "
-                       "finished_at = now(), body = %s, progress = progress + 1 "
-                       "WHERE row_id = %s", (status, total_cu, text, run["row_id"]))
+        ``total_cu`` and release the rest, atomically: one statement, the function
+        ``runner_finish_run``. A run aborted meanwhile (taken for dead) is left as it is:
+        its reservation is released."""
+        self._db.statement("SELECT runner_finish_run(%s, %s, %s, %s, %s)",
+                           (run_id, token_id, status, total_cu, text))
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """A stored run as the JSON text stored (never parsed), only for the token that made

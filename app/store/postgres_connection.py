@@ -5,7 +5,8 @@ A connection opened before gunicorn forks must not be used by the workers (they 
 share its socket), so each process opens its own small pool on first use, and a forked
 child forgets its parent's: it neither uses nor closes it (psycopg never closes a
 connection from a process that did not open it). The threads of a process share the
-pool. Each ``transaction()`` is one transaction on one connection of the pool.
+pool. Connections are in autocommit mode: ``statement()`` runs one statement as its own
+transaction (one round trip), ``transaction()`` several in one.
 
 Waiting for a connection or a row lock is bounded by ``busy_ms`` (psycopg_pool's
 timeout, PostgreSQL's ``lock_timeout``); that, and a server that cannot be reached
@@ -68,7 +69,7 @@ class Pool:
             if self._pool is None:
                 seconds = self.busy_ms / 1000
                 settings = {"row_factory": dict_row, "connect_timeout": max(2, round(seconds)),
-                            "options": f"-c lock_timeout={self.busy_ms}"}
+                            "options": f"-c lock_timeout={self.busy_ms}", "autocommit": True}
                 psycopg.connect(self.url, **settings).close()  # reachable: see above
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=MAX_CONNECTIONS, timeout=seconds,
@@ -80,8 +81,18 @@ class Pool:
     def transaction(self) -> Iterator[psycopg.Connection]:
         """``with pool.transaction() as db:`` committed at the end, rolled back on an error."""
         try:
-            with self._open().connection() as db:
+            with self._open().connection() as db, db.transaction():
                 yield db
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(_reason(error)) from error
+
+    def statement(self, sql: str, params: tuple = ()) -> tuple[list[dict], int]:
+        """One statement as its own transaction (one round trip): its rows and how many
+        rows it changed."""
+        try:
+            with self._open().connection() as db:
+                cursor = db.execute(sql, params)
+                return (cursor.fetchall() if cursor.description else []), cursor.rowcount
         except _UNAVAILABLE as error:
             raise StoreUnavailable(_reason(error)) from error
 

@@ -69,6 +69,65 @@ MIGRATIONS = [
         expires_at timestamptz NOT NULL
     )
     """,
+    # 3: a run's start and its finish, each one statement (one round trip from the
+    # worker instead of five or six). Inside, each statement sees what committed before
+    # it (READ COMMITTED), so the count of runs in flight is taken after the token's
+    # row is locked, as before. A start's checks come first and change nothing when
+    # they refuse: the run must not exist already (400079), the balance must cover the
+    # reservation (402), the token's runs in flight must be fewer than its limit (429).
+    """
+    CREATE FUNCTION runner_start_run(p_run_id text, p_token_id bigint, p_request_id text,
+                                     p_reserve bigint, p_expires_in float8,
+                                     p_max_concurrent integer, p_host text, p_pid integer,
+                                     p_body text,
+                                     OUT outcome text, OUT balance bigint, OUT running bigint)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        running := 0;
+        SELECT tokens.balance INTO balance FROM tokens WHERE id = p_token_id FOR UPDATE;
+        IF NOT FOUND THEN
+            outcome := 'insufficient'; balance := 0; RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM runs WHERE token_id = p_token_id AND id = p_run_id) THEN
+            outcome := 'duplicate'; RETURN;
+        END IF;
+        IF balance < p_reserve THEN
+            outcome := 'insufficient'; RETURN;
+        END IF;
+        IF p_max_concurrent > 0 THEN
+            SELECT count(*) INTO running FROM runs WHERE status = 'running'
+                AND token_id = p_token_id AND expires_at > now();
+            IF running >= p_max_concurrent THEN
+                outcome := 'too_many'; RETURN;
+            END IF;
+        END IF;
+        INSERT INTO runs (id, token_id, request_id, status, reserved, worker_host, worker_pid,
+                          expires_at, body)
+            VALUES (p_run_id, p_token_id, p_request_id, 'running', p_reserve, p_host, p_pid,
+                    now() + make_interval(secs => p_expires_in), p_body);
+        UPDATE tokens SET balance = tokens.balance - p_reserve WHERE id = p_token_id;
+        outcome := 'started';
+    END $$;
+    CREATE FUNCTION runner_finish_run(p_run_id text, p_token_id bigint, p_status text,
+                                      p_total_cu bigint, p_body text) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_row bigint;
+        v_reserved bigint;
+    BEGIN
+        SELECT row_id, reserved INTO v_row, v_reserved FROM runs
+            WHERE token_id = p_token_id AND id = p_run_id AND status = 'running' FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN false;  -- aborted meanwhile (taken for dead): its reservation is released
+        END IF;
+        UPDATE tokens SET balance = balance + v_reserved - p_total_cu,
+                          used = used + p_total_cu WHERE id = p_token_id;
+        UPDATE runs SET status = p_status, total_cu = p_total_cu, reserved = 0,
+                        finished_at = now(), body = p_body, progress = progress + 1
+            WHERE row_id = v_row;
+        RETURN true;
+    END $$
+    """,
 ]
 
 
@@ -87,6 +146,5 @@ def upgrade(db: psycopg.Connection) -> None:
     if found > len(MIGRATIONS):
         raise SchemaTooNew(found, len(MIGRATIONS))
     for number, step in enumerate(MIGRATIONS[found:], start=found + 1):
-        for statement in filter(str.strip, step.split(";")):
-            db.execute(statement)
+        db.execute(step)  # several statements in one (no parameters: the simple protocol)
         db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
