@@ -267,3 +267,22 @@ def test_a_streamed_sync_run_passes_nginx_event_by_event(tmp_path, variant):
         nginx.stop()
         app.stop()
 
+
+def test_a_follower_stream_passes_nginx_event_by_event(tmp_path):
+    app, nginx = streaming_proxy(tmp_path, 500)
+    try:
+        status, headers, body = request(nginx.port, "POST", "/v1/runs", quiet(WAIT_S * 1000),
+                                        AUTH)
+        assert status == 202
+        run_id = json.loads(body)["runId"]
+        status, _, events = stream(nginx.port, "GET", f"/v1/runs/{run_id}/stream", None,
+                                   AUTH)
+        assert status == 200
+        check_whole_run(nginx.port, events)
+        first, last = arrival(events, "run.started"), arrival(events, "run.finished")
+        assert last - first > WAIT_S - 2  # followed as it ran, not read at its end
+        assert sum(event.name == ":" for event in events) >= 3
+        assert headers["Location"] == f"/v1/runs/{run_id}"
+    finally:
+        nginx.stop()
+        app.stop()
