@@ -205,6 +205,13 @@ def test_run_ids_are_unique_per_token_not_across_tokens(app, client):
     assert balance(app, "other") == 9
 
 
+def test_cancelling_a_finished_run_is_409_with_its_status(client):
+    ran = post_run(client, TWO_NODES).json
+    body = assert_error(client.post(f"/v1/runs/{ran['runId']}/cancel", json={},
+                                    headers=DEV_AUTH), 409, 409000)
+    assert body["runId"] == ran["runId"] and body["status"] == "success"
+
+
 def test_stored_runs_are_served_as_stored_and_enveloped_as_text(app, client):
     """GET serves the stored text as it is, and /b3os wraps it without parsing it."""
     store = app.extensions["store"]
