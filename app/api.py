@@ -35,6 +35,7 @@ log = logging.getLogger("app.api")
 CANCEL_WAIT_S = 2  # how long a cancel waits to answer with the run's final state
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+NO_BODY = {"api.cancel_run"}  # POSTs that take no body: none is needed, nor its type
 
 
 @bp.before_request
@@ -44,7 +45,7 @@ def admit() -> None:
     raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
     g.received = time.monotonic()  # a run's deadline counts from here
     g.token = _authenticate()
-    if request.method in BODY_METHODS:
+    if request.method in BODY_METHODS and request.endpoint not in NO_BODY:
         if not _is_json(request.mimetype):
             raise ApiError(415)
         g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
@@ -169,8 +170,9 @@ def _event_stream(batches: sse.Batches):
             batches.close()
 
     g_request_id = g.request_id
-    return current_app.response_class(sse.encode(chunks()), mimetype="text/event-stream",
-                                      headers=sse.HEADERS)
+    keep_alive_s = current_app.config["STREAM_KEEPALIVE_MS"] / 1000
+    return current_app.response_class(sse.encode(chunks(), keep_alive_s),
+                                      mimetype="text/event-stream", headers=sse.HEADERS)
 
 
 def _run_settings() -> dict:

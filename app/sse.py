@@ -12,15 +12,17 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-KEEP_ALIVE_S = 15  # a comment line at least this often when nothing else is written
+KEEP_ALIVE_S = 15  # the default (RUNNER_STREAM_KEEPALIVE_MS): a comment line at least
+#                   this often when nothing else is written
 HEADERS = {"Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}  # nginx passes it through unbuffered
 
 Batches = Iterator[list[tuple[str, str]]]
 
 
-def encode(batches: Batches) -> Iterator[bytes]:
-    """The stream of ``batches``; closing it (the client left) closes ``batches``.
+def encode(batches: Batches, keep_alive_s: float = KEEP_ALIVE_S) -> Iterator[bytes]:
+    """The stream of ``batches``, with a comment line after ``keep_alive_s`` without an
+    event; closing it (the client left) closes ``batches``.
 
     ``data`` is one line: JSON text written by the app is compact, its strings escaped.
     """
@@ -35,7 +37,7 @@ def encode(batches: Batches) -> Iterator[bytes]:
                     parts.append(f"id: {number}\nevent: {name}\ndata: {data}\n\n")
                 written = now
                 yield "".join(parts).encode()
-            elif now - written >= KEEP_ALIVE_S:
+            elif now - written >= keep_alive_s:
                 written = now
                 yield b": keep-alive\n\n"
     finally:

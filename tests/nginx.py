@@ -1,6 +1,7 @@
 """deploy/nginx.conf served by a real nginx on a free 127.0.0.1 port, for tests."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -8,8 +9,10 @@ import shutil
 import socket
 import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.server import ROOT, free_port
 
@@ -95,5 +98,45 @@ def request(port, method, path, body=None, headers=None, source="127.0.0.1"):
         connection.request(method, path, body=data, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+class Event(NamedTuple):
+    """One event of a stream: ``at`` seconds after the request was sent, its name
+    (``":"`` for a comment line) and its data (the comment's text)."""
+    at: float
+    name: str
+    data: str
+
+
+def stream(port, method, path, body=None, headers=None) -> tuple[int, dict, list[Event]]:
+    """A Server-Sent Events request read until the connection ends, each event timed as
+    it arrives (a gzip-encoded stream is decoded as it comes): ``(status, headers,
+    events)``. A stream cut short ends without its ``run.finished``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        began, events, fields, pending = time.monotonic(), [], {}, b""
+        connection.request(method, path, body=data,
+                           headers={"Accept": "text/event-stream", **(headers or {})})
+        response = connection.getresponse()
+        gzipped = response.getheader("Content-Encoding") == "gzip"
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        with contextlib.suppress(http.client.IncompleteRead):
+            while chunk := response.read1(65536):
+                pending += decoder.decompress(chunk) if gzipped else chunk
+                *lines, pending = pending.split(b"\n")
+                for line in map(bytes.decode, lines):
+                    if line.startswith(":"):
+                        events.append(Event(time.monotonic() - began, ":", line[1:].strip()))
+                    elif line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                    elif fields:
+                        events.append(Event(time.monotonic() - began, fields.get("event", ""),
+                                            fields.get("data", "")))
+                        fields = {}
+        return response.status, dict(response.getheaders()), events
     finally:
         connection.close()

@@ -205,6 +205,25 @@ def test_run_ids_are_unique_per_token_not_across_tokens(app, client):
     assert balance(app, "other") == 9
 
 
+def test_cancelling_a_finished_run_is_409_with_its_status(client):
+    ran = post_run(client, TWO_NODES).json
+    body = assert_error(client.post(f"/v1/runs/{ran['runId']}/cancel", json={},
+                                    headers=DEV_AUTH), 409, 409000)
+    assert body["runId"] == ran["runId"] and body["status"] == "success"
+
+
+def test_a_cancel_needs_no_body(client):
+    """POST /v1/runs/<id>/cancel takes no body: sent without one (no Content-Type), it
+    is answered for the run, not refused as 415."""
+    ran = post_run(client, TWO_NODES).json
+    assert_error(client.post(f"/v1/runs/{ran['runId']}/cancel", headers=DEV_AUTH),
+                 409, 409000)
+    assert_error(client.post("/v1/runs/nope/cancel", headers=DEV_AUTH), 404, 404000)
+    assert_error(client.post("/v1/runs/nope/cancel", data="x", content_type="text/plain",
+                             headers=DEV_AUTH), 404, 404000)  # a body is ignored
+    assert_error(client.post("/v1/runs/nope/cancel"), 401, 401000)  # the token still first
+
+
 def test_stored_runs_are_served_as_stored_and_enveloped_as_text(app, client):
     """GET serves the stored text as it is, and /b3os wraps it without parsing it."""
     store = app.extensions["store"]

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from app import config
 from tests.helpers import definition
-from tests.nginx import NGINX, Nginx, request
+from tests.nginx import NGINX, Nginx, request, stream
 from tests.server import Server
 
 pytestmark = [pytest.mark.server,
@@ -203,9 +203,10 @@ def test_a_host_killed_mid_run_leaves_its_run_to_the_other_once_expired(hosts):
     # A refused connection never reached a host: that one is passed on to B, once.
     assert set(tried) <= {b, f"{a}, {b}"} and f"{a}, {b}" in tried
     path = f"/v1/runs/{run['id']}"
-    # Before its hard limit the run is another host's and may be alive: left running.
+    # Before its hard limit the run is another host's and may be alive: left running (as
+    # it was, or as its first tick wrote it, had that come before the kill).
     status, before = hosts.b.request("GET", path, token=secret)
-    assert status == 200 and before == {"runId": run["id"], "status": "running"}
+    assert status == 200 and (before["runId"], before["status"]) == (run["id"], "running")
     assert hosts.balance("ten") == 7
 
     # Its expiry is the deadline + gunicorn's hard timeout's margin + a margin (120 s by
@@ -258,3 +259,109 @@ def test_nginx_never_runs_a_request_twice_when_its_host_dies(hosts, retry_posts)
         assert status == 200 and json.loads(body)["status"] == "success"
         assert len(runs) == 2 and runs[0]["worker_host"] != runs[1]["worker_host"]
         assert hosts.balance("ten") == 4
+
+
+# -- run control across hosts (SPEC §12, §13) ----------------------------------------
+
+def start_without_waiting(host: Server, body: dict, secret: str, request_id: str) -> str:
+    """POST /v1/runs straight to ``host``: its run goes on there after the 202."""
+    status, started = host.request("POST", "/v1/runs", body, token=secret,
+                                   headers={"X-Request-ID": request_id})
+    assert status == 202 and started["status"] == "running"
+    return started["runId"]
+
+
+def text(host: Server, path: str, secret: str) -> tuple[int, str]:
+    """A GET's status and body text, as stored (not parsed and dumped again)."""
+    status, _, body = request(host.port, "GET", path, None, auth(secret))
+    return status, body.decode()
+
+
+def balances(hosts: Hosts, secret: str) -> list[dict]:
+    """GET /v1/balance on host A, then on host B."""
+    return [host.request("GET", "/v1/balance", token=secret)[1] for host in (hosts.a, hosts.b)]
+
+
+def finished_lines(host: Server) -> list[tuple[str, str]]:
+    """The runs ``host`` has logged as finished, once it has logged one (its run's log
+    lines are written together, just after its answer is stored)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in host.log_tail(200).splitlines()
+                 if '"run finished"' in line]
+        if lines or time.monotonic() > deadline:
+            return [(line["runId"], line["status"]) for line in lines]
+        time.sleep(0.05)
+
+
+def test_a_run_in_flight_on_one_host_is_read_followed_and_listed_through_the_other(hosts):
+    secret = hosts.token("ten", 10)
+    run_id = start_without_waiting(hosts.a, slow(4_000), secret, "elsewhere")
+    path = f"/v1/runs/{run_id}"
+    deadline, partial = time.monotonic() + 10, {}
+    while "executionState" not in partial and time.monotonic() < deadline:
+        status, partial = hosts.b.request("GET", path, token=secret)  # its progress, from B
+        assert status == 200 and partial["status"] == "running"
+        time.sleep(0.05)
+    assert list(partial["executionState"]) == ["root", "first", "wait"]  # last not started
+    assert partial["executionState"]["first"]["status"] == "success"
+    assert partial["executionState"]["wait"]["status"] == "running"
+    assert balances(hosts, secret) == [{"balance": 7, "reserved": 3, "used": 0}] * 2
+
+    status, _, events = stream(hosts.b.port, "GET", f"{path}/stream", None, auth(secret))
+    assert status == 200
+    assert events[0].name == "run.started" and events[-1].name == "run.finished"
+    assert events[-1].at - events[0].at > 1  # followed while it ran (about 3 s left)
+    finished = [json.loads(e.data)["nodeId"] for e in events if e.name == "node.finished"]
+    assert finished == ["root", "first", "wait", "last"]
+    assert text(hosts.a, path, secret) == text(hosts.b, path, secret) == (200, events[-1].data)
+    assert json.loads(events[-1].data)["status"] == "success"
+
+    status, listed = hosts.b.request("GET", "/v1/runs", token=secret)
+    assert status == 200 and listed["nextCursor"] is None
+    assert [(run["runId"], run["status"], run["totalCu"]) for run in listed["runs"]] \
+        == [(run_id, "success", 3)]
+    assert balances(hosts, secret) == [{"balance": 7, "reserved": 0, "used": 3}] * 2
+    assert hosts.query("SELECT worker_host FROM runs WHERE id = %s", run_id) \
+        == [{"worker_host": "host-a"}]
+
+
+def test_a_run_on_one_host_is_cancelled_through_the_other(hosts):
+    """Cancelled from host B, the run stops on host A at its next tick (half a second):
+    the started attempts (first, wait) are charged, last's reservation is released; a
+    follower on host B sees it end."""
+    secret = hosts.token("ten", 10)
+    run_id = start_without_waiting(hosts.a, slow(30_000), secret, "cancel-me")
+    run = wait_for_run(hosts, "cancel-me", attempts=2)  # first done, wait started
+    assert run["worker_host"] == "host-a" and run["id"] == run_id
+    path = f"/v1/runs/{run_id}"
+    followed: list = []
+    follower = threading.Thread(target=lambda: followed.append(
+        stream(hosts.b.port, "GET", f"{path}/stream", None, auth(secret))))
+    follower.start()
+
+    asked = time.monotonic()
+    status, cancelled = hosts.b.request("POST", f"{path}/cancel", token=secret)
+    took = time.monotonic() - asked
+    assert status == 200 and took < 1.5  # stopped within 1 s (a tick), with slack
+    assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "CANCELLED"
+    state = cancelled["executionState"]
+    assert state["first"]["status"] == "success"
+    assert state["wait"]["status"] == "failure" and state["wait"]["error"]["code"] == "CANCELLED"
+    assert state["last"]["status"] == "skipped" and state["last"]["reason"] == "cancelled"
+    assert cancelled["totalCu"] == 2
+    assert finished_lines(hosts.a) == [(run_id, "cancelled")]  # stopped on host A
+
+    follower.join(15)
+    status, _, events = followed[0]
+    assert status == 200 and events[-1].name == "run.finished"
+    assert text(hosts.b, path, secret) == (200, events[-1].data)
+    assert json.loads(events[-1].data) == cancelled
+
+    assert balances(hosts, secret) == [{"balance": 8, "reserved": 0, "used": 2}] * 2
+    assert hosts.query("SELECT status, total_cu, reserved FROM runs WHERE id = %s", run_id) \
+        == [{"status": "cancelled", "total_cu": 2, "reserved": 0}]
+    status, listed = hosts.b.request("GET", "/v1/runs?status=cancelled", token=secret)
+    assert [run["runId"] for run in listed["runs"]] == [run_id]
+    status, again = hosts.a.request("POST", f"{path}/cancel", token=secret)
+    assert status == 409 and again["code"] == 409000

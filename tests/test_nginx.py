@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.helpers import definition
-from tests.nginx import NGINX, Nginx, request
+from tests.nginx import NGINX, Nginx, request, stream
 from tests.server import Server, raw_exchange
 
 pytestmark = [pytest.mark.server,
@@ -174,3 +174,115 @@ def test_idle_half_sent_connections_do_not_stop_runs(proxy):
     finally:
         for sock in idle:
             sock.close()
+
+
+# -- streams (SPEC §12) -----------------------------------------------------------
+
+READ_TIMEOUT_S = 2  # nginx's proxy_read_timeout in the tests below (90 s as shipped)
+WAIT_S = 5  # a run's quiet node: longer than that
+
+
+def quiet(delay_ms: int) -> dict:
+    """Three nodes; the second waits ``delay_ms`` without a word (no event meanwhile)."""
+    return {"definition": definition(
+        "root>first", "first>wait", "wait>last",
+        first={"type": "log", "payload": {"message": "first"}},
+        wait={"type": "delay", "payload": {"delayMs": delay_ms}},
+        last={"type": "log", "payload": {"message": "last"}})}
+
+
+def streaming_proxy(tmp_path, keep_alive_ms: int, edit=None):
+    """gunicorn with a keep-alive of ``keep_alive_ms`` behind deploy/nginx.conf whose
+    proxy_read_timeout is READ_TIMEOUT_S; ``edit`` changes the site further."""
+    app = Server(tmp_path, workers=2, STREAM_KEEPALIVE_MS=str(keep_alive_ms))
+    app.flask("token", "seed-dev")
+    app.start()
+
+    def site(text: str) -> str:
+        assert "proxy_read_timeout 90s;" in text
+        text = text.replace("proxy_read_timeout 90s;", f"proxy_read_timeout {READ_TIMEOUT_S}s;")
+        return edit(text) if edit else text
+
+    return app, Nginx(tmp_path, [app.port], site).start()
+
+
+def arrival(events, name: str) -> float:
+    return next(event.at for event in events if event.name == name)
+
+
+def check_whole_run(port: int, events) -> dict:
+    """A stream that ran to its end: ``run.finished`` last, equal to the stored run."""
+    assert events[0].name == "run.started" and events[-1].name == "run.finished"
+    finished = json.loads(events[-1].data)
+    status, _, stored = request(port, "GET", f"/v1/runs/{finished['runId']}", None, AUTH)
+    assert status == 200 and stored.decode() == events[-1].data
+    assert finished["status"] == "success" and finished["totalCu"] == 3
+    return finished
+
+
+GZIP_STREAMS = "gzip on;\ngzip_types text/event-stream;\ngzip_min_length 1;\n"
+IGNORE_THE_HEADER = ("proxy_http_version 1.1;",
+                     "proxy_http_version 1.1;\n    proxy_ignore_headers X-Accel-Buffering;")
+
+
+@pytest.mark.parametrize("variant", ["as-shipped", "gzipped", "keep-alive-past-read-timeout",
+                                     "gzipped-ignoring-X-Accel-Buffering"])
+def test_a_streamed_sync_run_passes_nginx_event_by_event(tmp_path, variant):
+    """Through nginx, with its read timeout lower than the run's quiet wait: the events
+    arrive as they happen and the keep-alive comments keep the stream open to
+    run.finished; so too when nginx gzips event streams (X-Accel-Buffering: no has it
+    flush each chunk). The last two variants are the test's teeth: a keep-alive slower
+    than the read timeout has the stream cut, and an nginx that ignores the app's
+    X-Accel-Buffering while it gzips holds every event until the run's end."""
+    keep_alive_ms = 15_000 if variant == "keep-alive-past-read-timeout" else 500
+    edits = {"gzipped": lambda site: GZIP_STREAMS + site,
+             "gzipped-ignoring-X-Accel-Buffering":
+                 lambda site: GZIP_STREAMS + site.replace(*IGNORE_THE_HEADER)}
+    app, nginx = streaming_proxy(tmp_path, keep_alive_ms, edits.get(variant))
+    gzip = {"Accept-Encoding": "gzip"} if variant.startswith("gzipped") else {}
+    try:
+        status, headers, events = stream(nginx.port, "POST", "/v1/runs/sync",
+                                         quiet(WAIT_S * 1000), {**AUTH, **gzip})
+        assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+        assert headers.get("Content-Encoding") == ("gzip" if gzip else None)
+        names = [event.name for event in events if event.name != ":"]
+        if variant == "keep-alive-past-read-timeout":
+            assert names[-1] == "node.started" and "run.finished" not in names
+            assert "upstream timed out" in (nginx.temp / "error.log").read_text()  # cut
+            return
+        finished = check_whole_run(nginx.port, events)
+        first, last = arrival(events, "run.started"), arrival(events, "run.finished")
+        if variant == "gzipped-ignoring-X-Accel-Buffering":
+            assert first > WAIT_S - 1  # held by nginx until the run had ended
+            return
+        assert last - first > WAIT_S - 1  # the first event came long before the run ended
+        assert names[:3] == ["run.started", "node.finished", "node.started"]  # root first
+        assert names.count("node.finished") == 4 and names.count("node.started") == 3
+        assert [json.loads(e.data)["nodeId"] for e in events if e.name == "node.finished"] \
+            == list(finished["executionState"])
+        keep_alives = [event.at for event in events if event.name == ":"]
+        assert len(keep_alives) >= 4 and all(
+            first < at < last for at in keep_alives)  # written during the quiet wait
+    finally:
+        nginx.stop()
+        app.stop()
+
+
+def test_a_follower_stream_passes_nginx_event_by_event(tmp_path):
+    app, nginx = streaming_proxy(tmp_path, 500)
+    try:
+        status, headers, body = request(nginx.port, "POST", "/v1/runs", quiet(WAIT_S * 1000),
+                                        AUTH)
+        assert status == 202
+        run_id = json.loads(body)["runId"]
+        status, _, events = stream(nginx.port, "GET", f"/v1/runs/{run_id}/stream", None,
+                                   AUTH)
+        assert status == 200
+        check_whole_run(nginx.port, events)
+        first, last = arrival(events, "run.started"), arrival(events, "run.finished")
+        assert last - first > WAIT_S - 2  # followed as it ran, not read at its end
+        assert sum(event.name == ":" for event in events) >= 3
+        assert headers["Location"] == f"/v1/runs/{run_id}"
+    finally:
+        nginx.stop()
+        app.stop()

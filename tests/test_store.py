@@ -97,6 +97,18 @@ def test_reserve_then_charge_what_was_used(store):
     assert stored(store, "run_a", token.id)["totalCu"] == 2
 
 
+def test_the_balance_counts_runs_in_flight_in_whole_numbers(store):
+    """``balance`` (GET /v1/balance) in ints on both backends: PostgreSQL's sum of a
+    bigint column is a numeric, which JSON would write as a string."""
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 3, LATER)
+    store.start_run("run_b", token.id, None, 2, LATER)
+    store.finish_run("run_b", token.id, "success", 1, answer("run_b", 1))
+    found = store.balance(token.id)
+    assert (found.balance, found.reserved, found.used) == (6, 3, 1)
+    assert {type(found.balance), type(found.reserved), type(found.used)} == {int}
+
+
 def test_short_balance_and_duplicates_change_nothing(store):
     token = store.token(store.create_token("t", 3))
     with pytest.raises(InsufficientBalance) as short:

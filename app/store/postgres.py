@@ -231,7 +231,7 @@ class PostgresStore:
 
     def balance(self, token_id: int) -> Balance:
         with self._db.transaction() as db:
-            row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0) "
+            row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0)::bigint "
                              "FROM runs WHERE token_id = tokens.id AND status = 'running') "
                              "AS reserved FROM tokens WHERE id = %s", (token_id,)).fetchone()
         return Balance(row["balance"], row["reserved"], row["used"])
