@@ -35,6 +35,8 @@ log = logging.getLogger("app.api")
 CANCEL_WAIT_S = 2  # how long a cancel waits to answer with the run's final state
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# POST views that read no body: a cancel is a bare POST (any body is ignored, never refused).
+NO_BODY_VIEWS = {"cancel_run"}
 
 
 @bp.before_request
@@ -44,12 +46,17 @@ def admit() -> None:
     raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
     g.received = time.monotonic()  # a run's deadline counts from here
     g.token = _authenticate()
-    if request.method in BODY_METHODS:
+    if request.method in BODY_METHODS and _view_name() not in NO_BODY_VIEWS:
         if not _is_json(request.mimetype):
             raise ApiError(415)
         g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
         if not isinstance(g.body, dict):
             raise ApiError(400, message="Body must be a JSON object")
+
+
+def _view_name() -> str:
+    """The view's own name, the same under /v1 and /b3os/v1."""
+    return (request.endpoint or "").rpartition(".")[2]
 
 
 def _is_json(mimetype: str) -> bool:
