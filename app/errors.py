@@ -18,6 +18,7 @@ HTTP_CODES = {
     403: (403000, "API token is disabled"),
     404: (404000, "Not found"),
     405: (405000, "Method not allowed"),
+    409: (409000, "Conflicts with the state of the resource"),
     413: (413000, "Request body too large"),
     415: (415000, "Content type must be application/json"),
     429: (429000, "Too many concurrent runs for this token"),
@@ -28,7 +29,8 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An error response: HTTP status, our code, message and extra body fields."""
 
-    def __init__(self, status: int, code: int | None = None, message: str | None = None,
+    # ``status`` is positional only: a body may have a field of that name (a 409's).
+    def __init__(self, status: int, /, code: int | None = None, message: str | None = None,
                  headers: dict | None = None, **extra):
         default_code, default_message = HTTP_CODES[status]
         super().__init__(message or default_message)
@@ -39,9 +41,9 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, code: int, message: str, headers: dict | None = None,
+def error_response(status: int, code: int, message: str, headers: dict | None = None, /,
                    **extra):
-    """The JSON envelope every error uses."""
+    """The JSON envelope every error uses; ``extra``: more fields (one may be ``status``)."""
     body = {"code": code, "message": message, "requestId": g.get("request_id")}
     body.update(extra)
     response = jsonify(body)

@@ -334,3 +334,10 @@ def test_a_cancel_is_a_bare_post(client, path):
     assert_error(client.post(path, data=b"x", content_type="text/plain", headers=DEV_AUTH),
                  404, 404000)
     assert_error(client.post(path, headers={}), 401, 401000)  # the token is still checked
+
+
+def test_cancelling_a_finished_run_is_409(client):
+    ran = post_run(client, {"definition": definition(), "runId": "run_done"}).json
+    for path in ("/v1/runs/run_done/cancel", "/b3os/v1/runs/run_done/cancel"):
+        body = assert_error(client.post(path, headers=DEV_AUTH), 409, 409000)
+        assert (body["runId"], body["status"]) == ("run_done", ran["status"])
