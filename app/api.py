@@ -25,6 +25,7 @@ from .errors import ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .jstext import iso
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
+from .schemas import RUN_STATUSES
 from .state import dumps
 from .store import StoreUnavailable
 from .validation import Limits, check_request
@@ -270,9 +271,6 @@ def list_runs():
         "runs": [{"runId": run.run_id, "status": run.status, "createdAt": iso(run.created_at),
                   "durationMs": run.duration_ms, "totalCu": run.total_cu} for run in page],
         "nextCursor": _cursor(page[-1].row) if len(found) > limit else None})
-
-
-RUN_STATUSES = ("running", "success", "failure", "cancelled")
 
 
 def _listing_query(args) -> tuple[str | None, int, int | None]:
