@@ -148,6 +148,23 @@ def test_cancel_stops_a_run_in_flight(api):
     assert seen[-1] == Event("run.finished", final, str(len(seen)))
 
 
+def test_a_streamed_run_cancelled_meanwhile_ends_its_stream_with_the_cancelled_answer(api):
+    with api.stream(LONG) as events:
+        started = next(events)
+        assert started.name == "run.started"
+        cancelled = api.cancel(started.data["runId"])  # from another worker
+        rest = list(events)
+    assert names(rest) == [("node.finished", "root"), ("node.started", "wait"),
+                           ("node.finished", "wait"), ("node.finished", "after"),
+                           ("run.finished", None)]
+    answer = rest[-1].data
+    assert answer["status"] == "cancelled" and answer == api.get(started.data["runId"])
+    assert cancelled in (answer, {"runId": answer["runId"], "status": "running",
+                                  "cancelRequested": True})
+    assert rest[2].data["state"]["error"]["code"] == "CANCELLED"
+    assert rest[3].data["state"]["reason"] == "cancelled"
+
+
 def test_runs_are_listed_newest_first_page_by_page(runner):
     api = token(runner, "lister", 100)
     fails = definition("root>slow", slow={"type": "delay", "timeoutMs": 10,
