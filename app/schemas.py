@@ -236,7 +236,8 @@ class RunStartedEventSchema(Schema):
 class NodeStartedEventSchema(Schema):
     nodeId = Str(required=True)
     attempt = Int(required=True)
-    startedAt = Str(metadata={"description": "the first attempt's only"})
+    startedAt = Str(metadata={"description": "when it started (a follower's stream: on the "
+                                            "first attempt only)"})
 
 
 class NodeRetryingEventSchema(Schema):
