@@ -25,6 +25,7 @@ from .errors import ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .jstext import iso
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
+from .schemas import RUN_STATUSES
 from .state import dumps
 from .store import StoreUnavailable
 from .validation import Limits, check_request
@@ -35,7 +36,8 @@ log = logging.getLogger("app.api")
 CANCEL_WAIT_S = 2  # how long a cancel waits to answer with the run's final state
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-NO_BODY = {"api.cancel_run"}  # POSTs that take no body: none is needed, nor its type
+# POST views that read no body: a cancel is a bare POST (any body is ignored, never refused).
+NO_BODY_VIEWS = {"cancel_run"}
 
 
 @bp.before_request
@@ -45,12 +47,17 @@ def admit() -> None:
     raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
     g.received = time.monotonic()  # a run's deadline counts from here
     g.token = _authenticate()
-    if request.method in BODY_METHODS and request.endpoint not in NO_BODY:
+    if request.method in BODY_METHODS and _view_name() not in NO_BODY_VIEWS:
         if not _is_json(request.mimetype):
             raise ApiError(415)
         g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
         if not isinstance(g.body, dict):
             raise ApiError(400, message="Body must be a JSON object")
+
+
+def _view_name() -> str:
+    """The view's own name, the same under /v1 and /b3os/v1."""
+    return (request.endpoint or "").rpartition(".")[2]
 
 
 def _is_json(mimetype: str) -> bool:
@@ -265,9 +272,6 @@ def list_runs():
         "runs": [{"runId": run.run_id, "status": run.status, "createdAt": iso(run.created_at),
                   "durationMs": run.duration_ms, "totalCu": run.total_cu} for run in page],
         "nextCursor": _cursor(page[-1].row) if len(found) > limit else None})
-
-
-RUN_STATUSES = ("running", "success", "failure", "cancelled")
 
 
 def _listing_query(args) -> tuple[str | None, int, int | None]:

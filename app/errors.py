@@ -18,7 +18,7 @@ HTTP_CODES = {
     403: (403000, "API token is disabled"),
     404: (404000, "Not found"),
     405: (405000, "Method not allowed"),
-    409: (409000, "The run has finished already"),
+    409: (409000, "Conflicts with the state of the resource"),
     413: (413000, "Request body too large"),
     415: (415000, "Content type must be application/json"),
     429: (429000, "Too many concurrent runs for this token"),
@@ -43,7 +43,7 @@ class ApiError(Exception):
 
 def error_response(status: int, /, code: int, message: str, headers: dict | None = None,
                    **extra):
-    """The JSON envelope every error uses."""
+    """The JSON envelope every error uses; ``extra``: more fields (one may be ``status``)."""
     body = {"code": code, "message": message, "requestId": g.get("request_id")}
     body.update(extra)
     response = jsonify(body)

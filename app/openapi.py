@@ -20,6 +20,12 @@ COMPONENTS = {
     "Definition": schemas.DefinitionSchema, "Node": schemas.NodeSchema,
     "Run": schemas.RunSchema, "Error": schemas.ErrorSchema,
     "ValidationResult": schemas.ValidationResultSchema, "NodeTypes": schemas.NodeTypesSchema,
+    "RunStarted": schemas.RunStartedSchema, "RunSummary": schemas.RunSummarySchema,
+    "RunList": schemas.RunListSchema, "Balance": schemas.BalanceSchema,
+    "RunStartedEvent": schemas.RunStartedEventSchema,
+    "NodeStartedEvent": schemas.NodeStartedEventSchema,
+    "NodeRetryingEvent": schemas.NodeRetryingEventSchema,
+    "NodeFinishedEvent": schemas.NodeFinishedEventSchema,
 }
 ERRORS = {
     400: "Invalid body: not a JSON object (400000), invalid definition (400228), root not "
@@ -27,11 +33,22 @@ ERRORS = {
          "(400078), runId already used (400079)",
     401: "No or unknown token (401000)", 402: "Compute-unit balance too low (402000)",
     403: "Token disabled (403000)", 404: "No such run (404000)",
+    409: "The run has finished already (409000); `status` says how",
     413: "Body larger than the limit (413000)", 415: "Content type is not JSON (415000)",
     429: "Too many concurrent runs for this token (429000)",
     500: "Unexpected error (500000)",
 }
 RUN_ERRORS = (400, 401, 402, 403, 413, 415, 429, 500)
+EVENTS = (
+    "Server-Sent Events (SPEC §12), each with an `id:` (its number, from 1), an `event:` "
+    "and one `data:` line of JSON: `run.started` (RunStartedEvent), `node.started` "
+    "(NodeStartedEvent), `node.retrying` (NodeRetryingEvent; the run's own stream only), "
+    "`node.finished` (NodeFinishedEvent), then `run.finished`, whose data is the run's "
+    "answer (Run) once stored. A `: keep-alive` comment line comes at least every 15 s; "
+    "an `error` event (Error, 503000) ends a stream whose run the server's hard time "
+    "limit stopped.")
+EVENT_STREAM = {"schema": {"type": "string", "description": EVENTS}}
+RUN_ID = {"name": "runId", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 @functools.cache
@@ -70,8 +87,10 @@ def _json(schema: str, description: str = "OK") -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
-def _errors(*codes: int) -> dict:
-    out = {str(code): _json("Error", ERRORS[code]) for code in codes}
+def _errors(*codes: int, said: dict[int, str] | None = None) -> dict:
+    """Error answers by status, each described as in ERRORS unless ``said`` otherwise."""
+    said = said or {}
+    out = {str(code): _json("Error", said.get(code, ERRORS[code])) for code in codes}
     if "429" in out:
         out["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     if "401" in out:
@@ -79,19 +98,63 @@ def _errors(*codes: int) -> dict:
     return out
 
 
+def _events(description: str) -> dict:
+    return {"description": description, "content": {"text/event-stream": EVENT_STREAM}}
+
+
 def _paths() -> dict:
     secured = {"security": [{"bearer": []}]}
+    run_request = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/RunRequest"}}}}
+    ran = _json("Run", "The run's full state; with `Accept: text/event-stream`, its events "
+                "as they happen")
+    ran["content"]["text/event-stream"] = EVENT_STREAM
     return {
         "/v1/runs/sync": {"post": {
             **secured, "summary": "Validate and run a workflow; 200 whatever its outcome",
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/RunRequest"}}}},
-            "responses": {"200": _json("Run", "The run's full state"), **_errors(*RUN_ERRORS)}}},
+            "requestBody": run_request,
+            "responses": {"200": ran, **_errors(*RUN_ERRORS)}}},
+        "/v1/runs": {
+            "post": {
+                **secured, "summary": "Validate, reserve and answer at once; the run goes on",
+                "requestBody": run_request,
+                "responses": {"202": {**_json("RunStarted", "Started: the run goes on "
+                                              "on the worker that took it"),
+                                      "headers": {"Location": {"schema": {"type": "string"}}}},
+                              **_errors(*RUN_ERRORS)}},
+            "get": {
+                **secured, "summary": "The token's runs, newest first, a page at a time",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {
+                        "type": "string", "enum": list(schemas.RUN_STATUSES)}},
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                    {"name": "cursor", "in": "query", "description": "`nextCursor` of the "
+                     "page before", "schema": {"type": "string"}}],
+                "responses": {"200": _json("RunList"), **_errors(400, 401, 403, 413, 500, said={
+                    400: "Invalid query parameters (400000): `errors` names each"})}}},
         "/v1/runs/{runId}": {"get": {
-            **secured, "summary": "A stored run, to the token that made it",
-            "parameters": [{"name": "runId", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+            **secured, "summary": "A stored run, to the token that made it; a run in flight's "
+                                  "state so far",
+            "parameters": [RUN_ID],
             "responses": {"200": _json("Run"), **_errors(401, 403, 404, 413, 500)}}},
+        "/v1/runs/{runId}/stream": {"get": {
+            **secured, "summary": "Follow a run: what happened so far, then the rest",
+            "parameters": [RUN_ID],
+            "responses": {"200": _events("The run's events, to `run.finished`"),
+                          **_errors(401, 403, 404, 413, 429, 500, said={
+                              429: "This token follows RUNNER_MAX_FOLLOWERS runs already "
+                                   "(429000)"})}}},
+        "/v1/runs/{runId}/cancel": {"post": {
+            **secured, "summary": "Stop a run in flight (no body)",
+            "parameters": [RUN_ID],
+            "responses": {"200": _json("Run", "Stopped: its answer, status `cancelled`"),
+                          "202": _json("RunStarted", "Asked: not stopped within the wait "
+                                       "(`cancelRequested`)"),
+                          **_errors(401, 403, 404, 409, 413, 500)}}},
+        "/v1/balance": {"get": {
+            **secured, "summary": "The token's compute units",
+            "responses": {"200": _json("Balance"), **_errors(401, 403, 413, 500)}}},
         "/v1/workflows/validate": {"post": {
             **secured, "summary": "Every check, nothing run or charged",
             "requestBody": {"required": True, "content": {"application/json": {
@@ -115,19 +178,26 @@ def _paths() -> dict:
 
 
 def _add_b3os_mount(document: dict) -> None:
-    """Every /v1 route again under /b3os, its 2xx body inside B3OS's envelope."""
+    """Every /v1 route again under /b3os, its 2xx JSON bodies inside B3OS's envelope
+    (streams are not wrapped)."""
     for path, operations in list(document["paths"].items()):
         if not path.startswith("/v1/"):
             continue
         mirrored = copy.deepcopy(operations)
         for operation in mirrored.values():
-            ok = operation["responses"]["200"]["content"]["application/json"]
-            ok["schema"] = {"type": "object", "required": ["code", "message", "data"],
-                            "properties": {"code": {"type": "integer", "enum": [0]},
-                                           "message": {"type": "string"},
-                                           "data": ok["schema"],
-                                           "requestId": {"type": "string"}}}
+            for status, answer in operation["responses"].items():
+                ok = answer.get("content", {}).get("application/json")
+                if status.startswith("2") and ok:
+                    ok["schema"] = _enveloped(ok["schema"])
         document["paths"]["/b3os" + path] = mirrored
+
+
+def _enveloped(schema: dict) -> dict:
+    """``schema`` as the ``data`` of B3OS's envelope."""
+    return {"type": "object", "required": ["code", "message", "data"],
+            "properties": {"code": {"type": "integer", "enum": [0]},
+                           "message": {"type": "string"}, "data": schema,
+                           "requestId": {"type": "string"}}}
 
 
 def document() -> dict:

@@ -1,4 +1,4 @@
-"""Request and response shapes (SPEC §1–§2, §6) as marshmallow schemas, written with the
+"""Request and response shapes (SPEC §1–§2, §6, §12) as marshmallow schemas, written with the
 fields of ``dialect`` (which also loads them and flattens their errors).
 
 Shapes only: graph, expression and payload rules that need the whole
@@ -13,6 +13,7 @@ from .dialect import Any_, Bool, Int, Num, Obj, Str
 NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 RUN_ID = r"^run_[A-Za-z0-9_]{1,64}$"
 INPUT_TYPES = ("string", "number", "boolean", "object", "array")
+RUN_STATUSES = ("running", "success", "failure", "cancelled")
 MAX_SENSITIVE_PROP_KEYS = 1000  # SPEC §9: redaction cost grows with them
 
 
@@ -115,7 +116,7 @@ class NodeErrorSchema(Schema):
 class RunErrorSchema(Schema):
     code = Str(required=True, validate=validate.OneOf(("NODE_FAILED", "RUN_TIMEOUT",
                                                        "RUN_TOO_LARGE", "ABORTED",
-                                                       "INTERNAL")))
+                                                       "CANCELLED", "INTERNAL")))
     message = Str(required=True)
 
 
@@ -130,7 +131,7 @@ class NodeStateSchema(Schema):
     result = Any_()
     error = fields.Nested(NodeErrorSchema)
     reason = Str(validate=validate.OneOf(("branch_not_taken", "upstream_failed",
-                                          "run_timeout", "no_iterations")))
+                                          "run_timeout", "cancelled", "no_iterations")))
     iteration = Int(metadata={"description": "a loop body instance's index (SPEC §11)"})
     loop = Str(metadata={"description": "the for-each node a body instance runs in"})
     startedAt = Str()
@@ -140,14 +141,15 @@ class NodeStateSchema(Schema):
 
 
 class RunSchema(Schema):
-    """The sync response and the stored run (SPEC §1)."""
+    """The sync response and the stored run (SPEC §1); a run in flight's state so far
+    (SPEC §12: ``running``, the nodes started)."""
 
     class Meta:
         unknown = INCLUDE
         ordered = True
 
     runId = Str(required=True)
-    status = Str(required=True, validate=validate.OneOf(("running", "success", "failure")))
+    status = Str(required=True, validate=validate.OneOf(RUN_STATUSES))
     durationMs = Int()
     totalCu = Int()
     error = fields.Nested(RunErrorSchema, allow_none=True)
@@ -164,6 +166,9 @@ class ErrorSchema(Schema):
                          metadata={"description": "problem location → messages"})
     balance = Int(metadata={"description": "402 only"})
     required = Int(metadata={"description": "402 only"})
+    runId = Str(metadata={"description": "409, and a 503 of a run the hard time limit stopped"})
+    status = Str(validate=validate.OneOf(RUN_STATUSES),
+                 metadata={"description": "409 only: how the run ended"})
 
 
 class LoopSchema(Schema):
@@ -189,3 +194,60 @@ class NodeTypeSchema(Schema):
 class NodeTypesSchema(Schema):
     nodeTypes = fields.List(fields.Nested(NodeTypeSchema), required=True)
 
+
+
+# -- run control (SPEC §12) ---------------------------------------------------------
+
+class RunStartedSchema(Schema):
+    """``POST /v1/runs``'s 202; also a cancel's 202 (``cancelRequested``) when the run
+    has not stopped within the wait."""
+
+    runId = Str(required=True)
+    status = Str(required=True, validate=validate.OneOf(("running",)))
+    cancelRequested = Bool(metadata={"description": "a cancel's 202 only"})
+
+
+class RunSummarySchema(Schema):
+    runId = Str(required=True)
+    status = Str(required=True, validate=validate.OneOf(RUN_STATUSES))
+    createdAt = Str(required=True)
+    durationMs = Int(required=True, allow_none=True, metadata={"description": "null while running"})
+    totalCu = Int(required=True)
+
+
+class RunListSchema(Schema):
+    runs = fields.List(fields.Nested(RunSummarySchema), required=True,
+                       metadata={"description": "newest first"})
+    nextCursor = Str(required=True, allow_none=True, metadata={
+        "description": "the next page's cursor; null on the last page"})
+
+
+class BalanceSchema(Schema):
+    balance = Int(required=True, metadata={"description": "compute units available"})
+    reserved = Int(required=True, metadata={"description": "held by runs in flight"})
+    used = Int(required=True, metadata={"description": "charged so far"})
+
+
+# The data of each event of a stream (the run's own, or a follower's).
+class RunStartedEventSchema(Schema):
+    runId = Str(required=True)
+
+
+class NodeStartedEventSchema(Schema):
+    nodeId = Str(required=True)
+    attempt = Int(required=True)
+    startedAt = Str(metadata={"description": "when it started (a follower's stream: on the "
+                                            "first attempt only)"})
+
+
+class NodeRetryingEventSchema(Schema):
+    nodeId = Str(required=True)
+    attempt = Int(required=True, metadata={"description": "the attempt that failed"})
+    error = fields.Nested(NodeErrorSchema, required=True)
+    retryInMs = Int(required=True)
+
+
+class NodeFinishedEventSchema(Schema):
+    nodeId = Str(required=True)
+    state = fields.Nested(NodeStateSchema, required=True,
+                          metadata={"description": "its entry of executionState"})

@@ -230,8 +230,9 @@ def summary(run_id: str, status: str, duration_ms: int, total_cu: int,
 
 
 def running_text(run_id: str) -> str:
-    """The stored body of a run still in flight."""
-    return dumps({"runId": run_id, "status": "running"})
+    """The stored body of a run in flight until its first partial state: the answer's
+    shape (SPEC §12), nothing run yet."""
+    return body_text(summary(run_id, "running", 0, 0, None), ())
 
 
 def aborted_text(run_id: str, duration_ms: int, total_cu: int) -> str:

@@ -344,3 +344,19 @@ def test_a_run_sweeps_the_runs_of_dead_workers_now_and_then(app, client, monkeyp
     with store._db.reading() as db:
         row = db.execute("SELECT status FROM runs WHERE id = 'run_orphan_2'").fetchone()
     assert row["status"] == "running"
+
+
+@pytest.mark.parametrize("path", ["/v1/runs/run_none/cancel", "/b3os/v1/runs/run_none/cancel"])
+def test_a_cancel_is_a_bare_post(client, path):
+    """A cancel reads no body: none (curl -X POST), or any, is not a 415 or a 400."""
+    assert_error(client.post(path, headers=DEV_AUTH), 404, 404000)
+    assert_error(client.post(path, data=b"x", content_type="text/plain", headers=DEV_AUTH),
+                 404, 404000)
+    assert_error(client.post(path, headers={}), 401, 401000)  # the token is still checked
+
+
+def test_cancelling_a_finished_run_is_409(client):
+    ran = post_run(client, {"definition": definition(), "runId": "run_done"}).json
+    for path in ("/v1/runs/run_done/cancel", "/b3os/v1/runs/run_done/cancel"):
+        body = assert_error(client.post(path, headers=DEV_AUTH), 409, 409000)
+        assert (body["runId"], body["status"]) == ("run_done", ran["status"])

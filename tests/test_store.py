@@ -240,6 +240,17 @@ def test_run_text_is_the_text_stored(store):
     assert store.run_text("run_a", token.id + 1) is None
 
 
+def test_a_run_just_started_reads_in_the_answers_shape(store):
+    """Before its first partial state, a run in flight is read (and followed) in the
+    shape of an answer: nothing run yet."""
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 1, LATER)
+    body = {"runId": "run_a", "status": "running", "durationMs": 0, "totalCu": 0,
+            "error": None, "executionState": {}}
+    assert stored(store, "run_a", token.id) == body
+    assert json.loads(store.follow("run_a", token.id, -1)[1]) == body
+
+
 def test_abort_runs_of_an_exited_worker(store):
     import os
 
@@ -295,7 +306,7 @@ def test_backup_is_a_consistent_copy(tmp_path):
     store.backup(str(tmp_path / "copy.sqlite3"))
     copy = SQLiteStore(str(tmp_path / "copy.sqlite3"))
     assert copy.token_by_name("t").balance == 9
-    assert stored(copy, "run_a", token.id) == {"runId": "run_a", "status": "running"}
+    assert stored(copy, "run_a", token.id)["status"] == "running"
     copy.close()
     store.close()
 
