@@ -138,6 +138,17 @@ class NodeStateSchema(Schema):
     finishedAt = Str()
     durationMs = Int()
     attempts = Int()
+    attemptLog = fields.List(fields.Nested(lambda: AttemptSchema()), metadata={
+        "description": "every attempt, when there were more than one (SPEC §14)"})
+
+
+class AttemptSchema(Schema):
+    """One attempt of ``attemptLog``; one still running has no end yet."""
+
+    startedAt = Str(required=True)
+    finishedAt = Str(required=True, allow_none=True)
+    durationMs = Int(required=True, allow_none=True)
+    error = fields.Nested(NodeErrorSchema, required=True, allow_none=True)
 
 
 class RunSchema(Schema):
