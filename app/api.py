@@ -2,8 +2,9 @@
 
 Checks run in SPEC §6's order: routing (404/405, before this blueprint sees the
 request), size (413), token (401/403), content type (415), JSON (400000) in
-``before_request``; then body checks (400xxx) in the views, and the refusals of
-``runs.run`` (400079, balance 402, 429, the hard time limit's 503) as answers.
+``before_request`` (the last two not for a cancel, which reads no body); then body
+checks (400xxx) in the views, and the refusals of ``runs.run`` (400079, balance 402,
+429, the hard time limit's 503) as answers.
 A run itself (reserve, execute, store and charge, metrics, log) is app/runs.py,
 which knows nothing of Flask; so is following a run from the store (app/follow.py).
 Run control (SPEC §12): a sync run streamed as Server-Sent Events (app/sse.py), a run
@@ -35,6 +36,8 @@ log = logging.getLogger("app.api")
 CANCEL_WAIT_S = 2  # how long a cancel waits to answer with the run's final state
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# POST routes that read no body: a client (curl -X POST) sends neither body nor type.
+NO_BODY = {"cancel_run"}
 
 
 @bp.before_request
@@ -44,7 +47,7 @@ def admit() -> None:
     raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
     g.received = time.monotonic()  # a run's deadline counts from here
     g.token = _authenticate()
-    if request.method in BODY_METHODS:
+    if request.method in BODY_METHODS and request.endpoint.rpartition(".")[2] not in NO_BODY:
         if not _is_json(request.mimetype):
             raise ApiError(415)
         g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
