@@ -18,6 +18,7 @@ HTTP_CODES = {
     403: (403000, "API token is disabled"),
     404: (404000, "Not found"),
     405: (405000, "Method not allowed"),
+    409: (409000, "The run has finished already"),
     413: (413000, "Request body too large"),
     415: (415000, "Content type must be application/json"),
     429: (429000, "Too many concurrent runs for this token"),
@@ -28,8 +29,9 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An error response: HTTP status, our code, message and extra body fields."""
 
-    def __init__(self, status: int, code: int | None = None, message: str | None = None,
+    def __init__(self, status: int, /, code: int | None = None, message: str | None = None,
                  headers: dict | None = None, **extra):
+        # Positional only: ``extra`` may hold a body field named status (a 409's).
         default_code, default_message = HTTP_CODES[status]
         super().__init__(message or default_message)
         self.status = status
@@ -39,7 +41,7 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, code: int, message: str, headers: dict | None = None,
+def error_response(status: int, code: int, message: str, headers: dict | None = None, /,
                    **extra):
     """The JSON envelope every error uses."""
     body = {"code": code, "message": message, "requestId": g.get("request_id")}
