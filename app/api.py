@@ -283,15 +283,24 @@ def _listing_query(args) -> tuple[str | None, int, int | None]:
     limit = args.get("limit", "20")
     if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
         problems["limit"] = ["Must be a whole number from 1 to 100."]
-    before = None
-    if args.get("cursor"):
-        try:
-            before = int(base64.urlsafe_b64decode(args["cursor"] + "==").decode())
-        except (ValueError, UnicodeDecodeError):
-            problems["cursor"] = ["Not a cursor from this list (use nextCursor as given)."]
+    before = _row(args["cursor"]) if args.get("cursor") else None
+    if before is None and args.get("cursor"):
+        problems["cursor"] = ["Not a cursor from this list (use nextCursor as given)."]
     if problems:
         raise ApiError(400, message="Invalid query parameters", errors=problems)
     return status, int(limit), before
+
+
+def _row(cursor: str) -> int | None:
+    """The row a ``nextCursor`` names; None for anything else (the stores' row ids are
+    positive 64-bit integers: a larger number would overflow SQLite's)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "==").decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2 ** 63):
+        return None
+    return int(text)
 
 
 def _cursor(row: int) -> str:
