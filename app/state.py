@@ -206,8 +206,9 @@ def summary(run_id: str, status: str, duration_ms: int, total_cu: int,
 
 
 def running_text(run_id: str) -> str:
-    """The stored body of a run still in flight."""
-    return dumps({"runId": run_id, "status": "running"})
+    """The stored body of a run just started, before its first partial state (SPEC §12:
+    already in the answer's shape, with no node yet)."""
+    return body_text(summary(run_id, "running", 0, 0, None), ())
 
 
 def aborted_text(run_id: str, duration_ms: int, total_cu: int) -> str:

@@ -283,7 +283,7 @@ def test_backup_is_a_consistent_copy(tmp_path):
     store.backup(str(tmp_path / "copy.sqlite3"))
     copy = SQLiteStore(str(tmp_path / "copy.sqlite3"))
     assert copy.token_by_name("t").balance == 9
-    assert stored(copy, "run_a", token.id) == {"runId": "run_a", "status": "running"}
+    assert stored(copy, "run_a", token.id)["status"] == "running"
     copy.close()
     store.close()
 

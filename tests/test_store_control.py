@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from app import follow
 from app.store import SCHEMA, Balance, SQLiteStore, open_store, token_hash
 from app.store.postgres_schema import MIGRATIONS
 from tests import test_store
@@ -19,6 +20,9 @@ from tests.test_store import DEAD, LATER, answer, stored
 backend, store = test_store.backend, test_store.store  # the fixtures: each test on both
 
 GONE_PID = 999_999_999  # no process has it
+# A run before its worker's first partial state: already in the answer's shape.
+JUST_STARTED = {"runId": "run_a", "status": "running", "durationMs": 0, "totalCu": 0,
+                "error": None, "executionState": {}}
 
 
 def partial(run_id, *nodes):
@@ -94,7 +98,20 @@ def test_save_progress_reaches_only_the_tokens_own_run(store, token, other):
     store.request_cancel("run_a", token.id)
     assert store.save_progress("run_a", other.id, 1, partial("run_a", "bobs")) is False
     assert store.save_progress("run_missing", token.id, 1) is False
-    assert stored(store, "run_a", token.id) == {"runId": "run_a", "status": "running"}
+    assert stored(store, "run_a", token.id) == JUST_STARTED
+
+
+def test_a_run_just_started_is_stored_in_the_answers_shape(store, token):
+    store.start_run("run_a", token.id, None, 5, LATER)
+    assert stored(store, "run_a", token.id) == JUST_STARTED
+
+
+def test_a_follower_of_a_run_just_started_gets_its_start(store, token):
+    """(Before its worker's first partial state, the stored text had no executionState,
+    and a stream following the run failed at once.)"""
+    store.start_run("run_a", token.id, None, 5, LATER)
+    batches = follow.events(store, "run_a", token.id, lambda seconds: False, LATER)
+    assert [name for name, _ in next(batches)] == ["run.started"]
 
 
 # -- request_cancel --------------------------------------------------------------------
@@ -128,7 +145,7 @@ def test_a_cancel_of_another_tokens_run_of_the_same_id_leaves_it_running(store, 
 def test_follow_counts_every_state_written_and_gives_text_only_when_new(store, token):
     store.start_run("run_a", token.id, None, 5, LATER)
     first, text = store.follow("run_a", token.id, -1)
-    assert json.loads(text) == {"runId": "run_a", "status": "running"}
+    assert json.loads(text) == JUST_STARTED
     assert store.follow("run_a", token.id, first) == (first, None)
     store.save_progress("run_a", token.id, 1, partial("run_a", "a"))
     second = store.follow("run_a", token.id, first)
