@@ -276,6 +276,16 @@ def test_balance_reserved_and_used_stay_exact_through_a_runs_life(store, token):
     assert store.balance(token.id) == Balance(85, 0, 15)
 
 
+def test_balance_figures_are_integers(store, token):
+    """(A sum in PostgreSQL is numeric, which the driver reads as a Decimal: JSON would
+    show it as a string.)"""
+    store.start_run("run_a", token.id, None, 10, LATER)
+    idle = store.token(store.create_token("idle", 0))
+    for found in (store.balance(token.id), store.balance(idle.id)):
+        assert [type(figure) for figure in (found.balance, found.reserved, found.used)] == \
+            [int, int, int]
+
+
 def test_balance_is_the_tokens_own(store, token, other):
     store.start_run("run_a", token.id, None, 10, LATER)
     store.start_run("run_a", other.id, None, 4, LATER)
