@@ -195,6 +195,26 @@ def test_a_cancel_needs_no_body_and_no_content_type(runner):
         assert json.loads(response.read())["status"] == "cancelled"
 
 
+def test_a_run_on_one_host_is_cancelled_through_another(runner, tmp_path):
+    """SPEC §13: a second host on the same database stops the first one's run as fast."""
+    if not runner.store_url.startswith("postgresql"):
+        pytest.skip("hosts share a PostgreSQL store")
+    other = Server(tmp_path, workers=1, DATABASE_URL=runner.store_url, HOST_ID="host-b")
+    other.start()
+    try:
+        secret = new_token(runner)
+        _, started, _ = call(runner, "POST", "/v1/runs", secret, chain(delay(30_000)))
+        in_flight(other, secret, started["runId"], running("middle"))  # read on host b
+        status, body, took, asked = timed_cancel(other, secret, started["runId"])
+        print(f"the cancel answered in {took * 1000:.0f} ms")
+        assert status == 200 and took < CANCEL_WITHIN_S
+        assert_cancelled(body, asked, "delay")
+        assert call(runner, "GET", f"/v1/runs/{started['runId']}", secret)[1] == body
+        assert balance(other, secret) == {"balance": 98, "reserved": 0, "used": 2}
+    finally:
+        other.stop()
+
+
 def test_an_http_request_in_flight_is_abandoned(runner):
     """The worker stops waiting for the slow server at once: its connection is shut, the
     run ends within the bound, and the worker is not taken for stuck (and recycled)."""
@@ -472,6 +492,16 @@ def test_the_b3os_runs_list_and_balance_come_in_the_envelope(runner):
     status, body, headers = call(runner, "GET", "/b3os/v1/runs?limit=0", secret)
     assert_error(status, body, headers, 400, 400000)  # errors are not wrapped
     assert "limit" in body["errors"]
+    status, started, headers = call(runner, "POST", "/b3os/v1/runs", secret,
+                                    chain(delay(30_000)))
+    assert status == 202 and started["data"]["status"] == "running"
+    run_id = started["data"]["runId"]
+    assert headers["Location"] == f"/b3os/v1/runs/{run_id}"
+    in_flight(runner, secret, run_id, running("middle"))
+    status, body, _ = call(runner, "POST", f"/b3os/v1/runs/{run_id}/cancel", secret)
+    assert status == 200 and (body["code"], body["data"]["status"]) == (0, "cancelled")
+    assert call(runner, "GET", "/b3os/v1/balance", secret)[1]["data"] == {
+        "balance": 7, "reserved": 0, "used": 3}
 
 
 # -- the balance -----------------------------------------------------------------------
