@@ -2,8 +2,9 @@
 
 Checks run in SPEC §6's order: routing (404/405, before this blueprint sees the
 request), size (413), token (401/403), content type (415), JSON (400000) in
-``before_request``; then body checks (400xxx) in the views, and the refusals of
-``runs.run`` (400079, balance 402, 429, the hard time limit's 503) as answers.
+``before_request`` (the last two not for a cancel, which reads no body); then body
+checks (400xxx) in the views, and the refusals of ``runs.run`` (400079, balance 402,
+429, the hard time limit's 503) as answers.
 A run itself (reserve, execute, store and charge, metrics, log) is app/runs.py,
 which knows nothing of Flask; so is following a run from the store (app/follow.py).
 Run control (SPEC §12): a sync run streamed as Server-Sent Events (app/sse.py), a run
@@ -286,15 +287,24 @@ def _listing_query(args) -> tuple[str | None, int, int | None]:
     limit = args.get("limit", "20")
     if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
         problems["limit"] = ["Must be a whole number from 1 to 100."]
-    before = None
-    if args.get("cursor"):
-        try:
-            before = int(base64.urlsafe_b64decode(args["cursor"] + "==").decode())
-        except (ValueError, UnicodeDecodeError):
-            problems["cursor"] = ["Not a cursor from this list (use nextCursor as given)."]
+    before = _row(args["cursor"]) if args.get("cursor") else None
+    if before is None and args.get("cursor"):
+        problems["cursor"] = ["Not a cursor from this list (use nextCursor as given)."]
     if problems:
         raise ApiError(400, message="Invalid query parameters", errors=problems)
     return status, int(limit), before
+
+
+def _row(cursor: str) -> int | None:
+    """The row a ``nextCursor`` names; None for anything else (the stores' row ids are
+    positive 64-bit integers: a larger number would overflow SQLite's)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "==").decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2 ** 63):
+        return None
+    return int(text)
 
 
 def _cursor(row: int) -> str:

@@ -7,6 +7,7 @@ answers (in a private mount and network namespace).
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import ipaddress
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -172,6 +174,34 @@ def test_request_cancelled_before_sending(server):
         outbound.request("GET", server.url(), {}, None, timeout=5,
                          allow_list=["127.0.0.1/32"], cancelled=cancelled)
     assert caught.value.code == "TIMEOUT" and server.seen == []
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_request_waiting_for_its_answer_ends_when_cancelled(server, where):
+    """A run cancelled mid-request (SPEC §12) must not leave its thread waiting for a slow
+    server until the request's own timeout: the connection is shut at once."""
+    closed = threading.Event()
+
+    def stall(handler, seen):
+        if where == "body":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nx")
+            handler.wfile.flush()
+        handler.connection.settimeout(10)
+        with contextlib.suppress(OSError):
+            if handler.connection.recv(1) == b"":  # the client shut its side
+                closed.set()
+
+    server.routes["/stall"] = stall
+    cancelled = threading.Event()
+    threading.Timer(0.2, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(NodeError) as caught:
+        outbound.request("GET", server.url("/stall"), {}, None, timeout=20,
+                         allow_list=["127.0.0.1/32"], cancelled=cancelled)
+    took = time.monotonic() - started
+    assert caught.value.code == "TIMEOUT"
+    assert took < 0.2 + 0.8, took  # polled every 20 ms; not the request's 20 s
+    assert closed.wait(5)
 
 
 def test_cancelled_lookup_starts_no_thread():

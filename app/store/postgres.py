@@ -231,6 +231,7 @@ class PostgresStore:
 
     def balance(self, token_id: int) -> Balance:
         with self._db.transaction() as db:
+            # (sum() of a bigint is numeric, which would come back as a Decimal)
             row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0)::bigint "
                              "FROM runs WHERE token_id = tokens.id AND status = 'running') "
                              "AS reserved FROM tokens WHERE id = %s", (token_id,)).fetchone()
