@@ -196,10 +196,12 @@ def test_a_cancel_needs_no_body_and_no_content_type(runner):
 
 
 def test_a_run_on_one_host_is_cancelled_through_another(runner, tmp_path):
-    """SPEC §13: a second host on the same database stops the first one's run as fast."""
-    if not runner.store_url.startswith("postgresql"):
-        pytest.skip("hosts share a PostgreSQL store")
-    other = Server(tmp_path, workers=1, DATABASE_URL=runner.store_url, HOST_ID="host-b")
+    """SPEC §13: a second server on the same store (another host on PostgreSQL, another
+    gunicorn on the same file with SQLite) stops the first one's run as fast."""
+    if runner.store_url.startswith("postgresql"):
+        other = Server(tmp_path, workers=1, DATABASE_URL=runner.store_url, HOST_ID="host-b")
+    else:
+        other = Server(tmp_path, workers=1, STORE_PATH=runner.env["RUNNER_STORE_PATH"])
     other.start()
     try:
         secret = new_token(runner)
