@@ -28,7 +28,7 @@ from .jstext import iso
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
 from .schemas import RUN_STATUSES
 from .state import dumps
-from .store import StoreUnavailable
+from .store import StoreUnavailable, Token
 from .validation import Limits, check_request
 
 bp = Blueprint("api", __name__)
@@ -71,12 +71,34 @@ def _authenticate():
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise ApiError(401, headers={"WWW-Authenticate": 'Bearer realm="api"'})
-    token = current_app.extensions["store"].token(secret)
+    token = _token(secret)
     if token is None:
         raise ApiError(401, headers={
             "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
     if not token.enabled:
         raise ApiError(403)
+    return token
+
+
+# Tokens this app (one per process) has looked up lately, by secret: a request's token
+# costs a store lookup at most every TOKEN_CACHE_S. A token disabled meanwhile is
+# refused at once where it matters — its runs' reservations read `enabled` in the
+# store — and by every other route after at most TOKEN_CACHE_S.
+TOKEN_CACHE_S = 5.0
+TOKEN_CACHE_SIZE = 1024
+
+
+def _token(secret: str) -> Token | None:
+    known_tokens = current_app.extensions.setdefault("known_tokens", {})
+    now = time.monotonic()
+    known = known_tokens.get(secret)
+    if known is not None and known[0] > now:
+        return known[1]
+    token = current_app.extensions["store"].token(secret)
+    if token is not None:  # unknown secrets are never kept: they cannot fill the cache
+        if len(known_tokens) >= TOKEN_CACHE_SIZE:
+            known_tokens.clear()
+        known_tokens[secret] = (now + TOKEN_CACHE_S, token)
     return token
 
 
@@ -148,6 +170,8 @@ def _refusals():
     except runs.DuplicateRun as duplicate:
         raise ApiError(400, DUPLICATE_RUN_ID, "runId already used", errors={
             "runId": [f"A run named {duplicate.run_id!r} exists already."]}) from None
+    except runs.TokenDisabled:
+        raise ApiError(403) from None
     except runs.InsufficientBalance as short:
         raise ApiError(402, balance=short.balance, required=short.required) from None
     except runs.TooManyRuns:

@@ -3,7 +3,7 @@
 Callers (the ``/v1`` views; later the CLI, streaming and async endpoints) pass
 plain values — the store, the settings, the checked request, the token, the
 request id, when the request was read — and map the refusals raised here
-(``DuplicateRun``, ``InsufficientBalance``, ``TooManyRuns``, ``HardStop``,
+(``DuplicateRun``, ``TokenDisabled``, ``InsufficientBalance``, ``TooManyRuns``, ``HardStop``,
 and the store's ``StoreUnavailable``) to answers of their own.
 
 A run's log lines are written together at its end, its secrets redacted in
@@ -31,9 +31,17 @@ from .engine import Run
 from .plan import RunRequest
 from .redact import Redactor
 from .state import Outcome, dumps
-from .store import DuplicateRun, InsufficientBalance, Store, StoreUnavailable, TooManyRuns
+from .store import (
+    DuplicateRun,
+    InsufficientBalance,
+    Store,
+    StoreUnavailable,
+    TokenDisabled,
+    TooManyRuns,
+)
 
-__all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "Life", "TooManyRuns", "run"]
+__all__ = ["DuplicateRun", "HardStop", "InsufficientBalance", "Life", "TokenDisabled",
+           "TooManyRuns", "run"]
 
 log = logging.getLogger("app.runs")
 

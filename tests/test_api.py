@@ -360,3 +360,15 @@ def test_cancelling_a_finished_run_is_409(client):
     for path in ("/v1/runs/run_done/cancel", "/b3os/v1/runs/run_done/cancel"):
         body = assert_error(client.post(path, headers=DEV_AUTH), 409, 409000)
         assert (body["runId"], body["status"]) == ("run_done", ran["status"])
+
+
+def test_a_token_disabled_after_its_lookup_starts_no_run(client, app):
+    """Lookups are kept a few seconds per process; a run's reservation reads `enabled`
+    in the store, so a token disabled meanwhile starts nothing (SPEC §8)."""
+    store = app.extensions["store"]
+    store.create_token("soon-off", 10, secret="soon-off-token")
+    auth = {"Authorization": "Bearer soon-off-token"}
+    assert raw_post(client, json.dumps(TWO_NODES), headers=auth).status_code == 200
+    store.set_enabled("soon-off", False)
+    assert_error(raw_post(client, json.dumps(TWO_NODES), headers=auth), 403, 403000)
+    assert store.token_by_name("soon-off").balance == 10 - 1  # the first run's CU only

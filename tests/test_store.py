@@ -16,6 +16,7 @@ from app.store import (
     NotSupported,
     SchemaTooNew,
     SQLiteStore,
+    TokenDisabled,
     TooManyRuns,
     open_store,
     token_hash,
@@ -119,6 +120,18 @@ def test_short_balance_and_duplicates_change_nothing(store):
         store.start_run("run_b", token.id, None, 1, LATER)
     assert store.token_by_name("t").balance == 2
     assert stored(store, "run_a", token.id) is None
+
+
+def test_a_disabled_token_reserves_nothing(store):
+    """Its lookup may be older than the switch: the reservation reads `enabled` itself."""
+    token = store.token(store.create_token("t", 5))
+    store.set_enabled("t", False)
+    with pytest.raises(TokenDisabled):
+        store.start_run("run_a", token.id, None, 1, LATER)
+    assert store.token_by_name("t").balance == 5
+    assert stored(store, "run_a", token.id) is None
+    store.set_enabled("t", True)
+    store.start_run("run_a", token.id, None, 1, LATER)
 
 
 def test_concurrent_reservations_never_overdraw(backend):

@@ -43,6 +43,7 @@ from .contract import (
     Store,
     StoreUnavailable,
     Token,
+    TokenDisabled,
     TooManyRuns,
     token_hash,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "Token",
+    "TokenDisabled",
     "TooManyRuns",
     "open_store",
     "token_hash",

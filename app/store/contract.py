@@ -33,6 +33,10 @@ class DuplicateRun(Exception):
         self.run_id = run_id
 
 
+class TokenDisabled(Exception):
+    """The token was disabled (after the caller looked it up)."""
+
+
 class TooManyRuns(Exception):
     """The token has as many runs in flight as it may."""
 
@@ -116,7 +120,8 @@ class Store(Protocol):
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
                   expires_in: float, max_concurrent: int = 0) -> None:
         """Record a run and reserve ``reserve`` CU, or raise ``DuplicateRun``,
-        ``InsufficientBalance`` or ``TooManyRuns`` having changed nothing. ``expires_in``:
+        ``TokenDisabled``, ``InsufficientBalance`` or ``TooManyRuns`` having changed
+        nothing (the token's ``enabled`` is read here, not where it was looked up). ``expires_in``:
         seconds from now (the database's clock) after which a run still running is dead."""
 
     def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:

@@ -36,6 +36,7 @@ from .contract import (
     NotSupported,
     RunSummary,
     Token,
+    TokenDisabled,
     TooManyRuns,
     token_hash,
 )
@@ -120,6 +121,8 @@ class PostgresStore:
              self.host, os.getpid(), running_text(run_id)))
         if row["outcome"] == "duplicate":
             raise DuplicateRun(run_id)
+        if row["outcome"] == "disabled":
+            raise TokenDisabled
         if row["outcome"] == "insufficient":
             raise InsufficientBalance(row["balance"], reserve)
         if row["outcome"] == "too_many":

@@ -73,8 +73,9 @@ MIGRATIONS = [
     # worker instead of five or six). Inside, each statement sees what committed before
     # it (READ COMMITTED), so the count of runs in flight is taken after the token's
     # row is locked, as before. A start's checks come first and change nothing when
-    # they refuse: the run must not exist already (400079), the balance must cover the
-    # reservation (402), the token's runs in flight must be fewer than its limit (429).
+    # they refuse: the run must not exist already (400079), the token must be enabled
+    # still (403: its lookup may be cached), the balance must cover the reservation
+    # (402), the token's runs in flight must be fewer than its limit (429).
     """
     CREATE FUNCTION runner_start_run(p_run_id text, p_token_id bigint, p_request_id text,
                                      p_reserve bigint, p_expires_in float8,
@@ -82,14 +83,20 @@ MIGRATIONS = [
                                      p_body text,
                                      OUT outcome text, OUT balance bigint, OUT running bigint)
     LANGUAGE plpgsql AS $$
+    DECLARE
+        v_enabled boolean;
     BEGIN
         running := 0;
-        SELECT tokens.balance INTO balance FROM tokens WHERE id = p_token_id FOR UPDATE;
+        SELECT tokens.balance, tokens.enabled INTO balance, v_enabled FROM tokens
+            WHERE id = p_token_id FOR UPDATE;
         IF NOT FOUND THEN
             outcome := 'insufficient'; balance := 0; RETURN;
         END IF;
         IF EXISTS (SELECT 1 FROM runs WHERE token_id = p_token_id AND id = p_run_id) THEN
             outcome := 'duplicate'; RETURN;
+        END IF;
+        IF NOT v_enabled THEN
+            outcome := 'disabled'; RETURN;
         END IF;
         IF balance < p_reserve THEN
             outcome := 'insufficient'; RETURN;

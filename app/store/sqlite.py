@@ -26,6 +26,7 @@ from .contract import (
     InsufficientBalance,
     RunSummary,
     Token,
+    TokenDisabled,
     TooManyRuns,
     token_hash,
 )
@@ -133,11 +134,13 @@ class SQLiteStore:
             except sqlite3.IntegrityError:
                 raise DuplicateRun(run_id) from None
             if not db.execute("UPDATE tokens SET balance = balance - ? "
-                              "WHERE id = ? AND balance >= ?",
+                              "WHERE id = ? AND balance >= ? AND enabled",
                               (reserve, token_id, reserve)).rowcount:
-                balance = db.execute("SELECT balance FROM tokens WHERE id = ?",
-                                     (token_id,)).fetchone()[0]
-                raise InsufficientBalance(balance, reserve)
+                token = db.execute("SELECT balance, enabled FROM tokens WHERE id = ?",
+                                   (token_id,)).fetchone()
+                if token is not None and not token["enabled"]:
+                    raise TokenDisabled
+                raise InsufficientBalance(token["balance"] if token else 0, reserve)
             if max_concurrent:
                 running = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' "
                                      "AND token_id = ? AND expires_at > ?",
