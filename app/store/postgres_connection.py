@@ -55,6 +55,7 @@ class Pool:
     def __init__(self, url: str, busy_ms: int = 5000):
         self.url, self.busy_ms = url, busy_ms
         self._pool: ConnectionPool | None = None
+        self._held: psycopg.Connection | None = None  # the main thread's (``statement``)
         self._lock = threading.Lock()
         _pools.add(self)
 
@@ -62,7 +63,7 @@ class Pool:
         """In a forked child: the pool is the parent's; open one of its own."""
         if self._pool is not None:
             _inherited.append(self._pool)
-        self._pool, self._lock = None, threading.Lock()
+        self._pool, self._held, self._lock = None, None, threading.Lock()
 
     def _open(self) -> ConnectionPool:
         with self._lock:
@@ -88,20 +89,39 @@ class Pool:
 
     def statement(self, sql: str, params: tuple = ()) -> tuple[list[dict], int]:
         """One statement as its own transaction (one round trip): its rows and how many
-        rows it changed."""
+        rows it changed.
+
+        The main thread (a sync worker's requests) keeps one connection of the pool for
+        its statements rather than taking and giving one back each time; a connection
+        that fails goes back to the pool, which drops it if it is broken.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        db = self._held if main else None
         try:
-            with self._open().connection() as db:
-                cursor = db.execute(sql, params)
-                return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+            if db is None:
+                if not main:
+                    with self._open().connection() as db:
+                        return _rows(db.execute(sql, params))
+                db = self._held = self._open().getconn()
+            return _rows(db.execute(sql, params))
         except _UNAVAILABLE as error:
+            if main and self._held is not None:
+                self._held = None
+                self._pool.putconn(db)
             raise StoreUnavailable(_reason(error)) from error
 
     def close(self) -> None:
         """Close this process's pool; the next use opens another."""
         with self._lock:
             if self._pool is not None:
+                if self._held is not None:
+                    self._pool.putconn(self._held)
                 self._pool.close()
-            self._pool = None
+            self._pool, self._held = None, None
+
+
+def _rows(cursor: psycopg.Cursor) -> tuple[list[dict], int]:
+    return (cursor.fetchall() if cursor.description else []), cursor.rowcount
 
 
 def _reason(error: Exception) -> str:
