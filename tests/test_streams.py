@@ -1,0 +1,625 @@
+"""SPEC §12 on real gunicorn: a sync run streamed as Server-Sent Events, a run started
+without waiting, and a run followed from another worker.
+
+Streams are read as they come (``Stream``), each event with the time it arrived, so
+order, replay and keep-alives are checked as a client sees them. Cancelling, listing
+and the balance endpoint have tests of their own (tests/test_run_control.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from app.redact import REDACTED
+from tests.helpers import definition
+from tests.server import Server
+
+pytestmark = pytest.mark.server
+
+KEEP_ALIVE_MS = 300  # the module server's keep-alive interval (RUNNER_STREAM_KEEPALIVE_MS)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Three workers with the test-only node types; one run in flight per token."""
+    server = Server(tmp_path_factory.mktemp("streams"), workers=3, app="tests.testapp:app",
+                    MAX_CONCURRENT_RUNS="1", STREAM_KEEPALIVE_MS=str(KEEP_ALIVE_MS))
+    server.flask("token", "seed-dev")
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- reading streams ---------------------------------------------------------------
+
+_opened: list[Stream] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_streams():
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+@dataclass
+class Event:
+    name: str | None  # None: a comment line
+    data: str
+    id: int | None
+    at: float  # monotonic, when it arrived
+
+    @property
+    def value(self):
+        return json.loads(self.data)
+
+
+class Stream:
+    """One request whose answer is read line by line as it arrives."""
+
+    def __init__(self, server: Server, method: str, path: str, body: dict | None = None,
+                 token: str | None = "dev-token", accept: str = "text/event-stream"):
+        self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        headers = {"Accept": accept}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        self.connection.request(method, path, None if body is None else json.dumps(body),
+                                headers)
+        self.socket = self.connection.sock  # (the response keeps it after the headers)
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.type = self.response.getheader("Content-Type", "")
+        self.raw = b""  # everything read so far
+        _opened.append(self)
+
+    def events(self):
+        """The events and comments as they arrive, until the answer ends."""
+        fields: dict[str, str] = {}
+        while line := self.response.readline():
+            self.raw += line
+            text = line.decode().rstrip("\n")
+            if text.startswith(":"):
+                yield Event(None, text[1:].strip(), None, time.monotonic())
+            elif text:
+                name, _, value = text.partition(": ")
+                assert name not in fields, f"{name!r} twice in one event"
+                fields[name] = value
+            elif fields:
+                yield Event(fields.get("event"), fields.get("data", ""),
+                            int(fields["id"]) if "id" in fields else None, time.monotonic())
+                fields = {}
+        assert not fields, "the stream ended inside an event"
+
+    def until(self, found: Callable[[Event], bool]) -> list[Event]:
+        """Events up to the first for which ``found`` is true (that one included)."""
+        seen = []
+        for event in self.events():
+            seen.append(event)
+            if found(event):
+                return seen
+        raise AssertionError(f"the stream ended first: {[e.name for e in seen]}")
+
+    def all(self) -> list[Event]:
+        return list(self.events())
+
+    def json(self):
+        return json.loads(self.response.read())
+
+    def close(self) -> None:
+        """Leave, as a client that goes away does (or let go of a finished answer)."""
+        with contextlib.suppress(OSError):  # (closed already once read to its end)
+            self.socket.shutdown(socket.SHUT_RDWR)
+        self.response.close()
+        self.socket.close()
+        self.connection.close()
+
+
+def named(events: list[Event]) -> list[Event]:
+    """The events, without the comment lines."""
+    return [event for event in events if event.name is not None]
+
+
+def of_node(events: list[Event], node_id: str) -> list[tuple[str, dict]]:
+    return [(event.name, event.value) for event in named(events)
+            if event.name.startswith("node.") and event.value["nodeId"] == node_id]
+
+
+# -- plain requests ------------------------------------------------------------------
+
+def get_text(server: Server, path: str, token: str = "dev-token") -> tuple[int, str]:
+    request = urllib.request.Request(server.base + path,
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
+def new_token(server: Server, name: str, balance: int = 1000) -> str:
+    return server.flask("token", "create", name, "--balance", str(balance))
+
+
+def balance(server: Server, token: str) -> dict:
+    status, body = server.request("GET", "/v1/balance", token=token)
+    assert status == 200
+    return body
+
+
+def wait_for(check, timeout: float = 20, every: float = 0.05):
+    """The first true value of ``check()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def final(server: Server, run_id: str, token: str = "dev-token") -> dict:
+    """The run once it has finished (GET until it is no longer running)."""
+    def finished():
+        status, body = server.request("GET", f"/v1/runs/{run_id}", token=token)
+        return body if status == 200 and body["status"] != "running" else None
+    return wait_for(finished, timeout=60)
+
+
+TIMES = {"runId", "startedAt", "finishedAt", "durationMs", "triggeredAt", "loggedAt"}
+
+
+def without_times(value):
+    """``value`` with every time, duration and run id blanked, order kept."""
+    if isinstance(value, dict):
+        return {key: None if key in TIMES else without_times(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_times(item) for item in value]
+    return value
+
+
+def log_node(message: str = "x") -> dict:
+    return {"type": "log", "payload": {"message": message}}
+
+
+def delay(ms: int, **more) -> dict:
+    return {"type": "delay", "payload": {"delayMs": ms}, **more}
+
+
+# root → a (log) → b (delay), c (log, beside b) → d (log, after both)
+DIAMOND = {"definition": definition(
+    "root>a", "a>b", "a>c", "b>d", "c>d", a=log_node("a"), b=delay(300), c=log_node("c"),
+    d=log_node("d"))}
+
+
+# -- a streamed sync run ---------------------------------------------------------------
+
+def test_a_streamed_run_gives_its_events_in_order_ending_with_the_stored_body(server):
+    stream = Stream(server, "POST", "/v1/runs/sync", DIAMOND)
+    assert stream.status == 200 and stream.type.startswith("text/event-stream")
+    assert stream.response.getheader("Cache-Control") == "no-cache"
+    assert stream.response.getheader("X-Accel-Buffering") == "no"
+    events = named(stream.all())
+    assert [event.id for event in events] == list(range(1, len(events) + 1))
+    assert events[0].name == "run.started" and events[-1].name == "run.finished"
+    run_id = events[0].value["runId"]
+    body = events[-1].value
+    assert body["runId"] == run_id and body["status"] == "success"
+    assert {event.name for event in events[1:-1]} == {"node.started", "node.finished"}
+    # The run.finished data is the stored run, byte for byte.
+    assert get_text(server, f"/v1/runs/{run_id}") == (200, events[-1].data)
+    # Each node: its attempt's node.started, then node.finished carrying its entry.
+    for node_id, entry in body["executionState"].items():
+        expected = [("node.finished", {"nodeId": node_id, "state": entry})]
+        if node_id != "root":  # (the trigger makes no attempt)
+            expected.insert(0, ("node.started", {"nodeId": node_id, "attempt": 1,
+                                                 "startedAt": entry["startedAt"]}))
+        assert of_node(events, node_id) == expected
+    order = [(event.name, event.value["nodeId"]) for event in events[1:-1]]
+    assert order.index(("node.finished", "a")) < order.index(("node.started", "b"))
+    assert order.index(("node.finished", "c")) < order.index(("node.finished", "b")) \
+        < order.index(("node.started", "d"))
+
+
+def test_run_finished_carries_what_the_plain_request_answers(server):
+    """The same definition, streamed and not: the same body but for times and ids."""
+    status, plain = get_plain(server, DIAMOND)
+    assert status == 200
+    streamed = named(Stream(server, "POST", "/v1/runs/sync", DIAMOND).all())[-1]
+    assert streamed.name == "run.finished"
+    assert json.dumps(without_times(json.loads(streamed.data))) == \
+        json.dumps(without_times(json.loads(plain)))
+
+
+def get_plain(server: Server, body: dict, path: str = "/v1/runs/sync",
+              token: str = "dev-token") -> tuple[int, str]:
+    """A plain (not streamed) run: its status and body text."""
+    request = urllib.request.Request(server.base + path, data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read().decode()
+
+
+def test_a_node_that_retries_streams_node_retrying_between_its_attempts(server):
+    body = {"definition": definition("root>flaky", flaky={
+        "type": "t-flaky", "payload": {"failures": 2},
+        "retry": {"maxAttempts": 3, "initialDelayMs": 200}})}
+    events = named(Stream(server, "POST", "/v1/runs/sync", body).all())
+    flaky = of_node(events, "flaky")
+    assert [(name, value.get("attempt")) for name, value in flaky] == [
+        ("node.started", 1), ("node.retrying", 1), ("node.started", 2), ("node.retrying", 2),
+        ("node.started", 3), ("node.finished", None)]
+    for attempt, (_, retrying) in ((1, flaky[1]), (2, flaky[3])):
+        assert retrying["error"] == {"code": "NETWORK_ERROR", "retryable": True,
+                                     "message": f"attempt {attempt} failed"}
+        assert retrying["retryInMs"] >= 200
+    entry = flaky[-1][1]["state"]
+    assert entry["status"] == "success" and entry["attempts"] == 3
+    assert events[-1].value["totalCu"] == 3
+
+
+def test_streamed_events_are_redacted_like_the_answer(server):
+    secret, key = "hunter2-prop-value", "s3cr3t-api-key"
+    body = {"definition": {**definition(
+        "root>say", "say>check", say={"type": "log", "payload": {
+            "message": "pw={{$props.dbPass}} key={{root.result.apiKey}}"}},
+        check={"type": "t-fail-if", "payload": {"fail": "{{$props.dbPass}}",
+                                                "equals": "{{$props.dbPass}}"},
+               "retry": {"maxAttempts": 2, "initialDelayMs": 10,
+                         "retryOn": ["HTTP_ERROR"]}}),
+        "props": {"dbPass": "default-pass"}, "sensitivePropKeys": ["dbPass"]},
+        "propValues": {"dbPass": secret}, "payload": {"apiKey": key, "user": "ann"}}
+    stream = Stream(server, "POST", "/v1/runs/sync", body)
+    events = named(stream.all())
+    raw = stream.raw.decode()
+    assert secret not in raw and key not in raw and "default-pass" not in raw
+    say = of_node(events, "say")[-1][1]["state"]
+    assert say["result"]["message"] == f"pw={REDACTED} key={REDACTED}"
+    retrying = [value for name, value in of_node(events, "check") if name == "node.retrying"]
+    assert retrying and retrying[0]["error"]["message"] == f"failed on '{REDACTED}'"
+    assert events[-1].value["executionState"]["root"]["result"]["apiKey"] == REDACTED
+
+
+def test_loop_instances_are_streamed_as_they_start_and_finish(server):
+    body = {"definition": definition(
+        "root>each", "each>after", "check>mark",
+        each={"type": "for-each", "loopBody": ["check"],
+              "payload": {"array": "{{root.result.items}}"}},
+        check=log_node("#{{$index}}: {{$item}}"), mark=delay(50), after=log_node("done")),
+        "payload": {"items": ["x", "y", "z"]}}
+    events = named(Stream(server, "POST", "/v1/runs/sync", body).all())
+    state = events[-1].value["executionState"]
+    order = [(event.name, event.value["nodeId"]) for event in events[1:-1]]
+    instances = [f"{node}[{i}]" for i in range(3) for node in ("check", "mark")]
+    assert [node for _, node in order if "[" in node] == \
+        [node for node in instances for _ in ("started", "finished")]  # one at a time
+    assert order.index(("node.started", "each")) < order.index(("node.started", "check[0]"))
+    assert order.index(("node.finished", "mark[2]")) < order.index(("node.finished", "each")) \
+        < order.index(("node.started", "after"))
+    for instance in instances:
+        assert of_node(events, instance)[-1] == ("node.finished", {
+            "nodeId": instance, "state": state[instance]})
+    assert state["check[1]"]["result"]["message"] == "#1: y"
+    assert state["check[2]"]["iteration"] == 2 and state["check[2]"]["loop"] == "each"
+
+
+def test_the_b3os_route_streams_without_the_envelope(server):
+    stream = Stream(server, "POST", "/b3os/v1/runs/sync", DIAMOND)
+    events = named(stream.all())
+    assert stream.status == 200 and stream.type.startswith("text/event-stream")
+    assert stream.raw.startswith(b"id: 1\nevent: run.started\n")
+    assert events[-1].name == "run.finished"
+    body = events[-1].value
+    assert body["status"] == "success" and "code" not in body and "data" not in body
+    assert get_text(server, f"/v1/runs/{body['runId']}")[1] == events[-1].data
+
+
+# Refusals before a run: ordinary JSON answers (SPEC §6), never a stream.
+
+def slow(ms: int = 1500, run_id: str | None = None) -> dict:
+    body = {"definition": definition("root>a", "a>wait", a=log_node(), wait=delay(ms))}
+    if run_id:
+        body["runId"] = run_id
+    return body
+
+
+@pytest.mark.parametrize("path", ["/v1/runs/sync", "/v1/runs"])
+@pytest.mark.parametrize("refusal", ["invalid", "token", "balance", "too_many"])
+def test_refusals_before_the_run_are_plain_json(server, path, refusal):
+    token, body, busy = "dev-token", slow(10), None
+    if refusal == "invalid":
+        body = {"definition": definition("root>a", a={"type": "log", "payload": {}})}
+    elif refusal == "token":
+        token = "not-a-token"
+    elif refusal == "balance":
+        token = new_token(server, f"poor-{path.count('sync')}", balance=1)
+    else:
+        token = new_token(server, f"busy-{path.count('sync')}")
+        busy = Stream(server, "POST", "/v1/runs", slow(1500), token=token,
+                      accept="application/json")
+        assert busy.status == 202
+        busy_id = busy.json()["runId"]
+    before = balance(server, token) if refusal != "token" else None
+    started = time.monotonic()
+    stream = Stream(server, "POST", path, body, token=token)
+    expected = {"invalid": 400, "token": 401, "balance": 402, "too_many": 429}[refusal]
+    assert stream.status == expected and stream.type == "application/json"
+    answer = stream.json()
+    assert answer["code"] // 1000 == expected and answer["requestId"]
+    assert time.monotonic() - started < 5  # answered, not held
+    if before is not None:
+        assert balance(server, token) == before  # nothing reserved
+    if busy is not None:
+        busy.close()
+        assert final(server, busy_id, token)["status"] == "success"
+
+
+# -- a client that leaves --------------------------------------------------------------
+
+def test_a_client_that_leaves_mid_stream_leaves_the_run_to_finish_stored_and_charged(
+        server):
+    token = new_token(server, "leaves", balance=100)
+    body = {"definition": definition("root>a", "a>wait", "wait>b", a=log_node(),
+                                     wait=delay(1500), b=log_node("after"))}
+    stream = Stream(server, "POST", "/v1/runs/sync", body, token=token)
+    seen = stream.until(lambda e: e.name == "node.started" and e.value["nodeId"] == "wait")
+    run_id = seen[0].value["runId"]
+    stream.close()
+    run = final(server, run_id, token)
+    assert run["status"] == "success" and run["totalCu"] == 3
+    assert [entry["status"] for entry in run["executionState"].values()] == ["success"] * 4
+    assert balance(server, token) == {"balance": 97, "reserved": 0, "used": 3}
+    assert _logged(server, run_id) == "success"
+
+
+def test_a_client_that_leaves_before_the_first_event_leaves_the_run_to_finish(server):
+    token = new_token(server, "gone", balance=100)
+    body = slow(800, run_id="run_unwatched")
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/runs/sync HTTP/1.1\r\nHost: x\r\n"
+                     b"Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + token.encode() + b"\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    run = final(server, "run_unwatched", token)
+    assert run["status"] == "success" and run["totalCu"] == 2
+    assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
+    assert _logged(server, "run_unwatched") == "success"
+
+
+def _logged(server: Server, run_id: str) -> str | None:
+    """The status in the run's summary line of the shared log file."""
+    path = server.workdir / "log" / "app.log"
+
+    def line():
+        for text in path.read_text().splitlines():
+            record = json.loads(text)
+            if record.get("runId") == run_id and record.get("message") == "run finished":
+                return record["status"]
+        return None
+    return wait_for(line, timeout=5)
+
+
+# -- starting without waiting ---------------------------------------------------------------
+
+def test_a_run_started_without_waiting_is_answered_at_once_then_runs(server):
+    token = new_token(server, "async", balance=100)
+    started = time.monotonic()
+    stream = Stream(server, "POST", "/v1/runs", slow(2000), token=token,
+                    accept="application/json")
+    answer = stream.json()
+    answered = time.monotonic() - started
+    assert stream.status == 202 and answered < 1.5  # the run takes 2 s
+    assert list(answer) == ["runId", "status"] and answer["status"] == "running"
+    run_id = answer["runId"]
+    assert stream.response.getheader("Location") == f"/v1/runs/{run_id}"
+    status, running = server.request("GET", f"/v1/runs/{run_id}", token=token)
+    assert status == 200 and running["status"] == "running"
+    assert balance(server, token)["reserved"] == 2
+    run = final(server, run_id, token)
+    assert run["status"] == "success" and run["totalCu"] == 2
+    assert run["executionState"]["wait"]["durationMs"] >= 2000
+    assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
+    stream.close()
+
+
+def test_a_run_started_without_waiting_is_killed_with_its_worker_aborted_and_charged(
+        server):
+    """SIGKILL after the 202: ABORTED, charged for its started attempts (the log node and
+    the delay's first attempt), the rest of its reservation released."""
+    token = new_token(server, "killed", balance=100)
+    body = {"runId": "run_killed", "definition": definition(
+        "root>a", "a>wait", a=log_node(), wait=delay(20_000, retry={"maxAttempts": 3}))}
+    assert server.request("POST", "/v1/runs", body, token=token)[0] == 202
+    store = server.env["RUNNER_STORE_PATH"]
+
+    def running_worker():
+        with sqlite3.connect(store) as db:
+            row = db.execute("SELECT worker_pid, attempts FROM runs WHERE id = 'run_killed' "
+                             "AND status = 'running'").fetchone()
+        return row[0] if row and row[1] >= 2 else None  # the delay has started
+    pid = wait_for(running_worker)
+    assert pid in server.worker_pids()
+    assert balance(server, token)["reserved"] == 4
+    os.kill(pid, signal.SIGKILL)
+    run = final(server, "run_killed", token)
+    assert run["status"] == "failure" and run["error"]["code"] == "ABORTED"
+    assert run["totalCu"] == 2
+    assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
+    wait_for(lambda: len(server.worker_pids()) == 3 and pid not in server.worker_pids())
+
+
+# -- following --------------------------------------------------------------------------
+
+def test_a_follower_replays_the_run_so_far_then_streams_the_rest(server):
+    token = new_token(server, "followed")
+    body = {"definition": definition("root>a", "a>wait", "wait>b", a=log_node(),
+                                     wait=delay(2000), b=log_node("after"))}
+    status, answer = server.request("POST", "/v1/runs", body, token=token)
+    assert status == 202
+    run_id = answer["runId"]
+
+    def waiting():
+        run = server.request("GET", f"/v1/runs/{run_id}", token=token)[1]
+        return run.get("executionState", {}).get("wait", {}).get("status") == "running"
+    wait_for(waiting)
+    asked = time.monotonic()
+    stream = Stream(server, "GET", f"/v1/runs/{run_id}/stream", token=token)
+    assert stream.status == 200 and stream.type.startswith("text/event-stream")
+    events = stream.all()
+    replayed = stream_prefix(events, lambda e: e.name == "node.started"
+                             and e.value["nodeId"] == "wait")
+    assert [(e.name, e.value.get("nodeId")) for e in named(replayed)] == [
+        ("run.started", None), ("node.finished", "root"), ("node.started", "a"),
+        ("node.finished", "a"), ("node.started", "wait")]
+    assert replayed[-1].at - asked < 1.5  # at once (polled every 0.25 s)
+    rest = named(events[len(replayed):])
+    assert [(e.name, e.value.get("nodeId")) for e in rest[:-1]] == [
+        ("node.finished", "wait"), ("node.started", "b"), ("node.finished", "b")]
+    assert rest[-1].at - replayed[-1].at > 0.5  # streamed as it happened
+    assert rest[-1].name == "run.finished"
+    assert get_text(server, f"/v1/runs/{run_id}", token) == (200, rest[-1].data)
+    assert rest[-1].value["status"] == "success"
+    events = named(events)
+    assert [event.id for event in events] == list(range(1, len(events) + 1))
+    state = rest[-1].value["executionState"]
+    for node_id in state:
+        assert of_node(events, node_id)[-1] == ("node.finished",
+                                                {"nodeId": node_id, "state": state[node_id]})
+
+
+def test_a_run_followed_as_soon_as_it_is_started_gives_all_of_its_events(server):
+    """Followed before its first partial state is written (it is stored as its runId and
+    status only until then)."""
+    status, answer = server.request("POST", "/v1/runs", slow(800))
+    assert status == 202
+    stream = Stream(server, "GET", f"/v1/runs/{answer['runId']}/stream")
+    assert stream.status == 200
+    events = named(stream.all())
+    assert [(e.name, e.value.get("nodeId")) for e in events] == [
+        ("run.started", None), ("node.finished", "root"), ("node.started", "a"),
+        ("node.finished", "a"), ("node.started", "wait"), ("node.finished", "wait"),
+        ("run.finished", None)]
+    assert get_text(server, f"/v1/runs/{answer['runId']}") == (200, events[-1].data)
+
+
+def stream_prefix(events: list[Event], last: Callable[[Event], bool]) -> list[Event]:
+    for i, event in enumerate(events):
+        if event.name is not None and last(event):
+            return events[:i + 1]
+    raise AssertionError("not found")
+
+
+def test_following_a_finished_run_gives_its_events_at_once(server):
+    plain = get_plain(server, DIAMOND)[1]
+    run = json.loads(plain)
+    asked = time.monotonic()
+    events = named(Stream(server, "GET", f"/v1/runs/{run['runId']}/stream").all())
+    assert time.monotonic() - asked < 1.5
+    expected = [("run.started", None)]
+    for node_id, entry in run["executionState"].items():
+        expected += [("node.started", node_id)] * entry.get("attempts", 0)
+        expected.append(("node.finished", node_id))
+    expected.append(("run.finished", None))
+    assert [(e.name, e.value.get("nodeId")) for e in events] == expected
+    assert [event.id for event in events] == list(range(1, len(events) + 1))
+    assert events[0].name == "run.started" and events[0].value == {"runId": run["runId"]}
+    assert events[-1].name == "run.finished" and events[-1].data == plain
+    for node_id, entry in run["executionState"].items():
+        assert of_node(events, node_id)[-1] == ("node.finished",
+                                                {"nodeId": node_id, "state": entry})
+
+
+def test_following_an_unknown_run_or_another_tokens_is_404(server):
+    run = json.loads(get_plain(server, DIAMOND)[1])
+    other = new_token(server, "other")
+    for token, run_id in ((other, run["runId"]), ("dev-token", "run_nothing_here")):
+        stream = Stream(server, "GET", f"/v1/runs/{run_id}/stream", token=token)
+        assert stream.status == 404 and stream.type == "application/json"
+        assert stream.json()["code"] == 404000
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """``make_server(workers, **settings)``: a started server, stopped at the end."""
+    started = []
+
+    def make(workers: int, **settings: str) -> Server:
+        server = Server(tmp_path / str(len(started)), workers=workers,
+                        MAX_CONCURRENT_RUNS="0", **settings)
+        server.workdir.mkdir()
+        server.flask("token", "seed-dev")
+        started.append(server.start())
+        return server
+    yield make
+    for server in started:
+        server.stop()
+
+
+def follow_wait(server: Server, run_id: str, token: str = "dev-token") -> Stream:
+    """A follower of ``run_id``, read until the run's delay has started."""
+    stream = Stream(server, "GET", f"/v1/runs/{run_id}/stream", token=token)
+    assert stream.status == 200
+    stream.until(lambda e: e.name == "node.started" and e.value["nodeId"] == "wait")
+    return stream
+
+
+def test_a_token_has_at_most_max_followers_and_a_follower_that_leaves_frees_its_slot(
+        make_server):
+    server = make_server(3, MAX_FOLLOWERS="1")
+    other = new_token(server, "other")
+    others_run = json.loads(get_plain(server, DIAMOND, token=other)[1])["runId"]
+    assert server.request("POST", "/v1/runs", slow(4000, "run_held"))[0] == 202
+    first = follow_wait(server, "run_held")
+    refused = Stream(server, "GET", "/v1/runs/run_held/stream")
+    assert refused.status == 429 and refused.type == "application/json"
+    assert refused.response.getheader("Retry-After") == "1"
+    assert refused.json()["code"] == 429000
+    status, _ = get_text(server, f"/v1/runs/{others_run}/stream", other)  # another token's
+    assert status == 200
+    first.close()
+
+    def admitted():
+        stream = Stream(server, "GET", "/v1/runs/run_held/stream")
+        if stream.status == 200:
+            return stream
+        assert stream.status == 429
+        stream.close()
+        return None
+    asked = time.monotonic()
+    again = wait_for(admitted, timeout=5)
+    assert time.monotonic() - asked < 1.5  # the leaver's worker noticed within 0.25 s
+    events = named(again.all())
+    assert events[-1].name == "run.finished" and events[-1].value["status"] == "success"
+    # A follower that reached run.finished has freed its slot too.
+    assert get_text(server, "/v1/runs/run_held/stream")[0] == 200
+
+
+def test_a_follower_that_leaves_frees_its_worker_at_once(make_server):
+    """Two workers: one runs a long run, the other follows it; once the follower leaves,
+    the next request is served at once, long before the run ends."""
+    server = make_server(2)
+    assert server.request("POST", "/v1/runs", slow(6000, "run_long"))[0] == 202
+    follower = follow_wait(server, "run_long")
+    follower.close()
+    asked = time.monotonic()
+    status, run = server.request("GET", "/v1/runs/run_long")
+    assert time.monotonic() - asked < 1.5
+    assert status == 200 and run["status"] == "running"
+    assert final(server, "run_long")["status"] == "success"
