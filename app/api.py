@@ -169,8 +169,9 @@ def _event_stream(batches: sse.Batches):
             batches.close()
 
     g_request_id = g.request_id
-    return current_app.response_class(sse.encode(chunks()), mimetype="text/event-stream",
-                                      headers=sse.HEADERS)
+    keep_alive_s = current_app.config["STREAM_KEEPALIVE_MS"] / 1000
+    return current_app.response_class(sse.encode(chunks(), keep_alive_s),
+                                      mimetype="text/event-stream", headers=sse.HEADERS)
 
 
 def _run_settings() -> dict:

@@ -101,6 +101,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # Streams following runs (GET /v1/runs/<id>/stream) per token at once: each holds a
     # worker while it lasts, as a run does (SPEC §12).
     "MAX_FOLLOWERS": (2, _int(1, 1000)),
+    # A stream quiet this long gets a comment line (SPEC §12: at least every 15 s), so
+    # proxies and clients do not take it for dead.
+    "STREAM_KEEPALIVE_MS": (15_000, _int(100, 15_000)),
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
     # code-transform: JavaScript heap and whole helper process (OS-enforced) per

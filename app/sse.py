@@ -12,15 +12,19 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-KEEP_ALIVE_S = 15  # a comment line at least this often when nothing else is written
+# A source hands over a batch at least this often (the engine's ticks, the follower's
+# polls): a comment line written once the next might come too late keeps every quiet
+# stretch within the keep-alive interval (RUNNER_STREAM_KEEPALIVE_MS).
+BATCH_S = 0.5
 HEADERS = {"Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}  # nginx passes it through unbuffered
 
 Batches = Iterator[list[tuple[str, str]]]
 
 
-def encode(batches: Batches) -> Iterator[bytes]:
-    """The stream of ``batches``; closing it (the client left) closes ``batches``.
+def encode(batches: Batches, keep_alive_s: float) -> Iterator[bytes]:
+    """The stream of ``batches``, never quiet for more than ``keep_alive_s``; closing it
+    (the client left) closes ``batches``.
 
     ``data`` is one line: JSON text written by the app is compact, its strings escaped.
     """
@@ -35,7 +39,7 @@ def encode(batches: Batches) -> Iterator[bytes]:
                     parts.append(f"id: {number}\nevent: {name}\ndata: {data}\n\n")
                 written = now
                 yield "".join(parts).encode()
-            elif now - written >= KEEP_ALIVE_S:
+            elif now + BATCH_S - written >= keep_alive_s:
                 written = now
                 yield b": keep-alive\n\n"
     finally:

@@ -489,6 +489,8 @@ def test_a_follower_replays_the_run_so_far_then_streams_the_rest(server):
         ("run.started", None), ("node.finished", "root"), ("node.started", "a"),
         ("node.finished", "a"), ("node.started", "wait")]
     assert replayed[-1].at - asked < 1.5  # at once (polled every 0.25 s)
+    comments = [e for e in events[len(replayed):] if e.name is None]
+    assert len(comments) >= 2 and {e.data for e in comments} == {"keep-alive"}
     rest = named(events[len(replayed):])
     assert [(e.name, e.value.get("nodeId")) for e in rest[:-1]] == [
         ("node.finished", "wait"), ("node.started", "b"), ("node.finished", "b")]
