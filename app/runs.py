@@ -112,8 +112,9 @@ class Life:
     def passes(self) -> Iterator[list[tuple[str, str]]]:
         """Run it, yielding after each pass of the engine the events it made (streamed:
         ``run.started`` first, ``run.finished`` with the answer's text last, after the
-        answer is stored; else nothing). Closed early (the client left), the run goes
-        on to its end unseen."""
+        answer is stored, and a batch — empty when nothing happened — about every
+        ``engine.TICK_S`` between; else nothing). Closed early (the client left), the
+        run goes on to its end unseen."""
         store, run_id, token_id = self.store, self.run_id, self.token_id
         with logconfig.batched():  # the run's log lines, written together at its end
             redactor = Redactor.for_request(self.request)
@@ -134,7 +135,7 @@ class Life:
             try:
                 with metrics.IN_PROGRESS.track_inprogress():
                     for _ in engine.passes():
-                        if listening and engine.events:
+                        if listening:  # an empty batch too: the stream's keep-alive clock
                             events, engine.events = engine.events, []
                             try:
                                 yield events

@@ -319,6 +319,24 @@ def test_loop_instances_are_streamed_as_they_start_and_finish(server):
     assert state["check[2]"]["iteration"] == 2 and state["check[2]"]["loop"] == "each"
 
 
+def test_a_quiet_stretch_carries_keep_alive_comments(server):
+    events = Stream(server, "POST", "/v1/runs/sync",
+                    {"definition": definition("root>wait", wait=delay(2000))}).all()
+    started = next(i for i, e in enumerate(events) if e.name == "node.started")
+    finished = next(i for i, e in enumerate(events) if e.name == "node.finished"
+                    and e.value["nodeId"] == "wait")
+    quiet = events[started:finished + 1]
+    comments = [event for event in quiet if event.name is None]
+    assert len(comments) >= 3 and {event.data for event in comments} == {"keep-alive"}
+    # Never quiet much longer than the interval (the engine hands over a batch every half
+    # second at most; measured slack for a busy machine).
+    gaps = [later.at - earlier.at for earlier, later in zip(quiet, quiet[1:])]
+    assert max(gaps) < 0.5 + 1.0, gaps
+    # Comments take no id: the events stay numbered 1, 2, 3…
+    ids = [event.id for event in events if event.name is not None]
+    assert ids == list(range(1, len(ids) + 1))
+
+
 def test_the_b3os_route_streams_without_the_envelope(server):
     stream = Stream(server, "POST", "/b3os/v1/runs/sync", DIAMOND)
     events = named(stream.all())
