@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -330,7 +331,7 @@ def test_a_quiet_stretch_carries_keep_alive_comments(server):
     assert len(comments) >= 3 and {event.data for event in comments} == {"keep-alive"}
     # Never quiet much longer than the interval (the engine hands over a batch every half
     # second at most; measured slack for a busy machine).
-    gaps = [later.at - earlier.at for earlier, later in zip(quiet, quiet[1:])]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(quiet)]
     assert max(gaps) < 0.5 + 1.0, gaps
     # Comments take no id: the events stay numbered 1, 2, 3…
     ids = [event.id for event in events if event.name is not None]
@@ -483,6 +484,67 @@ def test_a_run_started_without_waiting_is_killed_with_its_worker_aborted_and_cha
     wait_for(lambda: len(server.worker_pids()) == 3 and pid not in server.worker_pids())
 
 
+def test_runs_started_without_waiting_or_streamed_end_at_the_run_deadline(make_server):
+    server = make_server(2, RUN_DEADLINE_MS="1000")
+    token = new_token(server, "deadline", balance=100)
+    body = {"definition": definition("root>a", "a>wait", a=log_node(),
+                                     wait=delay(5000, retry={"maxAttempts": 3}))}
+    status, answer = server.request("POST", "/v1/runs", body, token=token)
+    assert status == 202
+    streamed = named(Stream(server, "POST", "/v1/runs/sync", body, token=token).all())
+    for run in (final(server, answer["runId"], token), streamed[-1].value):
+        assert run["status"] == "failure" and run["error"]["code"] == "RUN_TIMEOUT"
+        assert run["executionState"]["wait"]["error"]["code"] == "TIMEOUT"
+        assert run["totalCu"] == 2 and run["durationMs"] < 3000
+    assert streamed[-1].name == "run.finished"
+    assert balance(server, token) == {"balance": 96, "reserved": 0, "used": 4}
+
+
+def test_the_hard_time_limit_mid_stream_ends_it_with_an_error_event(make_server):
+    """gunicorn's hard timeout (2 s here, below the run deadline on purpose) stops a
+    streamed run and a run started without waiting: each is aborted, charged for its
+    started attempts; the stream's last event says so."""
+    server = make_server(2, env={"GUNICORN_TIMEOUT": "2"}, RUN_DEADLINE_MS="20000")
+    token = new_token(server, "hard", balance=100)
+    body = {"definition": definition("root>a", "a>wait", a=log_node(),
+                                     wait=delay(8000, retry={"maxAttempts": 3}))}
+    assert server.request("POST", "/v1/runs", {**body, "runId": "run_unwaited"},
+                          token=token)[0] == 202
+    stream = Stream(server, "POST", "/v1/runs/sync", {**body, "runId": "run_streamed"},
+                    token=token)
+    events = named(stream.all())
+    assert events[-1].name == "error" and events[-1].id == len(events)
+    error = events[-1].value
+    assert error["code"] == 503000 and error["runId"] == "run_streamed" and error["requestId"]
+    for run_id in ("run_unwaited", "run_streamed"):
+        run = final(server, run_id, token)
+        assert run["status"] == "failure" and run["error"]["code"] == "ABORTED"
+        assert run["totalCu"] == 2
+    assert balance(server, token) == {"balance": 96, "reserved": 0, "used": 4}
+    assert get_plain(server, DIAMOND)[0] == 200  # the workers were replaced
+
+
+def test_a_store_that_cannot_be_written_at_the_end_of_a_streamed_run_ends_it_with_an_error(
+        make_server):
+    """The run's final state cannot be stored (the database is locked past
+    RUNNER_STORE_BUSY_MS): the stream ends with the error the plain request would answer
+    (503), and the run's books are written once the store is back (SPEC §13)."""
+    server = make_server(1, STORE_BUSY_MS="200")
+    token = new_token(server, "locked", balance=100)
+    stream = Stream(server, "POST", "/v1/runs/sync", slow(1500, "run_locked"), token=token)
+    stream.until(lambda e: e.name == "node.started" and e.value["nodeId"] == "wait")
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"], isolation_level=None) as db:
+        db.execute("BEGIN IMMEDIATE")  # every write waits, and gives up after 200 ms
+        events = named(stream.all())
+        db.execute("ROLLBACK")
+    assert [e.name for e in events][-2:] == ["node.finished", "error"]
+    assert events[-1].value["code"] == 503000 and events[-1].value["requestId"]
+    assert server.request("GET", "/readyz", token=None)[0] == 200  # settles the books
+    run = final(server, "run_locked", token)
+    assert run["status"] == "success" and run["totalCu"] == 2
+    assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
+
+
 # -- following --------------------------------------------------------------------------
 
 def test_a_follower_replays_the_run_so_far_then_streams_the_rest(server):
@@ -580,9 +642,10 @@ def make_server(tmp_path):
     """``make_server(workers, **settings)``: a started server, stopped at the end."""
     started = []
 
-    def make(workers: int, **settings: str) -> Server:
+    def make(workers: int, env: dict | None = None, **settings: str) -> Server:
         server = Server(tmp_path / str(len(started)), workers=workers,
                         MAX_CONCURRENT_RUNS="0", **settings)
+        server.env.update(env or {})
         server.workdir.mkdir()
         server.flask("token", "seed-dev")
         started.append(server.start())
