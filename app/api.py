@@ -175,8 +175,10 @@ def _event_stream(batches: sse.Batches):
 
     g_request_id = g.request_id
     keep_alive_s = current_app.config["STREAM_KEEPALIVE_MS"] / 1000
-    return current_app.response_class(sse.encode(chunks(), keep_alive_s),
-                                      mimetype="text/event-stream", headers=sse.HEADERS)
+    stream = sse.paced(sse.encode(chunks(), keep_alive_s),
+                       request.environ.get("gunicorn.socket"))
+    return current_app.response_class(stream, mimetype="text/event-stream",
+                                      headers=sse.HEADERS)
 
 
 def _run_settings() -> dict:

@@ -71,8 +71,17 @@ class Stream:
     """One request whose answer is read line by line as it arrives."""
 
     def __init__(self, server: Server, method: str, path: str, body: dict | None = None,
-                 token: str | None = "dev-token", accept: str = "text/event-stream"):
+                 token: str | None = "dev-token", accept: str = "text/event-stream",
+                 receive_buffer: int | None = None):
+        """``receive_buffer``: the client's socket buffer (SO_RCVBUF), small for a client
+        that is slow to read (the answer is then read only once ``response`` is asked)."""
         self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        if receive_buffer:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.settimeout(30)
+            sock.connect(("127.0.0.1", server.port))
+            self.connection.sock = sock
         headers = {"Accept": accept}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -81,11 +90,19 @@ class Stream:
         self.connection.request(method, path, None if body is None else json.dumps(body),
                                 headers)
         self.socket = self.connection.sock  # (the response keeps it after the headers)
-        self.response = self.connection.getresponse()
-        self.status = self.response.status
-        self.type = self.response.getheader("Content-Type", "")
         self.raw = b""  # everything read so far
         _opened.append(self)
+        self._response = None
+        if not receive_buffer:
+            self.response  # noqa: B018 - the status and headers, now
+
+    @property
+    def response(self) -> http.client.HTTPResponse:
+        if self._response is None:
+            self._response = self.connection.getresponse()
+            self.status = self._response.status
+            self.type = self._response.getheader("Content-Type", "")
+        return self._response
 
     def events(self):
         """The events and comments as they arrive, until the answer ends."""
@@ -124,7 +141,8 @@ class Stream:
         """Leave, as a client that goes away does (or let go of a finished answer)."""
         with contextlib.suppress(OSError):  # (closed already once read to its end)
             self.socket.shutdown(socket.SHUT_RDWR)
-        self.response.close()
+        if self._response is not None:
+            self._response.close()
         self.socket.close()
         self.connection.close()
 
@@ -173,12 +191,12 @@ def wait_for(check, timeout: float = 20, every: float = 0.05):
     raise AssertionError("timed out")
 
 
-def final(server: Server, run_id: str, token: str = "dev-token") -> dict:
+def final(server: Server, run_id: str, token: str = "dev-token", timeout: float = 60) -> dict:
     """The run once it has finished (GET until it is no longer running)."""
     def finished():
         status, body = server.request("GET", f"/v1/runs/{run_id}", token=token)
         return body if status == 200 and body["status"] != "running" else None
-    return wait_for(finished, timeout=60)
+    return wait_for(finished, timeout=timeout)
 
 
 TIMES = {"runId", "startedAt", "finishedAt", "durationMs", "triggeredAt", "loggedAt"}
@@ -433,6 +451,28 @@ def _logged(server: Server, run_id: str) -> str | None:
                 return record["status"]
         return None
     return wait_for(line, timeout=5)
+
+
+def test_a_client_slow_to_read_does_not_hold_up_the_run(server):
+    """A client that reads nothing while 24 events of 250 kB each are made (more than
+    the sockets' buffers hold): the run goes on, its partial state stored as it goes,
+    and ends as quickly as unwatched; the client then reads every event."""
+    body = {"runId": "run_unread", "definition": definition(
+        "root>each", "big>wait",
+        each={"type": "for-each", "loopBody": ["big"],
+              "payload": {"array": "{{root.result.items}}"}},
+        big={"type": "t-big", "payload": {"failures": 250_000}}, wait=delay(20)),
+        "payload": {"items": list(range(24))}}
+    started = time.monotonic()
+    stream = Stream(server, "POST", "/v1/runs/sync", body, receive_buffer=4096)
+    run = final(server, "run_unread", timeout=15)
+    assert run["status"] == "success" and time.monotonic() - started < 10
+    events = named(stream.all())
+    assert stream.status == 200
+    assert len([e for e in events if e.name == "node.finished"
+                and e.value["nodeId"].startswith("big[")]) == 24
+    assert events[-1].name == "run.finished"
+    assert get_text(server, "/v1/runs/run_unread") == (200, events[-1].data)
 
 
 # -- starting without waiting ---------------------------------------------------------------
