@@ -23,7 +23,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from app import config, runs
 from app.redact import REDACTED
+from app.store import open_store
+from app.store.contract import Balance
+from app.validation import Limits, check_request
 from tests.helpers import definition
 from tests.server import Server
 
@@ -72,7 +76,7 @@ class Stream:
 
     def __init__(self, server: Server, method: str, path: str, body: dict | None = None,
                  token: str | None = "dev-token", accept: str = "text/event-stream",
-                 receive_buffer: int | None = None):
+                 receive_buffer: int | None = None, headers: dict | None = None):
         """``receive_buffer``: the client's socket buffer (SO_RCVBUF), small for a client
         that is slow to read (the answer is then read only once ``response`` is asked)."""
         self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -82,7 +86,7 @@ class Stream:
             sock.settimeout(30)
             sock.connect(("127.0.0.1", server.port))
             self.connection.sock = sock
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, **(headers or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None:
@@ -304,7 +308,8 @@ def test_streamed_events_are_redacted_like_the_answer(server):
                          "retryOn": ["HTTP_ERROR"]}}),
         "props": {"dbPass": "default-pass"}, "sensitivePropKeys": ["dbPass"]},
         "propValues": {"dbPass": secret}, "payload": {"apiKey": key, "user": "ann"}}
-    stream = Stream(server, "POST", "/v1/runs/sync", body)
+    stream = Stream(server, "POST", "/v1/runs/sync", body,
+                    headers={"X-Request-ID": "streamed-secrets"})
     events = named(stream.all())
     raw = stream.raw.decode()
     assert secret not in raw and key not in raw and "default-pass" not in raw
@@ -313,6 +318,16 @@ def test_streamed_events_are_redacted_like_the_answer(server):
     retrying = [value for name, value in of_node(events, "check") if name == "node.retrying"]
     assert retrying and retrying[0]["error"]["message"] == f"failed on '{REDACTED}'"
     assert events[-1].value["executionState"]["root"]["result"]["apiKey"] == REDACTED
+    # Its log lines (written between the stream's writes): its request's, redacted too.
+    run_id = events[0].value["runId"]
+    assert _logged(server, run_id) == "failure"
+    log = (server.workdir / "log" / "app.log").read_text()
+    assert secret not in log and key not in log
+    lines = [json.loads(line) for line in log.splitlines()]
+    lines = [line for line in lines if line.get("runId") == run_id]
+    assert [line["message"] for line in lines] == [f"pw={REDACTED} key={REDACTED}",
+                                                   "run finished"]
+    assert {line["requestId"] for line in lines} == {"streamed-secrets"}
 
 
 def test_loop_instances_are_streamed_as_they_start_and_finish(server):
@@ -438,6 +453,28 @@ def test_a_client_that_leaves_before_the_first_event_leaves_the_run_to_finish(se
     assert run["status"] == "success" and run["totalCu"] == 2
     assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
     assert _logged(server, "run_unwatched") == "success"
+
+
+@pytest.mark.parametrize("read_until", ["run.started", "node.started"])
+def test_a_run_whose_stream_is_closed_runs_on_and_is_stored_and_charged(tmp_path, read_until):
+    """``runs.Life.passes`` closed (the client left) after its first event, or mid-run:
+    closing it runs the run to its end, unseen, its books written."""
+    store = open_store(f"sqlite:///{tmp_path / 'runner.sqlite3'}")
+    store.migrate()
+    token = store.token(store.create_token("closed", 10))
+    request = check_request(slow(300), Limits())
+    life = runs.Life(store, config.defaults(), request, token.id, "request-1",
+                     time.monotonic(), stream=True)
+    life.reserve()
+    passes = life.passes()
+    names = []
+    while read_until not in names:
+        names += [name for name, _ in next(passes)]
+    passes.close()
+    assert life.outcome.status == "success" and life.outcome.total_cu == 2
+    stored = json.loads(store.run_text(life.run_id, token.id))
+    assert stored["status"] == "success" and stored["executionState"]["wait"]["attempts"] == 1
+    assert store.balance(token.id) == Balance(balance=8, reserved=0, used=2)
 
 
 def _logged(server: Server, run_id: str) -> str | None:
