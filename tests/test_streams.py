@@ -226,7 +226,7 @@ def delay(ms: int, **more) -> dict:
 
 # root → a (log) → b (delay), c (log, beside b) → d (log, after both)
 DIAMOND = {"definition": definition(
-    "root>a", "a>b", "a>c", "b>d", "c>d", a=log_node("a"), b=delay(300), c=log_node("c"),
+    "root>a", "a>b", "a>c", "b>d", "c>d", a=log_node("a ✓ é"), b=delay(300), c=log_node("c"),
     d=log_node("d"))}
 
 
@@ -362,10 +362,10 @@ def test_a_quiet_stretch_carries_keep_alive_comments(server):
     quiet = events[started:finished + 1]
     comments = [event for event in quiet if event.name is None]
     assert len(comments) >= 3 and {event.data for event in comments} == {"keep-alive"}
-    # Never quiet much longer than the interval (the engine hands over a batch every half
-    # second at most; measured slack for a busy machine).
+    # Never quiet much longer than the interval (the engine hands over a batch about
+    # every half second; slack for a busy machine), never for 15 s.
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(quiet)]
-    assert max(gaps) < 0.5 + 1.0, gaps
+    assert max(gaps) < 2, gaps
     # Comments take no id: the events stay numbered 1, 2, 3…
     ids = [event.id for event in events if event.name is not None]
     assert ids == list(range(1, len(ids) + 1))
@@ -479,13 +479,18 @@ def test_a_run_whose_stream_is_closed_runs_on_and_is_stored_and_charged(tmp_path
 
 def _logged(server: Server, run_id: str) -> str | None:
     """The status in the run's summary line of the shared log file."""
+    return _summary_line(server, run_id)["status"]
+
+
+def _summary_line(server: Server, run_id: str) -> dict:
+    """The run's summary line (``run finished``) in the shared log file."""
     path = server.workdir / "log" / "app.log"
 
     def line():
         for text in path.read_text().splitlines():
             record = json.loads(text)
             if record.get("runId") == run_id and record.get("message") == "run finished":
-                return record["status"]
+                return record
         return None
     return wait_for(line, timeout=5)
 
@@ -518,7 +523,7 @@ def test_a_run_started_without_waiting_is_answered_at_once_then_runs(server):
     token = new_token(server, "async", balance=100)
     started = time.monotonic()
     stream = Stream(server, "POST", "/v1/runs", slow(2000), token=token,
-                    accept="application/json")
+                    accept="application/json", headers={"X-Request-ID": "unwaited-1"})
     answer = stream.json()
     answered = time.monotonic() - started
     assert stream.status == 202 and answered < 1.5  # the run takes 2 s
@@ -532,6 +537,8 @@ def test_a_run_started_without_waiting_is_answered_at_once_then_runs(server):
     assert run["status"] == "success" and run["totalCu"] == 2
     assert run["executionState"]["wait"]["durationMs"] >= 2000
     assert balance(server, token) == {"balance": 98, "reserved": 0, "used": 2}
+    logged = _summary_line(server, run_id)  # written after the answer: still its request's
+    assert logged["status"] == "success" and logged["requestId"] == "unwaited-1"
     stream.close()
 
 
@@ -645,7 +652,7 @@ def test_a_follower_replays_the_run_so_far_then_streams_the_rest(server):
     assert [(e.name, e.value.get("nodeId")) for e in named(replayed)] == [
         ("run.started", None), ("node.finished", "root"), ("node.started", "a"),
         ("node.finished", "a"), ("node.started", "wait")]
-    assert replayed[-1].at - asked < 1.5  # at once (polled every 0.25 s)
+    assert replayed[-1].at - asked < 2  # at once (polled every 0.25 s)
     comments = [e for e in events[len(replayed):] if e.name is None]
     assert len(comments) >= 2 and {e.data for e in comments} == {"keep-alive"}
     rest = named(events[len(replayed):])
@@ -690,7 +697,7 @@ def test_following_a_finished_run_gives_its_events_at_once(server):
     run = json.loads(plain)
     asked = time.monotonic()
     events = named(Stream(server, "GET", f"/v1/runs/{run['runId']}/stream").all())
-    assert time.monotonic() - asked < 1.5
+    assert time.monotonic() - asked < 2
     expected = [("run.started", None)]
     for node_id, entry in run["executionState"].items():
         expected += [("node.started", node_id)] * entry.get("attempts", 0)
@@ -764,7 +771,7 @@ def test_a_token_has_at_most_max_followers_and_a_follower_that_leaves_frees_its_
         return None
     asked = time.monotonic()
     again = wait_for(admitted, timeout=5)
-    assert time.monotonic() - asked < 1.5  # the leaver's worker noticed within 0.25 s
+    assert time.monotonic() - asked < 2  # the leaver's worker noticed within 0.25 s
     events = named(again.all())
     assert events[-1].name == "run.finished" and events[-1].value["status"] == "success"
     # A follower that reached run.finished has freed its slot too.
@@ -780,6 +787,6 @@ def test_a_follower_that_leaves_frees_its_worker_at_once(make_server):
     follower.close()
     asked = time.monotonic()
     status, run = server.request("GET", "/v1/runs/run_long")
-    assert time.monotonic() - asked < 1.5
+    assert time.monotonic() - asked < 2.5  # the run lasts 6 s
     assert status == 200 and run["status"] == "running"
     assert final(server, "run_long")["status"] == "success"
