@@ -247,7 +247,8 @@ class PostgresStore:
 
     def balance(self, token_id: int) -> Balance:
         with self._db.transaction() as db:
-            row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0) "
+            # (sum of a bigint is numeric, which would reach JSON as a string)
+            row = db.execute("SELECT balance, used, (SELECT coalesce(sum(reserved), 0)::bigint "
                              "FROM runs WHERE token_id = tokens.id AND status = 'running') "
                              "AS reserved FROM tokens WHERE id = %s", (token_id,)).fetchone()
         return Balance(row["balance"], row["reserved"], row["used"])
