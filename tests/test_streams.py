@@ -721,6 +721,28 @@ def test_following_an_unknown_run_or_another_tokens_is_404(server):
         assert stream.json()["code"] == 404000
 
 
+def test_following_and_streaming_on_a_postgresql_store(make_server, pg_url):
+    """The same through PostgreSQL (SPEC §13): partial states, followers, final texts."""
+    server = make_server(3, DATABASE_URL=pg_url, MAX_FOLLOWERS="1")
+    token = new_token(server, "pg")
+    status, answer = server.request("POST", "/v1/runs", slow(1500), token=token)
+    assert status == 202
+    assert balance(server, token) == {"balance": 998, "reserved": 2, "used": 0}
+    follower = Stream(server, "GET", f"/v1/runs/{answer['runId']}/stream", token=token)
+    assert follower.status == 200
+    refused = Stream(server, "GET", f"/v1/runs/{answer['runId']}/stream", token=token)
+    assert refused.status == 429
+    followed = named(follower.all())
+    assert [(e.name, e.value.get("nodeId")) for e in followed][-3:] == [
+        ("node.started", "wait"), ("node.finished", "wait"), ("run.finished", None)]
+    streamed = named(Stream(server, "POST", "/v1/runs/sync", DIAMOND, token=token).all())
+    for events in (followed, streamed):
+        run_id = events[0].value["runId"]
+        assert get_text(server, f"/v1/runs/{run_id}", token) == (200, events[-1].data)
+        assert events[-1].value["status"] == "success"
+    assert balance(server, token) == {"balance": 994, "reserved": 0, "used": 6}
+
+
 @pytest.fixture
 def make_server(tmp_path):
     """``make_server(workers, **settings)``: a started server, stopped at the end."""
