@@ -371,6 +371,20 @@ def test_a_quiet_stretch_carries_keep_alive_comments(server):
     assert ids == list(range(1, len(ids) + 1))
 
 
+def test_a_streamed_run_cancelled_from_another_worker_ends_with_its_final_body(server):
+    stream = Stream(server, "POST", "/v1/runs/sync", slow(20_000))
+    seen = stream.until(lambda e: e.name == "node.started" and e.value["nodeId"] == "wait")
+    run_id = seen[0].value["runId"]
+    status, answer = server.request("POST", f"/v1/runs/{run_id}/cancel", {})
+    assert status == 200 and answer["status"] == "cancelled"
+    events = named(stream.all())
+    assert [(e.name, e.value.get("nodeId")) for e in events] == [
+        ("node.finished", "wait"), ("run.finished", None)]
+    assert events[0].value["state"]["error"]["code"] == "CANCELLED"
+    assert events[-1].value["status"] == "cancelled"
+    assert get_text(server, f"/v1/runs/{run_id}") == (200, events[-1].data)
+
+
 def test_the_b3os_route_streams_without_the_envelope(server):
     stream = Stream(server, "POST", "/b3os/v1/runs/sync", DIAMOND)
     events = named(stream.all())
