@@ -22,7 +22,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from . import config as config_module
 from . import follow, openapi, runs, sse
-from .errors import ApiError, error_response
+from .errors import STORE_UNAVAILABLE, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .jstext import iso
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
@@ -188,7 +188,8 @@ def _hard_stop(stop: runs.HardStop) -> dict:
 
 def _event_stream(batches: sse.Batches):
     """A stream of ``batches`` (the first taken now, so what it does before its first
-    event — the run's set-up — is done before the answer starts)."""
+    event — the run's set-up — is done before the answer starts). What would have been
+    a 503 once the stream has begun is its last event, ``error``, with the same body."""
     first = next(batches, [])
 
     def chunks():
@@ -198,13 +199,19 @@ def _event_stream(batches: sse.Batches):
         except runs.HardStop as stop:
             yield [("error", dumps({"code": 503000, **_hard_stop(stop),
                                     "requestId": g_request_id}))]
+        except StoreUnavailable as error:  # (a run's books wait for it: runs.settle)
+            log.error("store unavailable: %s", error)
+            yield [("error", dumps({"code": 503000, "message": STORE_UNAVAILABLE,
+                                    "requestId": g_request_id}))]
         finally:
             batches.close()
 
     g_request_id = g.request_id
     keep_alive_s = current_app.config["STREAM_KEEPALIVE_MS"] / 1000
-    return current_app.response_class(sse.encode(chunks(), keep_alive_s),
-                                      mimetype="text/event-stream", headers=sse.HEADERS)
+    stream = sse.paced(sse.encode(chunks(), keep_alive_s),
+                       request.environ.get("gunicorn.socket"))
+    return current_app.response_class(stream, mimetype="text/event-stream",
+                                      headers=sse.HEADERS)
 
 
 def _run_settings() -> dict:

@@ -26,6 +26,9 @@ HTTP_CODES = {
     503: (503000, "Service unavailable"),
 }
 
+STORE_UNAVAILABLE = "The store is unavailable; try again shortly"
+
+
 class ApiError(Exception):
     """An error response: HTTP status, our code, message and extra body fields."""
 
@@ -63,8 +66,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def store_unavailable(error: StoreUnavailable):
         log.error("store unavailable: %s", error)
-        return error_response(503, 503000, "The store is unavailable; try again shortly",
-                              {"Retry-After": "5"})
+        return error_response(503, 503000, STORE_UNAVAILABLE, {"Retry-After": "5"})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

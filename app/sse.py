@@ -4,6 +4,10 @@ Both sources of events — a run streamed by its own worker (``runs.Life.passes`
 a run followed from the store (``follow.events``) — hand over a batch at least every
 half second, empty when nothing happened; a batch is written as one chunk, each event
 numbered (``id:``), and a comment line keeps an idle stream open.
+
+The worker writes a stream between the passes of the run it streams, so a client that
+is slow to read must not make it wait: ``paced`` writes only what the client's socket
+can take now and holds the rest while the run goes on.
 """
 from __future__ import annotations
 
@@ -12,17 +16,19 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-KEEP_ALIVE_S = 15  # the default (RUNNER_STREAM_KEEPALIVE_MS): a comment line at least
-#                   this often when nothing else is written
+# A source hands over a batch at least this often (the engine's ticks, the follower's
+# polls): a comment line written once the next might come too late keeps every quiet
+# stretch within the keep-alive interval (RUNNER_STREAM_KEEPALIVE_MS).
+BATCH_S = 0.5
 HEADERS = {"Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}  # nginx passes it through unbuffered
 
 Batches = Iterator[list[tuple[str, str]]]
 
 
-def encode(batches: Batches, keep_alive_s: float = KEEP_ALIVE_S) -> Iterator[bytes]:
-    """The stream of ``batches``, with a comment line after ``keep_alive_s`` without an
-    event; closing it (the client left) closes ``batches``.
+def encode(batches: Batches, keep_alive_s: float) -> Iterator[bytes]:
+    """The stream of ``batches``, never quiet for more than ``keep_alive_s``; closing it
+    (the client left) closes ``batches``.
 
     ``data`` is one line: JSON text written by the app is compact, its strings escaped.
     """
@@ -37,11 +43,50 @@ def encode(batches: Batches, keep_alive_s: float = KEEP_ALIVE_S) -> Iterator[byt
                     parts.append(f"id: {number}\nevent: {name}\ndata: {data}\n\n")
                 written = now
                 yield "".join(parts).encode()
-            elif now - written >= keep_alive_s:
+            elif now + BATCH_S - written >= keep_alive_s:
                 written = now
                 yield b": keep-alive\n\n"
     finally:
         batches.close()
+
+
+# Written at a time: less than a socket that polls as writable takes at once (on Linux
+# its free space is then at least half of what it holds, of a buffer of 16 KiB or
+# more), so a write does not wait for the client to read.
+PIECE = 8 * 1024
+
+
+def paced(stream: Iterator[bytes], connection: socket.socket | None) -> Iterator[bytes]:
+    """``stream`` written no faster than the client at the other end of ``connection``
+    reads it: while its socket cannot take more, the next chunks are made (the run goes
+    on: its ticks, deadline and partial state) and held; what is held is written in
+    ``PIECE``s as the socket takes them, and the rest at the end. Closing it closes
+    ``stream``."""
+    if connection is None:  # (not gunicorn: written as made)
+        yield from stream
+        return
+    held, sent = bytearray(), 0  # held[sent:] is still to write
+    try:
+        for chunk in stream:
+            held += chunk
+            while sent < len(held) and _writable(connection):
+                piece = bytes(held[sent:sent + PIECE])
+                sent += len(piece)
+                yield piece
+            if sent > len(held) // 2:  # (each byte is moved once at most, on average)
+                del held[:sent]
+                sent = 0
+        if sent < len(held):
+            yield bytes(held[sent:])
+    finally:
+        stream.close()
+
+
+def _writable(connection: socket.socket) -> bool:
+    try:
+        return bool(select.select([], [connection], [], 0)[1])
+    except (OSError, ValueError):
+        return True  # closed: the write fails, and the stream is closed
 
 
 def waiter(connection: socket.socket | None) -> Callable[[float], bool]:
