@@ -105,11 +105,12 @@ class PostgresStore:
     # -- runs --------------------------------------------------------------------
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  expires_in: float, max_concurrent: int = 0) -> None:
+                  expires_in: float, max_concurrent: int = 0, graph: str = "null") -> None:
         """Record a run and reserve its worst-case cost, or raise and change nothing.
 
         ``run_id`` is unique per token; ``expires_in``: seconds from the database's now
-        after which a run still running is certainly dead; ``max_concurrent`` 0 = no limit.
+        after which a run still running is certainly dead; ``max_concurrent`` 0 = no limit;
+        ``graph``: the run's graph (``run_graph``).
         """
         # Each refusal raises inside the transaction, which rolls back what came before.
         with self._db.transaction() as db:
@@ -119,10 +120,11 @@ class PostgresStore:
                 raise InsufficientBalance(0, reserve)
             if not db.execute(
                     "INSERT INTO runs (id, token_id, request_id, status, reserved, worker_host, "
-                    "worker_pid, expires_at, body) VALUES (%s, %s, %s, 'running', %s, %s, %s, "
-                    "now() + make_interval(secs => %s), %s) ON CONFLICT (token_id, id) DO NOTHING",
+                    "worker_pid, expires_at, body, graph) VALUES (%s, %s, %s, 'running', %s, "
+                    "%s, %s, now() + make_interval(secs => %s), %s, %s) "
+                    "ON CONFLICT (token_id, id) DO NOTHING",
                     (run_id, token_id, request_id, reserve, self.host, os.getpid(),
-                     float(expires_in), running_text(run_id))).rowcount:
+                     float(expires_in), running_text(run_id), graph)).rowcount:
                 raise DuplicateRun(run_id)
             if token["balance"] < reserve:
                 raise InsufficientBalance(token["balance"], reserve)
@@ -184,6 +186,13 @@ class PostgresStore:
                 row = db.execute("SELECT body FROM runs WHERE row_id = %s",
                                  (row["row_id"],)).fetchone()
         return row["body"] if row else None
+
+    def run_graph(self, run_id: str, token_id: int) -> str | None:
+        """The run's graph as stored when it started, only for the token that made it."""
+        with self._db.transaction() as db:
+            row = db.execute("SELECT graph FROM runs WHERE token_id = %s AND id = %s",
+                             (token_id, run_id)).fetchone()
+        return None if row is None else row["graph"]
 
     @staticmethod
     def _running(db: Any, run_id: str, token_id: int) -> dict | None:

@@ -69,6 +69,9 @@ MIGRATIONS = [
         expires_at timestamptz NOT NULL
     )
     """,
+    # 3: the run viewer (SPEC §14): each run's graph — its definition's shape, when it
+    # started, its deadline — as JSON text; 'null' for the runs stored before.
+    "ALTER TABLE runs ADD COLUMN graph text NOT NULL DEFAULT 'null'",
 ]
 
 
