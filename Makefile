@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test unit smoke bench bench-http soak hostile lint clean
+.PHONY: install run test unit smoke bench bench-http soak hostile vendor lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ soak: $(VENV)/.installed-test
 ## asserts the same figures in `make test`. `python -m bench.hostile WORD…` runs some.
 hostile: $(VENV)/.installed-test
 	$(BIN)/python -m bench.hostile
+
+## Rebuild app/static/vendor (the pages' libraries) from the npm registry with node and npm:
+## the exact versions of frontend/package-lock.json, bundled by frontend/build.mjs.
+vendor:
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund && node build.mjs
 
 ## Style (ruff) and the import contracts of setup.cfg (lint-imports).
 lint: $(VENV)/.installed-test
