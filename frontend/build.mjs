@@ -13,12 +13,31 @@ const entries = readdirSync(join(here, "src")).filter((name) => name.endsWith(".
 // Packages whose published file has others inside it: dagre's has graphlib's.
 const inside = {"@dagrejs/dagre": ["@dagrejs/graphlib"]};
 
+// CodeMirror's styles (style-mod) go into a constructed style sheet only inside a shadow
+// root, and into a <style> element in a document, which the pages' Content-Security-
+// Policy refuses (no inline style). A constructed sheet works in a document too: use it
+// there as well. The build fails if style-mod changes that line, or is not bundled so.
+const STYLE_MOD_TEST = "if (!root.head && root.adoptedStyleSheets && win.CSSStyleSheet) {";
+let sheetsPatched = false;
+const constructedSheets = {
+  name: "style-mod-constructed-sheets",
+  setup(build) {
+    build.onLoad({filter: /style-mod[\\/]src[\\/]style-mod\.js$/}, ({path}) => {
+      const source = readFileSync(path, "utf8");
+      if (!source.includes(STYLE_MOD_TEST)) throw new Error(`${path}: its test has changed`);
+      sheetsPatched = true;
+      return {contents: source.replace(STYLE_MOD_TEST,
+        "if (root.adoptedStyleSheets && win.CSSStyleSheet) {"), loader: "js"};
+    });
+  },
+};
+
 const packages = new Map();  // name → directory, of every package bundled
 for (const entry of entries) {
   const result = await build({
     entryPoints: [join(here, "src", entry)], outfile: join(out, entry), bundle: true,
     format: "esm", minify: true, target: "es2020", legalComments: "none", metafile: true,
-    absWorkingDir: here,
+    absWorkingDir: here, plugins: [constructedSheets],
   });
   for (const input of Object.keys(result.metafile.inputs)) {
     const match = input.match(/^node_modules\/((?:@[^/]+\/)?[^/]+)\//);
@@ -27,6 +46,8 @@ for (const entry of entries) {
     }
   }
 }
+
+if (!sheetsPatched) throw new Error("style-mod was not bundled from src/style-mod.js");
 
 const licences = [...packages.keys()].sort().map((name) => {
   const directory = packages.get(name);
