@@ -37,7 +37,8 @@ def events(store: Store, run_id: str, token_id: int, wait: Callable[[float], boo
         seen, text = found[0], found[1]
         if text is not None:
             body = json.loads(text)
-            for node_id, entry in body["executionState"].items():
+            # (a run just started has no state stored yet: only its runId and status)
+            for node_id, entry in body.get("executionState", {}).items():
                 batch.extend(_node_events(node_id, entry, attempts, finished))
             if body["status"] != "running":
                 batch.append(("run.finished", text))
