@@ -5,7 +5,7 @@
 import {graphlib, layout} from "../vendor/layout.js";
 import {s} from "./dom.js";
 
-const DETAIL = "600 12px system-ui, sans-serif";  // (the widest a detail line is drawn)
+const DETAIL_BOLD = "600 12px system-ui, sans-serif";  // a failure's detail line
 const BOLD = "600 13px system-ui, sans-serif";
 const SMALL = "12px system-ui, sans-serif";
 const NODE_HEIGHT = 60;
@@ -160,7 +160,8 @@ export function showNode(element, node, status, detail, label) {
   element.classList.add(`status-${status}`);
   element.dataset.status = status;
   element.querySelector(".node-type").textContent = fit(typeLine(node), inner, SMALL);
-  element.querySelector(".node-detail").textContent = fit(detail, inner, DETAIL);
+  element.querySelector(".node-detail").textContent =
+    fit(detail, inner, status === "failure" ? DETAIL_BOLD : SMALL);
   element.querySelector("title").textContent = label;
   element.setAttribute("aria-label", label);
 }
