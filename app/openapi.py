@@ -32,6 +32,22 @@ ERRORS = {
     500: "Unexpected error (500000)",
 }
 RUN_ERRORS = (400, 401, 402, 403, 413, 415, 429, 500)
+RUN_ID = {"name": "runId", "in": "path", "required": True, "schema": {"type": "string"}}
+# GET /v1/runs/{runId}/graph (SPEC §14): the definition's shape, no payloads.
+GRAPH = {"type": "object", "required": ["runId", "startedAt", "deadlineMs", "nodes"],
+         "properties": {
+             "runId": {"type": "string"},
+             "startedAt": {"type": "string", "nullable": True},
+             "deadlineMs": {"type": "integer", "nullable": True},
+             "nodes": {"type": "object", "nullable": True, "additionalProperties": {
+                 "type": "object", "required": ["type", "level", "children"],
+                 "properties": {
+                     "type": {"type": "string"}, "level": {"type": "integer"},
+                     "children": {"type": "array", "items": {"type": "string"}},
+                     "branch": {"type": "string", "enum": ["then", "else"]},
+                     "loopBody": {"type": "array", "items": {"type": "string"}},
+                     "loop": {"type": "string"}, "maxAttempts": {"type": "integer"},
+                     "continueOnError": {"type": "boolean"}}}}}}
 
 
 @functools.cache
@@ -79,6 +95,10 @@ def _errors(*codes: int) -> dict:
     return out
 
 
+PAGE = {"200": {"description": "A page for people (SPEC §14)",
+                "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+
 def _paths() -> dict:
     secured = {"security": [{"bearer": []}]}
     return {
@@ -92,6 +112,14 @@ def _paths() -> dict:
             "parameters": [{"name": "runId", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"200": _json("Run"), **_errors(401, 403, 404, 413, 500)}}},
+        "/v1/runs/{runId}/graph": {"get": {
+            **secured, "summary": "What the run page draws a run on: its definition's shape "
+                                  "(no payloads), when it started, its deadline",
+            "parameters": [RUN_ID],
+            "responses": {"200": {"description": "The run's graph (nodes null for a run "
+                                                 "stored before graphs were)",
+                                  "content": {"application/json": {"schema": GRAPH}}},
+                          **_errors(401, 403, 404, 413, 500)}}},
         "/v1/workflows/validate": {"post": {
             **secured, "summary": "Every check, nothing run or charged",
             "requestBody": {"required": True, "content": {"application/json": {
@@ -111,6 +139,12 @@ def _paths() -> dict:
                                  "text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3"}}}},
+        "/runs/{runId}": {"get": {"summary": "The run page (HTML; asks for a token itself)",
+                                  "parameters": [RUN_ID], "responses": PAGE}},
+        "/runs": {"get": {"summary": "The runs list (HTML; asks for a token itself)",
+                          "responses": PAGE}},
+        "/playground": {"get": {"summary": "The playground (HTML; asks for a token itself)",
+                                "responses": PAGE}},
     }
 
 
