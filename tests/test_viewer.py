@@ -4,8 +4,10 @@ playground's errors at their lines; the runs list; the token; 320 px and the dar
 and no console error anywhere (a refused Content-Security-Policy rule is one)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 import time
 
 import pytest
@@ -152,6 +154,26 @@ def test_the_timeline_shows_a_retried_nodes_attempts_and_the_deadline(service, o
     assert "deadline at 1 min 0 s" in deadline.text_content()  # past the run's end: marked
     page.check("#to-deadline")
     page.wait_for_selector(".timeline .deadline line", state="attached")  # on the scale now
+    assert watched.errors == watched.refused == []
+
+
+def test_a_run_stored_before_runs_kept_their_graph_is_drawn_by_level(service, open_page):
+    run = sync_run(service, SHOWCASE)
+    with contextlib.closing(sqlite3.connect(service.workdir / "runner.sqlite3")) as db, db:
+        db.execute("UPDATE runs SET graph = 'null' WHERE id = ?", (run["runId"],))
+    watched = drawn(open_page(f"/runs/{run['runId']}"))
+    page = watched.page
+    assert page.is_visible("#run-note") and page.locator(".graph .edge").count() == 0
+    shown = nodes_shown(page)
+    assert set(shown) == set(SHOWCASE["definition"]["nodes"])
+    top = {node_id: page.locator(f"[data-node={node_id}] > rect").bounding_box()["y"]
+           for node_id in shown}
+    level = {key.split("[")[0]: entry["level"] for key, entry in run["executionState"].items()}
+    for a in shown:
+        for b in shown:
+            if level[a] < level[b]:
+                assert top[a] < top[b], (a, b)
+    assert page.locator(".cluster[data-loop=each]").count() == 1
     assert watched.errors == watched.refused == []
 
 

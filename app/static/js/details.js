@@ -28,7 +28,7 @@ export function showDetails(container, entryId, node, entry) {
   if (entry && entry.error) {
     parts.push(h("h3", {}, "Error"), h("p", {class: "problem", id: "details-error"},
       h("strong", {}, entry.error.code), ": ", entry.error.message,
-      entry.error.retryable ? " (retryable)" : ""));
+      entry.error.retryable ? " (retryable)" : ""), jsonView(entry.error, null, 0));
   }
   if (entry && entry.attemptLog) parts.push(h("h3", {}, "Attempts"), attemptTable(entry.attemptLog));
   if (entry && "input" in entry) parts.push(h("h3", {}, "Input"), jsonView(entry.input, null));

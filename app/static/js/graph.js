@@ -64,6 +64,9 @@ export function layoutGraph(nodes) {
         : {});
     }
     for (const entry of node.loopBody || []) g.setEdge(id, entry, {body: true});
+    if (node.placedAfter && !g.hasEdge(node.placedAfter, id)) {
+      g.setEdge(node.placedAfter, id, {hidden: true});
+    }
   }
   layout(g);
   return g;
@@ -104,6 +107,7 @@ export function drawGraph(container, g, onSelect) {
   }
   for (const edge of g.edges()) {
     const route = g.edge(edge);
+    if (route.hidden) continue;
     const points = route.points.map((p) => `${p.x.toFixed(1)} ${p.y.toFixed(1)}`);
     const kind = route.body ? "edge body" : "edge";
     const path = s("g", {class: kind, "data-from": edge.v, "data-to": edge.w},

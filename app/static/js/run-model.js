@@ -49,7 +49,9 @@ export function iterationCount(nodes, state, loop, chosen) {
   return count;
 }
 
-/** A graph for a run stored before graphs were: its entries' nodes by level, no edges. */
+/** A graph for a run stored before graphs were: its entries' nodes, their loops, and no
+ * edges; each node is placed after a node of the level above (`placedAfter`: an edge the
+ * layout uses and nothing draws), so the layout still puts them in their levels. */
 export function graphFromState(state) {
   const nodes = {};
   for (const [key, entry] of Object.entries(state)) {
@@ -58,6 +60,15 @@ export function graphFromState(state) {
       nodes[id] = {type: entry.type, level: entry.level, children: []};
       if (entry.loop) nodes[id].loop = entry.loop;
     }
+  }
+  const levels = [];
+  for (const [id, node] of Object.entries(nodes)) {
+    if (node.loop && nodes[node.loop]) nodes[node.loop].loopBody = [];
+    (levels[node.level] = levels[node.level] || []).push(id);
+  }
+  for (const node of Object.values(nodes)) {
+    const above = levels[node.level - 1];
+    if (above) node.placedAfter = above[0];
   }
   return nodes;
 }

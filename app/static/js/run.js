@@ -231,6 +231,7 @@ async function main() {
   page.graph = graph.status === 200 ? graph.body : {nodes: null};
   setRun(run.body);
   page.nodes = page.graph.nodes || graphFromState(page.run.executionState);
+  $("run-note").hidden = Boolean(page.graph.nodes);
   page.elements = drawGraph($("graph"), layoutGraph(page.nodes), select);
   render();
   const drawn = performance.now();
