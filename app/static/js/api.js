@@ -29,7 +29,6 @@ function askToken(problem) {
       resolve(given);
     }, {once: true});
   });
-  dialog.addEventListener("cancel", (event) => event.preventDefault());  // a token is needed
   dialog.showModal();
   input.focus();
   return asking;
@@ -43,7 +42,11 @@ function showForget() {
     location.reload();
   };
 }
-document.addEventListener("DOMContentLoaded", showForget);
+document.addEventListener("DOMContentLoaded", () => {
+  showForget();
+  // Escape does not close the token's dialog: the page needs a token to show anything.
+  document.getElementById("token-dialog").addEventListener("cancel", (e) => e.preventDefault());
+});
 
 /** The headers of a call with the token; a refused token is forgotten and asked for again. */
 async function authorized(path, init) {
@@ -94,17 +97,21 @@ export async function* events(path, signal) {
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
-      const event = parseEvent(block);
-      if (event) yield event;
+  try {
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+        const event = parseEvent(block);
+        if (event) yield event;
+      }
     }
+  } finally {
+    reader.cancel().catch(() => {});  // the caller stopped reading: close the stream
   }
 }
 

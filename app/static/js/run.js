@@ -153,12 +153,18 @@ function renderDetails(state) {
 
 function renderTimeline() {
   const origin = Date.parse(page.graph.startedAt) || firstStart(page.run.executionState);
+  // The timeline is drawn anew: a row a person had focused keeps the focus.
+  const row = document.activeElement && document.activeElement.closest(".timeline .row");
   drawTimeline($("timeline"), {
     run: page.run, origin, elapsed: elapsed(), deadlineMs: page.graph.deadlineMs,
     toDeadline: $("to-deadline").checked,
     selected: page.selected && entryId(page.nodes, page.selected, page.chosen),
     onSelect: selectEntry,
   });
+  if (row) {
+    const again = $("timeline").querySelector(`.row[data-entry="${CSS.escape(row.dataset.entry)}"]`);
+    if (again) again.querySelector(".row-label").focus();
+  }
 }
 
 function firstStart(state) {
