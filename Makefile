@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test unit smoke bench bench-http soak hostile lint clean
+.PHONY: install run test unit chromium screenshots smoke bench bench-http soak hostile vendor lint \
+	clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +29,26 @@ install: $(VENV)/.installed
 ## Serve the API at http://127.0.0.1:$(PORT) with auto-reload and the token dev-token.
 run: install
 	$(BIN)/flask --app wsgi token seed-dev
+	@echo "Playground: http://127.0.0.1:$(PORT)/playground  (runs: http://127.0.0.1:$(PORT)/runs, token dev-token)"
 	GUNICORN_RELOAD=1 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## The whole suite: lint (style and which way imports run), unit and HTTP tests, then
 ## the curl smoke test on real gunicorn.
 test: lint unit smoke
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test chromium
 	$(BIN)/pytest
+
+## Debian's chromium, for the pages' browser tests and screenshots: installed when missing
+## and run as root (else the browser tests are skipped).
+chromium:
+	@[ -x /usr/bin/chromium ] || [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
+
+## Screenshots of the run page and the playground into docs/, of a real run in Debian's chromium.
+screenshots: $(VENV)/.installed-test chromium
+	$(BIN)/python -m tests.screenshots
 
 smoke: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/smoke.sh
@@ -62,6 +75,11 @@ soak: $(VENV)/.installed-test
 ## asserts the same figures in `make test`. `python -m bench.hostile WORD…` runs some.
 hostile: $(VENV)/.installed-test
 	$(BIN)/python -m bench.hostile
+
+## Rebuild app/static/vendor (the pages' libraries) from the npm registry with node and npm:
+## the exact versions of frontend/package-lock.json, bundled by frontend/build.mjs.
+vendor:
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund && node build.mjs
 
 ## Style (ruff) and the import contracts of setup.cfg (lint-imports).
 lint: $(VENV)/.installed-test

@@ -235,6 +235,18 @@ def get_run(run_id: str):
     return current_app.response_class(text, mimetype="application/json")
 
 
+@bp.get("/runs/<run_id>/graph")
+def run_graph(run_id: str):
+    """What the run viewer draws a run on (SPEC §14): its definition's shape (each node's
+    type, level, children, branch, loop body, loop), when it started, its deadline."""
+    text = _store().run_graph(run_id, g.token.id)
+    if text is None:
+        raise ApiError(404, message=f"No run named {run_id!r}")
+    if text == "null":  # a run stored before graphs were
+        text = dumps({"runId": run_id, "startedAt": None, "deadlineMs": None, "nodes": None})
+    return current_app.response_class(text, mimetype="application/json")
+
+
 @bp.get("/runs/<run_id>/stream")
 def follow_run(run_id: str):
     """Any of the caller's runs as events: what happened so far, then the rest (SPEC §12);

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, request
 
-from . import api, cli, config, errors, health, logconfig, openapi
+from . import api, cli, config, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -17,7 +17,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """config → logging → store → error handlers → blueprints."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the pages' blueprint serves /static
     # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
     app.url_map.merge_slashes = False
     app.config.update(config.load(test_config))
@@ -42,6 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(pages.bp)  # /runs, /runs/<runId>, /playground (SPEC §14)
     cli.register(app)
     return app
 

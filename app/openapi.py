@@ -49,6 +49,21 @@ EVENTS = (
     "limit stopped.")
 EVENT_STREAM = {"schema": {"type": "string", "description": EVENTS}}
 RUN_ID = {"name": "runId", "in": "path", "required": True, "schema": {"type": "string"}}
+# GET /v1/runs/{runId}/graph (SPEC §14): the definition's shape, no payloads.
+GRAPH = {"type": "object", "required": ["runId", "startedAt", "deadlineMs", "nodes"],
+         "properties": {
+             "runId": {"type": "string"},
+             "startedAt": {"type": "string", "nullable": True},
+             "deadlineMs": {"type": "integer", "nullable": True},
+             "nodes": {"type": "object", "nullable": True, "additionalProperties": {
+                 "type": "object", "required": ["type", "level", "children"],
+                 "properties": {
+                     "type": {"type": "string"}, "level": {"type": "integer"},
+                     "children": {"type": "array", "items": {"type": "string"}},
+                     "branch": {"type": "string", "enum": ["then", "else"]},
+                     "loopBody": {"type": "array", "items": {"type": "string"}},
+                     "loop": {"type": "string"}, "maxAttempts": {"type": "integer"},
+                     "continueOnError": {"type": "boolean"}}}}}}
 
 
 @functools.cache
@@ -100,6 +115,8 @@ def _errors(*codes: int, said: dict[int, str] | None = None) -> dict:
 
 def _events(description: str) -> dict:
     return {"description": description, "content": {"text/event-stream": EVENT_STREAM}}
+PAGE = {"200": {"description": "A page for people (SPEC §14)",
+                "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 
 def _paths() -> dict:
@@ -155,6 +172,14 @@ def _paths() -> dict:
         "/v1/balance": {"get": {
             **secured, "summary": "The token's compute units",
             "responses": {"200": _json("Balance"), **_errors(401, 403, 413, 500)}}},
+        "/v1/runs/{runId}/graph": {"get": {
+            **secured, "summary": "What the run page draws a run on: its definition's shape "
+                                  "(no payloads), when it started, its deadline",
+            "parameters": [RUN_ID],
+            "responses": {"200": {"description": "The run's graph (nodes null for a run "
+                                                 "stored before graphs were)",
+                                  "content": {"application/json": {"schema": GRAPH}}},
+                          **_errors(401, 403, 404, 413, 500)}}},
         "/v1/workflows/validate": {"post": {
             **secured, "summary": "Every check, nothing run or charged",
             "requestBody": {"required": True, "content": {"application/json": {
@@ -174,6 +199,12 @@ def _paths() -> dict:
                                  "text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3"}}}},
+        "/runs/{runId}": {"get": {"summary": "The run page (HTML; asks for a token itself)",
+                                  "parameters": [RUN_ID], "responses": PAGE}},
+        "/runs": {"get": {"summary": "The runs list (HTML; asks for a token itself)",
+                          "responses": PAGE}},
+        "/playground": {"get": {"summary": "The playground (HTML; asks for a token itself)",
+                                "responses": PAGE}},
     }
 
 

@@ -40,6 +40,7 @@ class PlanNode:
     retry: Mapping[str, Any] | None = None
     loop: str | None = None  # the for-each node whose body holds this one (SPEC §11)
     body: tuple[str, ...] = ()  # a for-each node's: the nodes it holds directly, in order
+    entries: tuple[str, ...] = ()  # a for-each node's: its loopBody, as written
     depth: int = 0  # a for-each node's: 1 when in no other loop's body
 
     @property
@@ -82,6 +83,14 @@ class Plan:
         return out
 
     @functools.cached_property
+    def shape(self) -> dict[str, dict]:
+        """The definition's shape, for drawing a run of it (SPEC §14): each node's type,
+        level and children, and where they apply its branch, loop body (``loopBody``),
+        loop (``loop``: the for-each whose body holds it), ``maxAttempts`` and
+        ``continueOnError``. No payloads: nothing here is secret."""
+        return {node.id: _shape(node) for node in self.nodes.values()}
+
+    @functools.cached_property
     def loops(self) -> dict[str, dict]:
         """Each for-each node's body and depth (``/v1/workflows/validate``)."""
         return {node.id: {"body": list(node.body), "depth": node.depth}
@@ -93,6 +102,21 @@ class Plan:
         bodies at its maximum attempts (SPEC §8); a loop reserves its items' worst case
         when it starts (SPEC §11)."""
         return sum(self.nodes[node_id].worst_case_cu for node_id in self.top)
+
+
+def _shape(node: PlanNode) -> dict:
+    shape = {"type": node.type, "level": node.level, "children": list(node.children)}
+    if node.branch:
+        shape["branch"] = node.branch
+    if node.entries:
+        shape["loopBody"] = list(node.entries)
+    if node.loop:
+        shape["loop"] = node.loop
+    if node.max_attempts > 1:
+        shape["maxAttempts"] = node.max_attempts
+    if node.continue_on_error:
+        shape["continueOnError"] = True
+    return shape
 
 
 @dataclass(frozen=True, eq=False)

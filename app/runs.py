@@ -28,6 +28,7 @@ from typing import Any
 
 from . import config, logconfig, metrics
 from .engine import Run
+from .jstext import iso
 from .plan import RunRequest
 from .redact import Redactor
 from .state import Outcome, dumps
@@ -109,7 +110,15 @@ class Life:
             self.store.start_run(self.run_id, self.token_id, self.request_id,
                                  self.request.plan.worst_case_cu,
                                  config.run_expiry_s(settings),
-                                 settings["MAX_CONCURRENT_RUNS"])
+                                 settings["MAX_CONCURRENT_RUNS"], graph=self.graph_text())
+
+    def graph_text(self) -> str:
+        """The run's graph (SPEC §14), as JSON text: its definition's shape (no payloads),
+        when the run started (its deadline counts from there) and its deadline."""
+        started = time.time() - (time.monotonic() - self.received)
+        return dumps({"runId": self.run_id, "startedAt": iso(started),
+                      "deadlineMs": self.request.timeout_ms or self.settings["RUN_DEADLINE_MS"],
+                      "nodes": self.request.plan.shape})
 
     def finish(self) -> Outcome:
         """Run it to the end: the outcome, stored, charged, counted and logged."""

@@ -175,6 +175,7 @@ def _plan_node(node_id: str, node: dict, parents: list[str], level: int,
         branch=node.get("branch"), continue_on_error=node["continueOnError"],
         timeout_ms=node.get("timeoutMs"), retry=node.get("retry"),
         loop=bodies.owner[node_id], body=tuple(bodies.members.get(node_id, ())),
+        entries=tuple(node.get("loopBody", ())) if node["type"] == "for-each" else (),
         depth=bodies.depth.get(node_id, 0))
 
 

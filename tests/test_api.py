@@ -182,6 +182,47 @@ def test_stored_runs_are_visible_only_to_their_token(app, client):
     assert_error(other, 404, 404000)
 
 
+def test_a_runs_graph_is_its_definitions_shape_without_payloads(app, client):
+    """GET /v1/runs/<id>/graph (SPEC §14): what the run viewer draws, to the run's token."""
+    body = {"definition": definition(
+        "root>check", "check>yes", "check>each", "each>after",
+        check={"type": "if", "payload": {"condition": {"$and": []}}},
+        yes={"type": "log", "branch": "then", "payload": {"message": "s3cret-value"},
+             "retry": {"maxAttempts": 2}},
+        each={"type": "for-each", "branch": "else", "payload": {"array": [1]},
+              "loopBody": ["item"]},
+        item={"type": "log", "payload": {"message": "{{$item}}"}},
+        after={"type": "log", "continueOnError": True, "payload": {"message": "done"}}),
+        "timeoutMs": 5000}
+    run = post_run(client, body).json
+    answer = client.get(f"/v1/runs/{run['runId']}/graph", headers=DEV_AUTH)
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    graph = answer.json
+    assert graph["runId"] == run["runId"] and graph["deadlineMs"] == 5000
+    assert graph["startedAt"] <= run["executionState"]["root"]["startedAt"]
+    assert graph["nodes"] == {
+        "root": {"type": "manual", "level": 0, "children": ["check"]},
+        "check": {"type": "if", "level": 1, "children": ["yes", "each"]},
+        "yes": {"type": "log", "level": 2, "children": [], "branch": "then", "maxAttempts": 2},
+        "each": {"type": "for-each", "level": 2, "children": ["after"], "branch": "else",
+                 "loopBody": ["item"]},
+        "after": {"type": "log", "level": 3, "children": [], "continueOnError": True},
+        "item": {"type": "log", "level": 3, "children": [], "loop": "each"}}
+    assert "s3cret" not in answer.get_data(as_text=True)
+    app.extensions["store"].create_token("other", 10, secret="other-token")
+    other = client.get(f"/v1/runs/{run['runId']}/graph",
+                       headers={"Authorization": "Bearer other-token"})
+    assert_error(other, 404, 404000)
+    assert_error(client.get("/v1/runs/run_none/graph", headers=DEV_AUTH), 404, 404000)
+
+
+def test_a_run_stored_without_a_graph_has_a_null_one(app, client):
+    store = app.extensions["store"]
+    store.start_run("run_old", store.token_by_name("dev").id, None, 1, 60)
+    graph = client.get("/v1/runs/run_old/graph", headers=DEV_AUTH).json
+    assert graph == {"runId": "run_old", "startedAt": None, "deadlineMs": None, "nodes": None}
+
+
 def test_client_run_ids_cannot_be_reused(client):
     body = {**TWO_NODES, "runId": "run_mine_1"}
     assert post_run(client, body).json["runId"] == "run_mine_1"

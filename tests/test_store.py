@@ -264,6 +264,18 @@ def test_a_run_just_started_reads_in_the_answers_shape(store):
     assert json.loads(store.follow("run_a", token.id, -1)[1]) == body
 
 
+def test_a_run_keeps_its_graph_for_its_token_only(store):
+    token = store.token(store.create_token("t", 10))
+    graph = '{"deadlineMs":60000,"nodes":{"root":{"type":"manual"}}}'
+    store.start_run("run_a", token.id, None, 1, LATER, graph=graph)
+    store.start_run("run_b", token.id, None, 1, LATER)
+    store.finish_run("run_a", token.id, "success", 1, answer("run_a", 1))
+    assert store.run_graph("run_a", token.id) == graph  # kept once finished
+    assert store.run_graph("run_b", token.id) == "null"  # none given
+    assert store.run_graph("run_a", token.id + 1) is None
+    assert store.run_graph("run_c", token.id) is None
+
+
 def test_abort_runs_of_an_exited_worker(store):
     import os
 
@@ -387,7 +399,7 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
     store = SQLiteStore(path)
     store.migrate()
     with store._db.reading() as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA) == 5
         done = db.execute("SELECT * FROM runs WHERE id = 'run_done'").fetchone()
         assert dict(done) == {**dict(done), "token_id": 1, "request_id": "r1",
                               "status": "success", "total_cu": 2, "created_at": 1,
@@ -400,6 +412,32 @@ def test_a_store_at_version_2_keeps_its_runs_and_scopes_run_ids_per_token(tmp_pa
         store.start_run("run_done", 1, None, 1, LATER)
     assert stored(store, "run_left", 1)["error"]["code"] == "ABORTED"  # its worker is gone
     assert store.token("a-secret").balance == 10 and store.token("b-secret").balance == 4
+    store.close()
+
+
+def test_a_store_at_version_4_gains_graphs_null_for_its_runs(tmp_path):
+    path = str(tmp_path / "v4.sqlite3")
+    old = sqlite3.connect(path)
+    old.row_factory = sqlite3.Row
+    with old:
+        for number, step in enumerate(SCHEMA[:4], start=1):
+            if callable(step):
+                step(old)
+            else:
+                for statement in filter(str.strip, step.split(";")):
+                    old.execute(statement)
+            old.execute(f"PRAGMA user_version = {number}")
+        old.execute("INSERT INTO tokens (id, name, hash, balance, created_at) "
+                    "VALUES (1, 'a', 'h', 7, 0)")
+        old.execute("INSERT INTO runs (id, token_id, status, reserved, created_at, body) "
+                    "VALUES ('run_done', 1, 'success', 0, 1, '{\"done\": 1}')")
+    old.close()
+    store = SQLiteStore(path)
+    store.migrate()
+    assert store.run_graph("run_done", 1) == "null"
+    assert store.run_text("run_done", 1) == '{"done": 1}'
+    store.start_run("run_new", 1, None, 1, LATER, graph='{"nodes":{}}')
+    assert store.run_graph("run_new", 1) == '{"nodes":{}}'
     store.close()
 
 

@@ -80,6 +80,25 @@ def test_a_database_migrated_by_newer_code_is_refused(pg_url):
     store.close()
 
 
+def test_a_database_at_migration_2_gains_graphs_null_for_its_runs(pg_url):
+    store = open_store(pg_url)
+    with store._db.transaction() as db:  # as the code of migration 2 left it
+        db.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                   "applied_at timestamptz NOT NULL DEFAULT now())")
+        for number, step in enumerate(MIGRATIONS[:2], start=1):
+            for statement in filter(str.strip, step.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        db.execute("INSERT INTO tokens (id, name, hash, balance) VALUES (1, 'a', 'h', 7)")
+        db.execute("INSERT INTO runs (id, token_id, status, reserved, worker_host, worker_pid, "
+                   "expires_at, body) VALUES ('run_done', 1, 'success', 0, 'h', 1, now(), "
+                   "'{\"done\": 1}')")
+    store.migrate()
+    assert store.run_graph("run_done", 1) == "null"
+    assert store.run_text("run_done", 1) == '{"done": 1}'
+    store.close()
+
+
 def test_concurrent_reservations_across_processes_never_go_below_zero(pg_url):
     setup = open_store(pg_url)
     setup.migrate()

@@ -118,11 +118,12 @@ class Store(Protocol):
         """Enable or disable a token; False when there is no such token."""
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  expires_in: float, max_concurrent: int = 0) -> None:
+                  expires_in: float, max_concurrent: int = 0, graph: str = "null") -> None:
         """Record a run and reserve ``reserve`` CU, or raise ``DuplicateRun``,
         ``TokenDisabled``, ``InsufficientBalance`` or ``TooManyRuns`` having changed
-        nothing (the token's ``enabled`` is read here, not where it was looked up). ``expires_in``:
-        seconds from now (the database's clock) after which a run still running is dead."""
+        nothing (the token's ``enabled`` is read here, not where it was looked up).
+        ``expires_in``: seconds from now (the database's clock) after which a run still
+        running is dead; ``graph``: the run's graph as JSON text (``run_graph``)."""
 
     def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
         """Reserve more for a running run; False, nothing changed, when it cannot."""
@@ -136,6 +137,10 @@ class Store(Protocol):
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """The stored run's text, only for the token that made it."""
+
+    def run_graph(self, run_id: str, token_id: int) -> str | None:
+        """The run's graph as stored when it started (SPEC §14; ``"null"`` for a run
+        stored before graphs were), only for the token that made it."""
 
     def abort_run(self, run_id: str, token_id: int, attempts: int | None = None,
                   mine: bool = False) -> bool:

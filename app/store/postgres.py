@@ -10,7 +10,7 @@ process talks to the database through a pool of its own (``postgres_connection``
   the balance are exact and a refusal changes nothing.
 - A run's hot path is three round trips: the token's lookup, its start and its
   finish, each one statement in autocommit (the start and the finish are functions
-  in the database, ``postgres_schema``'s migration 3).
+  in the database, ``postgres_schema``'s migration 4).
 - Locks are taken run first, then token, by every operation on an existing run
   (``start_run`` locks only its token), so two of them never wait for each other.
 - Time is the database's: a run expires ``expires_in`` seconds after ``now()``.
@@ -108,17 +108,18 @@ class PostgresStore:
     # -- runs --------------------------------------------------------------------
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  expires_in: float, max_concurrent: int = 0) -> None:
+                  expires_in: float, max_concurrent: int = 0, graph: str = "null") -> None:
         """Record a run and reserve its worst-case cost, or raise and change nothing.
 
         ``run_id`` is unique per token; ``expires_in``: seconds from the database's now
-        after which a run still running is certainly dead; ``max_concurrent`` 0 = no limit.
-        One statement: the function ``runner_start_run`` (postgres_schema's migration 3).
+        after which a run still running is certainly dead; ``max_concurrent`` 0 = no limit;
+        ``graph``: the run's graph (``run_graph``). One statement: the function
+        ``runner_start_run`` (postgres_schema's migration 4).
         """
         (row,), _ = self._db.statement(
-            "SELECT * FROM runner_start_run(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT * FROM runner_start_run(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (run_id, token_id, request_id, reserve, float(expires_in), max_concurrent,
-             self.host, os.getpid(), running_text(run_id)))
+             self.host, os.getpid(), running_text(run_id), graph))
         if row["outcome"] == "duplicate":
             raise DuplicateRun(run_id)
         if row["outcome"] == "disabled":
@@ -171,6 +172,13 @@ class PostgresStore:
                 row = db.execute("SELECT body FROM runs WHERE row_id = %s",
                                  (row["row_id"],)).fetchone()
         return row["body"] if row else None
+
+    def run_graph(self, run_id: str, token_id: int) -> str | None:
+        """The run's graph as stored when it started, only for the token that made it."""
+        with self._db.transaction() as db:
+            row = db.execute("SELECT graph FROM runs WHERE token_id = %s AND id = %s",
+                             (token_id, run_id)).fetchone()
+        return None if row is None else row["graph"]
 
     @staticmethod
     def _running(db: Any, run_id: str, token_id: int) -> dict | None:

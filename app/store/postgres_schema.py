@@ -69,7 +69,10 @@ MIGRATIONS = [
         expires_at timestamptz NOT NULL
     )
     """,
-    # 3: a run's start and its finish, each one statement (one round trip from the
+    # 3: the run viewer (SPEC §14): each run's graph — its definition's shape, when it
+    # started, its deadline — as JSON text; 'null' for the runs stored before.
+    "ALTER TABLE runs ADD COLUMN graph text NOT NULL DEFAULT 'null'",
+    # 4: a run's start and its finish, each one statement (one round trip from the
     # worker instead of five or six). Inside, each statement sees what committed before
     # it (READ COMMITTED), so the count of runs in flight is taken after the token's
     # row is locked, as before. A start's checks come first and change nothing when
@@ -80,7 +83,7 @@ MIGRATIONS = [
     CREATE FUNCTION runner_start_run(p_run_id text, p_token_id bigint, p_request_id text,
                                      p_reserve bigint, p_expires_in float8,
                                      p_max_concurrent integer, p_host text, p_pid integer,
-                                     p_body text,
+                                     p_body text, p_graph text,
                                      OUT outcome text, OUT balance bigint, OUT running bigint)
     LANGUAGE plpgsql AS $$
     DECLARE
@@ -109,9 +112,9 @@ MIGRATIONS = [
             END IF;
         END IF;
         INSERT INTO runs (id, token_id, request_id, status, reserved, worker_host, worker_pid,
-                          expires_at, body)
+                          expires_at, body, graph)
             VALUES (p_run_id, p_token_id, p_request_id, 'running', p_reserve, p_host, p_pid,
-                    now() + make_interval(secs => p_expires_in), p_body);
+                    now() + make_interval(secs => p_expires_in), p_body, p_graph);
         UPDATE tokens SET balance = tokens.balance - p_reserve WHERE id = p_token_id;
         outcome := 'started';
     END $$;

@@ -113,12 +113,12 @@ class SQLiteStore:
     # -- runs --------------------------------------------------------------------
 
     def start_run(self, run_id: str, token_id: int, request_id: str | None, reserve: int,
-                  expires_in: float, max_concurrent: int = 0) -> None:
+                  expires_in: float, max_concurrent: int = 0, graph: str = "null") -> None:
         """Record a run and reserve its worst-case cost, or raise and change nothing.
 
         ``run_id`` is unique per token. ``expires_in``: seconds after which a run still
         marked running is certainly dead (its worker would have been killed by then).
-        ``max_concurrent`` 0 = no limit.
+        ``max_concurrent`` 0 = no limit. ``graph``: the run's graph (``run_graph``).
         """
         self._db.checkpoint_if_due()
         # Each refusal raises inside the transaction, which rolls back what came before.
@@ -127,10 +127,10 @@ class SQLiteStore:
         with self._db.transaction() as db:
             try:
                 db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
-                           "created_at, worker_pid, expires_at, body) "
-                           "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                           "created_at, worker_pid, expires_at, body, graph) "
+                           "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                            (run_id, token_id, request_id, reserve, now, os.getpid(),
-                            expires_at, running_text(run_id)))
+                            expires_at, running_text(run_id), graph))
             except sqlite3.IntegrityError:
                 raise DuplicateRun(run_id) from None
             if not db.execute("UPDATE tokens SET balance = balance - ? "
@@ -212,6 +212,13 @@ class SQLiteStore:
             self._abort_row(row["row_id"])
             return self.run_text(run_id, token_id)  # aborted now, or finished meanwhile
         return row["body"]
+
+    def run_graph(self, run_id: str, token_id: int) -> str | None:
+        """The run's graph as stored when it started, only for the token that made it."""
+        with self._db.reading() as db:
+            row = db.execute("SELECT graph FROM runs WHERE token_id = ? AND id = ?",
+                             (token_id, run_id)).fetchone()
+        return None if row is None else row["graph"]
 
     # -- run control (SPEC §12) ---------------------------------------------------
 

@@ -102,6 +102,9 @@ SCHEMA = [  # SQL or a function of the connection; user_version = how many have 
         expires_at REAL NOT NULL
     )
     """,
+    # 5: the run viewer (SPEC §14): each run's graph — its definition's shape, when it
+    # started, its deadline — as JSON text; "null" for the runs stored before.
+    "ALTER TABLE runs ADD COLUMN graph TEXT NOT NULL DEFAULT 'null'",
 ]
 
 
