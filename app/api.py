@@ -250,16 +250,20 @@ def run_graph(run_id: str):
 @bp.get("/runs/<run_id>/stream")
 def follow_run(run_id: str):
     """Any of the caller's runs as events: what happened so far, then the rest (SPEC §12);
-    at most MAX_FOLLOWERS such streams per token at once."""
+    at most MAX_FOLLOWERS such streams per token at once, and, as each holds a worker,
+    within MAX_CONCURRENT_RUNS together with its runs (SPEC §8)."""
     store, token_id, config = _store(), g.token.id, current_app.config
     if store.follow(run_id, token_id, 2 ** 62) is None:
         raise ApiError(404, message=f"No run named {run_id!r}")
     # A follower lasts at most as long as a run may: it ends before gunicorn's limit.
     lasts = config_module.run_deadline_s(config) + config_module.HARD_TIMEOUT_PAST_DEADLINE_S / 2
-    follower = store.start_following(token_id, config["MAX_FOLLOWERS"], lasts + 5)
+    follower = store.start_following(token_id, config["MAX_FOLLOWERS"], lasts + 5,
+                                     config["MAX_CONCURRENT_RUNS"])
     if follower is None:
-        raise ApiError(429, message=f"This token follows {config['MAX_FOLLOWERS']} runs "
-                       "already (RUNNER_MAX_FOLLOWERS)", headers={"Retry-After": "1"})
+        raise ApiError(429, message=(
+            f"This token has {config['MAX_FOLLOWERS']} streams open (RUNNER_MAX_FOLLOWERS), "
+            f"or {config['MAX_CONCURRENT_RUNS']} runs and streams in flight "
+            "(RUNNER_MAX_CONCURRENT_RUNS), already"), headers={"Retry-After": "1"})
 
     wait = sse.waiter(request.environ.get("gunicorn.socket"))  # (no request once streaming)
 

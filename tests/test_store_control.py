@@ -5,6 +5,7 @@ from a store at the version before, with data in it."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from app import follow
-from app.store import SCHEMA, Balance, SQLiteStore, open_store, token_hash
+from app.store import SCHEMA, Balance, SQLiteStore, TooManyRuns, open_store, token_hash
 from app.store.postgres_schema import MIGRATIONS
 from tests import test_store
 from tests.test_store import DEAD, LATER, answer, stored
@@ -318,6 +319,28 @@ def test_followers_are_limited_per_token(store, token, other):
     assert store.start_following(token.id, 3, 60) is not None  # a higher limit
 
 
+def test_a_tokens_runs_and_streams_share_its_limit_of_workers(store, token, other):
+    """SPEC §8: one token never holds every worker; a stream holds one as a run does."""
+    store.start_run("run_a", token.id, None, 1, LATER, 2)
+    follower = store.start_following(token.id, 5, 60, max_concurrent=2)
+    assert follower is not None  # one run and one stream: two workers
+    assert store.start_following(token.id, 5, 60, max_concurrent=2) is None
+    with pytest.raises(TooManyRuns):
+        store.start_run("run_b", token.id, None, 1, LATER, 2)
+    store.start_run("run_b", other.id, None, 1, LATER, 2)  # another token's own count
+    store.stop_following(follower)
+    store.start_run("run_b", token.id, None, 1, LATER, 2)
+    assert store.start_following(token.id, 5, 60, max_concurrent=2) is None
+
+
+def test_the_streams_of_an_exited_worker_are_forgotten(store, token):
+    follower = store.start_following(token.id, 1, 60)
+    assert store.start_following(token.id, 1, 60) is None
+    store.abort_runs_of_worker(os.getpid())  # as gunicorn's master does when it exits
+    assert store.start_following(token.id, 1, 60) is not None
+    store.stop_following(follower)  # gone already: nothing happens
+
+
 def test_followers_of_gone_workers_or_past_their_time_are_not_counted(store, backend, token):
     store.start_following(token.id, 2, DEAD)  # past its time already
     gone = store.start_following(token.id, 2, 60)
@@ -404,7 +427,7 @@ def test_a_sqlite_store_at_version_3_gains_run_control_with_its_data(tmp_path):
     store = SQLiteStore(path)
     store.migrate()
     with store._db.reading() as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA)
     assert store.balance(1) == Balance(50, 6, 6)
     assert store.balance(2) == Balance(9, 0, 5)
     assert store.balance(3) == Balance(1, 0, 0)

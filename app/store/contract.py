@@ -169,10 +169,13 @@ class Store(Protocol):
     def balance(self, token_id: int) -> Balance:
         """The token's balance, what its runs in flight hold, what it has spent."""
 
-    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+    def start_following(self, token_id: int, limit: int, expires_in: float,
+                        max_concurrent: int = 0) -> int | None:
         """Count a stream following a run for the token; its id, or None when the token
-        has ``limit`` streams already (streams of gone workers, or older than
-        ``expires_in`` seconds, are not counted)."""
+        has ``limit`` streams already, or ``max_concurrent`` runs and streams together
+        (each holds a worker; 0: no such limit). Streams of gone workers, or older than
+        ``expires_in`` seconds, are not counted; ``start_run``'s limit counts the
+        token's streams too."""
 
     def stop_following(self, follower: int) -> None:
         """The stream has ended."""
@@ -181,4 +184,5 @@ class Store(Protocol):
         """Abort running runs whose worker is gone or whose time is up; how many."""
 
     def abort_runs_of_worker(self, pid: int) -> int:
-        """Abort the running runs of an exited worker of this host; how many."""
+        """Abort the running runs of an exited worker of this host, and forget its
+        streams; how many runs."""

@@ -248,7 +248,8 @@ class PostgresStore:
                              "AS reserved FROM tokens WHERE id = %s", (token_id,)).fetchone()
         return Balance(row["balance"], row["reserved"], row["used"])
 
-    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+    def start_following(self, token_id: int, limit: int, expires_in: float,
+                        max_concurrent: int = 0) -> int | None:
         with self._db.transaction() as db:
             # The token's row serialises its followers' count across hosts.
             db.execute("SELECT id FROM tokens WHERE id = %s FOR UPDATE", (token_id,))
@@ -258,7 +259,12 @@ class PostgresStore:
             gone = [row["id"] for row in rows if self._dead(row)]
             if gone:
                 db.execute("DELETE FROM followers WHERE id = ANY(%s)", (gone,))
-            if len(rows) - len(gone) >= limit:
+            following = len(rows) - len(gone)
+            if following >= limit:
+                return None
+            if max_concurrent and following + db.execute(
+                    "SELECT count(*) AS n FROM runs WHERE status = 'running' AND token_id = %s "
+                    "AND expires_at > now()", (token_id,)).fetchone()["n"] >= max_concurrent:
                 return None
             return db.execute("INSERT INTO followers (token_id, worker_host, worker_pid, "
                               "expires_at) VALUES (%s, %s, %s, now() + make_interval("
@@ -298,6 +304,8 @@ class PostgresStore:
             rows = db.execute("SELECT row_id FROM runs WHERE status = 'running' "
                               "AND worker_host = %s AND worker_pid = %s",
                               (self.host, pid)).fetchall()
+            db.execute("DELETE FROM followers WHERE worker_host = %s AND worker_pid = %s",
+                       (self.host, pid))
         return sum(self._abort_row(row["row_id"]) for row in rows)
 
     def _abort_row(self, row_id: int) -> bool:

@@ -104,9 +104,12 @@ MIGRATIONS = [
         IF balance < p_reserve THEN
             outcome := 'insufficient'; RETURN;
         END IF;
-        IF p_max_concurrent > 0 THEN
-            SELECT count(*) INTO running FROM runs WHERE status = 'running'
-                AND token_id = p_token_id AND expires_at > now();
+        IF p_max_concurrent > 0 THEN  -- its runs and streams in flight: each holds a worker
+            SELECT (SELECT count(*) FROM runs WHERE status = 'running'
+                        AND token_id = p_token_id AND expires_at > now())
+                 + (SELECT count(*) FROM followers
+                        WHERE token_id = p_token_id AND expires_at > now())
+                INTO running;
             IF running >= p_max_concurrent THEN
                 outcome := 'too_many'; RETURN;
             END IF;

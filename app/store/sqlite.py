@@ -141,10 +141,11 @@ class SQLiteStore:
                 if token is not None and not token["enabled"]:
                     raise TokenDisabled
                 raise InsufficientBalance(token["balance"] if token else 0, reserve)
-            if max_concurrent:
-                running = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' "
-                                     "AND token_id = ? AND expires_at > ?",
-                                     (token_id, now)).fetchone()[0]
+            if max_concurrent:  # the token's runs and streams in flight: each holds a worker
+                running = db.execute(
+                    "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' "
+                    "AND token_id = ?1 AND expires_at > ?2) + (SELECT COUNT(*) FROM followers "
+                    "WHERE token_id = ?1 AND expires_at > ?2)", (token_id, now)).fetchone()[0]
                 if running > max_concurrent:  # this run is one of them
                     raise TooManyRuns(running - 1)
 
@@ -280,14 +281,20 @@ class SQLiteStore:
                              "AS reserved FROM tokens WHERE id = ?", (token_id,)).fetchone()
         return Balance(row["balance"], row["reserved"], row["used"])
 
-    def start_following(self, token_id: int, limit: int, expires_in: float) -> int | None:
+    def start_following(self, token_id: int, limit: int, expires_in: float,
+                        max_concurrent: int = 0) -> int | None:
         now = time.time()
         with self._db.transaction() as db:
             rows = db.execute("SELECT id, worker_pid, expires_at FROM followers "
                               "WHERE token_id = ?", (token_id,)).fetchall()
             gone = [row["id"] for row in rows if _dead(row)]
             db.executemany("DELETE FROM followers WHERE id = ?", ((id_,) for id_ in gone))
-            if len(rows) - len(gone) >= limit:
+            following = len(rows) - len(gone)
+            if following >= limit:
+                return None
+            if max_concurrent and following + db.execute(
+                    "SELECT COUNT(*) FROM runs WHERE status = 'running' AND token_id = ? "
+                    "AND expires_at > ?", (token_id, now)).fetchone()[0] >= max_concurrent:
                 return None
             return db.execute("INSERT INTO followers (token_id, worker_pid, expires_at) "
                               "VALUES (?, ?, ?) RETURNING id",
@@ -323,6 +330,8 @@ class SQLiteStore:
         with self._db.reading() as db:
             rows = db.execute("SELECT row_id FROM runs WHERE status = 'running' "
                               "AND worker_pid = ?", (pid,)).fetchall()
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM followers WHERE worker_pid = ?", (pid,))
         return sum(self._abort_row(row["row_id"]) for row in rows)
 
     def _abort_row(self, row_id: int, attempts: int | None = None) -> bool:
