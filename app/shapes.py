@@ -94,7 +94,7 @@ def problem(node_id: str, node: Mapping[str, Any], node_type: NodeType,
     elif section in _SECTIONS:
         shape = _SECTIONS[section]
     else:
-        return _not_a_section(node_id, node_type, str(section), rest)
+        return _not_a_section(who, str(section), rest)
     return None if shape is None else _in_shape(shape, rest, who)
 
 
@@ -113,10 +113,12 @@ class _Where:
         return f"{_quoted(dotted)} of node {self.node_id!r} ({self.type_name}){written}"
 
 
-def _not_a_section(node_id: str, node_type: NodeType, section: str,
-                   rest: tuple[Segment, ...]) -> str:
+def _not_a_section(who: tuple, section: str, rest: tuple[Segment, ...]) -> str:
+    node_id, node_type, may_hint = who
     why = (f"{_quoted(section)} is not a part of node {node_id!r}: after a node id comes "
            f"{', '.join(VIEW_FIELDS[:-1])} or {VIEW_FIELDS[-1]}.")
+    if not may_hint():
+        return why
     close = closest(section, VIEW_FIELDS)
     if close:
         return f"{why} Did you mean {close!r}?"
