@@ -25,6 +25,7 @@ from . import follow, openapi, runs, sse
 from .errors import STORE_UNAVAILABLE, ApiError, error_response
 from .jsonbody import parse_json, read_body
 from .jstext import iso
+from .payload_checks import unknown_keys
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
 from .schemas import RUN_STATUSES
 from .state import dumps
@@ -372,9 +373,10 @@ def _store():
 @bp.post("/workflows/validate")
 def validate_workflow():
     """Every check of SPEC §2, nothing run, nothing charged."""
-    plan = check_request(g.body, _limits(), validate_only=True).plan
+    limits = _limits()
+    plan = check_request(g.body, limits, validate_only=True).plan
     return jsonify({"valid": True, "nodeCount": len(plan.nodes), "levels": plan.levels,
-                    "loops": plan.loops})
+                    "loops": plan.loops, "warnings": unknown_keys(plan, limits.max_problems)})
 
 
 @bp.get("/node-types")

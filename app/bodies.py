@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import graph
 from .dialect import location_key
 from .loops import MAX_DEPTH
-from .problems import Invalid
+from .problems import Invalid, did_you_mean
 
 LOOP = "for-each"
 
@@ -107,7 +107,8 @@ def _entries(loop: str, node: dict, nodes: Mapping[str, dict], problems: Invalid
         elif entry == "root":
             problems.add(where, "The root node cannot be in a loop's body.")
         elif entry not in nodes:
-            problems.add(where, f"Unknown node {_quoted(entry)}.")
+            hint = did_you_mean(entry, nodes) if problems.may_hint() else ""
+            problems.add(where, f"Unknown node {_quoted(entry)}.{hint}")
         elif entry in found:
             problems.add(where, f"Node {_quoted(entry)} is listed twice.")
         else:

@@ -8,7 +8,8 @@ numeric and bracket segments). Nothing is ever evaluated as code.
 Three pure operations, all over plain JSON values:
 
 - ``parse(text)`` turns a string into a ``Template`` (or raises
-  ``ExpressionError`` naming the bad hole);
+  ``ExpressionError`` naming the bad hole; ``parse_each`` names every bad hole,
+  for validation's report);
 - ``references(text)`` lists the paths a string reads, for static checks
   (validation checks each names an ancestor);
 - ``resolve(value, lookup)`` replaces every hole in every string of a JSON
@@ -138,15 +139,53 @@ def index_or_key(text: str) -> Segment:
     return int(text) if _CANONICAL_INDEX.fullmatch(text) else text
 
 
-def _holes(text: str):
-    """``(start, end, body)`` of each hole; a "{{" that never closes is text."""
-    pos = text.find("{{")
+def parse_each(text: str) -> tuple[list[Hole], tuple[str, ...], list[str]]:
+    """Every hole of ``text`` read on its own, for reporting (``parse`` stops at the
+    first bad one): the holes that parse, the item holes, and what is wrong with each
+    hole that does not."""
+    holes: list[Hole] = []
+    item_holes: list[str] = []
+    errors: list[ExpressionError] = []
+    for start, end, body in _holes(text, errors):
+        if body.lstrip().startswith("@"):
+            item_holes.append(text[start:end])
+            continue
+        try:
+            holes.append(_parse_hole(body, text[start:end]))
+        except ExpressionError as error:
+            errors.append(error)
+    return holes, tuple(item_holes), [str(e) for e in errors]
+
+
+def _holes(text: str, errors: list[ExpressionError] | None = None):
+    """``(start, end, body)`` of each hole; a "{{" that never closes is text.
+
+    A hole with a quote that never closes raises ``ExpressionError``; with ``errors``
+    given, the error is added there instead and the holes after it are read up to
+    their first "}}", quotes or not: the unclosed quote ran to the end of the text,
+    and reading each later hole the same way would take quadratic time.
+    """
+    pos, plain = text.find("{{"), False
     while pos >= 0:
+        if plain:
+            close = text.find("}}", pos + 2)
+            if close < 0:
+                return
+            yield pos, close + 2, text[pos + 2:close]
+            pos = text.find("{{", close + 2)
+            continue
         found = _HOLE_REST.match(text, pos + 2)
         if found is None:
-            if text.find("}}", pos + 2) >= 0:  # it closes, but a quote inside does not
-                raise ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
-            return
+            close = text.find("}}", pos + 2)
+            if close < 0:
+                return
+            # It closes, but a quote inside does not.
+            error = ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
+            if errors is None:
+                raise error
+            errors.append(error)
+            pos, plain = text.find("{{", close + 2), True
+            continue
         yield pos, found.end(), found.group(1)
         pos = text.find("{{", found.end())
 

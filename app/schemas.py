@@ -194,6 +194,9 @@ class ValidationResultSchema(Schema):
     levels = fields.List(fields.List(Str()), required=True, metadata={
         "description": "the nodes outside loop bodies, level by level"})
     loops = fields.Dict(keys=Str(), values=fields.Nested(LoopSchema), required=True)
+    warnings = fields.Dict(keys=Str(), values=fields.List(Str()), required=True, metadata={
+        "description": "payload keys that their node's type does not read (accepted and "
+                       "ignored), each at its location, e.g. a misspelt key"})
 
 
 class NodeTypeSchema(Schema):

@@ -18,7 +18,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from . import graph
-from .bodies import Bodies, find_bodies
+from .bodies import LOOP, Bodies, find_bodies
 from .dialect import iter_flat, load, location_key
 from .nodes import NODE_TYPES, REJECTED_IN_SYNC
 from .payload_checks import check_payloads
@@ -29,6 +29,8 @@ from .problems import (
     INVALID_RUN_ID,
     ROOT_NOT_MANUAL,
     Invalid,
+    closest,
+    did_you_mean,
 )
 from .redact import definition_values
 from .schemas import (
@@ -141,14 +143,17 @@ def _check_definition(definition: dict, limits: Limits, problems: Invalid) -> Pl
     if bodies is None:
         return None
     levels = bodies.levels
+    sane = len(nodes) <= limits.max_nodes  # some checks are quadratic: only for sane sizes
+    cut_off = _cut_off(nodes, bodies, problems) if sane else frozenset()
     for node_id in nodes:
-        if node_id not in levels:
+        if node_id not in levels and node_id not in cut_off:
             problems.add(f"definition.nodes.{node_id}", "Not reachable from root.")
     parents = graph.parents_of(edges)
     _check_branches(nodes, parents, problems)
     _check_loop_fields(nodes, problems)
-    if len(nodes) <= limits.max_nodes:  # ancestor sets are quadratic: only for sane sizes
-        check_payloads(definition, nodes, bodies, graph.ancestors(bodies.edges), problems)
+    if sane:
+        check_payloads(definition, nodes, bodies, graph.ancestors(bodies.edges), problems,
+                       cut_off)
     if problems.errors:
         return None
     position = {node_id: i for i, node_id in enumerate(nodes)}
@@ -226,7 +231,8 @@ def _check_edges(nodes: dict, problems: Invalid) -> dict[str, list[str]] | None:
             if child == node_id:
                 problems.add(where, f"Node {_quoted(node_id)} lists itself as a child.")
             elif child not in nodes:
-                problems.add(where, f"Unknown node {_quoted(child)}.")
+                hint = did_you_mean(child, nodes) if problems.may_hint() else ""
+                problems.add(where, f"Unknown node {_quoted(child)}.{hint}")
             elif child in seen:
                 problems.add(where, f"Child {_quoted(child)} is listed twice.")
             else:
@@ -238,6 +244,49 @@ def _check_edges(nodes: dict, problems: Invalid) -> dict[str, list[str]] | None:
                      "Cycle: " + " → ".join(cycle) + ".")
         return None
     return edges if "root" in nodes else None
+
+
+def _cut_off(nodes: dict, bodies: Bodies, problems: Invalid) -> frozenset[str]:
+    """The nodes not reachable from root only because a child id is unknown.
+
+    A misspelt id in ``children`` (or ``loopBody``) cuts off the node it meant and
+    every node below that one: reporting each of them as not reachable would bury the
+    one error that matters. The node meant is taken to be one that no node lists and
+    root does not reach: the closest to the unknown id by name, or the only one if it
+    is the only one left. That node and the nodes it leads to are not reported, and
+    the unknown ids they list are followed the same way. Only unknown ids listed by a
+    node that root reaches (or that is cut off, so will be reached) count: an id listed
+    by a node nobody reaches rescues nothing. A node left out beside a misspelling is
+    still reported, unless it is the only candidate, where a node renamed without
+    its parent's list (``orders`` → ``fetch_orders``) is the likelier story.
+    """
+    levels, edges = bodies.levels, bodies.edges
+    if len(levels) == len(nodes):
+        return frozenset()  # every node reachable
+    listed = {child for children in edges.values() for child in children}
+    candidates = [n for n in nodes if n not in levels and n not in listed]
+    cut: set[str] = set()
+    todo = [unknown for node_id in levels for unknown in _unknown_ids(nodes[node_id], nodes)]
+    while todo and candidates:
+        unknown = todo.pop()
+        meant = closest(unknown, candidates) if problems.may_hint() else None
+        if meant is None and len(candidates) == 1:
+            meant = candidates[0]
+        if meant is None:
+            continue
+        candidates.remove(meant)
+        for node_id in graph.reachable(edges, meant):
+            if node_id not in levels and node_id not in cut:
+                cut.add(node_id)
+                todo.extend(_unknown_ids(nodes[node_id], nodes))
+    return frozenset(cut)
+
+
+def _unknown_ids(node: dict, nodes: dict) -> list[str]:
+    """The ids a node lists in ``children`` (and a loop in ``loopBody``) that name no node."""
+    listed = [*node["children"], *(node.get("loopBody") or () if node.get("type") == LOOP
+                                   else ())]
+    return [node_id for node_id in listed if node_id not in nodes]
 
 
 def _quoted(text: str) -> str:

@@ -4,7 +4,9 @@
 types, each wired to parents earlier in a random order (rarely a cycle, a
 self-loop, an unknown child or an unreachable node), payloads built from each
 type's own fields, and strings holding ``{{…}}`` expressions over ancestors,
-other nodes, every namespace, fallbacks, brackets and garbage. Every body
+other nodes, every namespace, fallbacks, brackets and garbage (a path into an
+ancestor mostly one its type's result can hold, as validation refuses the
+others). Every body
 carries a ``timeoutMs`` of at most 2000 (or one that is refused), so no run can
 outlive its example.
 
@@ -22,9 +24,12 @@ is several times faster than building a strategy per node.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
+
+from app.nodes import NODE_TYPES
 
 MAX_NODES = 20
 MAX_RUN_MS = 2000
@@ -133,6 +138,7 @@ class Scope:
     inputs: tuple[str, ...] = ()
     props: tuple[str, ...] = ()
     variables: tuple[str, ...] = ()
+    kinds: Mapping[str, str] = field(default_factory=dict, hash=False)  # node → type
 
 
 def path_tail(draw) -> str:
@@ -152,7 +158,7 @@ def path(draw, scope: Scope) -> str:
     if kind in ("ancestor", "$nodes", "any"):
         node = pick(draw, scope.ancestors if kind != "any" and scope.ancestors else scope.ids)
         head = f"$nodes.{node}" if kind == "$nodes" else node
-        return f"{head}.{pick(draw, FIELDS)}{path_tail(draw)}"
+        return f"{head}.{node_tail(draw, scope.kinds.get(node))}"
     if kind in ("$props", "$inputs", "$vars"):
         keys = {"$props": scope.props, "$inputs": scope.inputs, "$vars": scope.variables}[kind]
         key = pick(draw, keys) if keys and not rarely(draw, 10) else "missing"
@@ -162,6 +168,30 @@ def path(draw, scope: Scope) -> str:
                      "$trigger.headers", "$trigger.source", "$trigger.body"],
         "$run": ["$run.id", "$workflow.id"],
         "bad": ["$nope.x", "$nodes", "ghost.result", "$props", "root"]}[kind])
+
+
+def node_tail(draw, kind: str | None) -> str:
+    """What follows a node id: a section and a path into it that a node of ``kind`` can
+    hold; rarely (or for an unknown type) any."""
+    node_type = NODE_TYPES.get(kind)
+    if node_type is None or rarely(draw, 20):
+        return f"{pick(draw, FIELDS)}{path_tail(draw)}"
+    section = pick(draw, FIELDS)
+    if section == "input":  # the resolved payload: anything may be inside
+        return f"input{path_tail(draw)}"
+    if section != "result":  # status, error, payload: their shapes are fixed
+        return section
+    return "result" + result_tail(draw, node_type.result)
+
+
+def result_tail(draw, schema: dict) -> str:
+    """A path into a result of ``schema``: a declared field, then anything where the
+    schema is free-form."""
+    fields = schema.get("properties")
+    if not fields or schema.get("additionalProperties", True) is not False:
+        return path_tail(draw)  # open: the root's result (the trigger's payload)
+    name = pick(draw, sorted(fields))
+    return f".{name}" + (path_tail(draw) if "type" not in fields[name] else "")
 
 
 def hole(draw, scope: Scope) -> str:
@@ -204,9 +234,15 @@ def array(draw, scope: Scope):
     node = pick(draw, (*scope.ancestors, "$trigger", "$props", "$inputs"))
     if node == "$inputs" and "items" in scope.inputs:
         return "{{$inputs.items}}"
-    if node.startswith("$"):
+    node_type = NODE_TYPES.get(scope.kinds.get(node))
+    fields = ["items", "values", "filtered", "output"]
+    if node_type is not None and not rarely(draw, 20):  # mostly a field it can have
+        result = node_type.result
+        if result.get("additionalProperties", True) is False:
+            fields = [f for f in fields if f in result["properties"]]
+    if node.startswith("$") or not fields:
         return pick(draw, ["{{$trigger.body.items}}", "{{$props.list}}"])
-    return f"{{{{{node}.result.{pick(draw, ['items', 'values', 'filtered', 'output'])}}}}}"
+    return f"{{{{{node}.result.{pick(draw, fields)}}}}}"
 
 
 # -- conditions ------------------------------------------------------------------------
@@ -439,7 +475,7 @@ def definitions(draw) -> dict:
     nodes = {}
     for node in draw(st.permutations(ids)):
         scope = Scope(ancestors[node], tuple(ids), names["inputSchema"], tuple(declared["props"]),
-                      names["variableDefs"])
+                      names["variableDefs"], kinds)
         entry = {"type": kinds[node], "payload": payload(draw, kinds[node], scope),
                  "children": children[node], **node_extras(draw)}
         chosen = branch(draw, any(kinds[p] == "if" for p in parents[node]))

@@ -312,10 +312,39 @@ def test_validate_endpoint_runs_checks_and_charges_nothing(app, client):
     response = client.post("/v1/workflows/validate", headers=DEV_AUTH,
                            json={**TWO_NODES, "name": "greeting"})
     assert response.json == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]],
-                             "loops": {}}
+                             "loops": {}, "warnings": {}}
     assert balance(app) == before
     bad = client.post("/v1/workflows/validate", headers=DEV_AUTH, json={"definition": {}})
     assert_error(bad, 400, 400228)
+
+
+def test_validate_warns_of_unknown_payload_keys_which_a_run_ignores(app, client):
+    body = {"definition": definition("root>greet", greet={
+        "type": "hello-world", "payload": {"nmae": "Ann", "title": "greeting"}})}
+    # The root's payload keys are defaults of its result, all read: no warning.
+    body["definition"]["nodes"]["root"]["payload"] = {"region": "eu"}
+    response = client.post("/v1/workflows/validate", headers=DEV_AUTH, json=body)
+    assert response.status_code == 200
+    assert response.json["warnings"] == {
+        "definition.nodes.greet.payload.nmae": [
+            "Not a field of hello-world: ignored. Did you mean 'name'?"],
+        "definition.nodes.greet.payload.title": ["Not a field of hello-world: ignored."]}
+    app.config["MAX_PROBLEMS"] = 1
+    listed = client.post("/v1/workflows/validate", headers=DEV_AUTH, json=body).json
+    assert list(listed["warnings"]) == ["definition.nodes.greet.payload.nmae", "_truncated"]
+    run = post_run(client, body)  # accepted, as B3OS definitions carry such keys
+    assert run.json["executionState"]["greet"]["result"]["message"] == "Hello, World!"
+
+
+def test_a_missing_required_key_names_its_likely_misspelling_in_the_400(client):
+    body = {"definition": definition("root>wait", wait={
+        "type": "delay", "payload": {"delay_ms": 10}})}
+    for route in ("/v1/runs/sync", "/v1/workflows/validate"):
+        response = client.post(route, headers=DEV_AUTH, json=body)
+        assert_error(response, 400, 400228)
+        assert response.json["errors"] == {"definition.nodes.wait.payload.delayMs": [
+            "Missing data for required field. The payload has 'delay_ms', which delay does "
+            "not know and ignores: a misspelling of 'delayMs'?"]}
 
 
 def test_each_run_logs_one_summary_line(app, client, tmp_path):

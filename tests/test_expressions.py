@@ -14,6 +14,7 @@ from app.expressions import (
     Literal,
     Path,
     parse,
+    parse_each,
     references,
     resolve,
     walk,
@@ -82,6 +83,32 @@ def test_references_list_every_path_with_its_hole():
         ("{{ b.result || c.result || 0 }}", "c")]
     with pytest.raises(ExpressionError):
         references("{{ a. }}")
+
+
+def test_parse_each_reads_every_hole_past_the_bad_ones():
+    holes, item_holes, errors = parse_each(
+        "{{ a. }} {{b.result}} {{@amount}} {{ c d }} {{ e.x || 0 }}")
+    assert [h.source for h in holes] == ["{{b.result}}", "{{ e.x || 0 }}"]
+    assert item_holes == ("{{@amount}}",)
+    assert errors == ["{{ a. }}: expected a name after '.'", "{{ c d }}: unexpected 'd '"]
+    assert parse_each("{{a.b}} text") == (list(parse("{{a.b}} text").holes), (), [])
+
+
+def test_after_a_quote_that_never_closes_the_holes_are_still_read():
+    holes, _, errors = parse_each('{{ a || "open }} {{b.result}} {{ "c" }}')
+    assert len(errors) == 1 and errors[0].endswith("unterminated string literal")
+    assert [h.source for h in holes] == ["{{b.result}}", '{{ "c" }}']
+    with pytest.raises(ExpressionError):
+        parse('{{ a || "open }} {{b.result}}')
+
+
+def test_parse_each_is_linear_after_an_unclosed_quote():
+    import time
+    text = '{{"}}' + '{{\\"}}{{a.b}}' * 50_000  # each later hole would scan to the end
+    started = time.perf_counter()
+    holes, _, errors = parse_each(text)
+    assert len(holes) == 50_000 and len(errors) == 50_001
+    assert time.perf_counter() - started < 5
 
 
 def test_pathological_input_parses_quickly():

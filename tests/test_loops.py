@@ -369,7 +369,7 @@ def test_loops_run_under_the_b3os_mount_and_validate_reports_them(app, client):
     assert answer.json["data"]["executionState"]["a[1]"]["result"]["message"] == "2"
     checked = client.post("/v1/workflows/validate", json=body, headers=DEV_AUTH)
     assert checked.json == {"valid": True, "nodeCount": 3, "levels": [["root"], ["each"]],
-                            "loops": {"each": {"body": ["a"], "depth": 1}}}
+                            "loops": {"each": {"body": ["a"], "depth": 1}}, "warnings": {}}
 
 
 def test_a_loop_whose_results_outgrow_their_cap_starts_no_more_iterations(test_nodes):

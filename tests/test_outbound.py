@@ -26,6 +26,7 @@ import pytest
 
 from app import outbound
 from app.nodes.base import NodeError
+from tests.helpers import run_nodes
 from tests.http_support import redirect
 
 INTERNAL = [
@@ -85,6 +86,15 @@ def test_odd_spellings_are_judged_by_their_resolved_address(host):
     with pytest.raises(NodeError) as caught:
         outbound.resolve(host, 80)
     assert (caught.value.code, caught.value.retryable) == ("BLOCKED_DESTINATION", False)
+
+
+def test_a_refused_destination_names_the_setting_that_allows_it():
+    run = run_nodes("root>call", call={"type": "http-request",
+                                       "payload": {"url": "http://localhost:9/v1/orders"}})
+    error = run["executionState"]["call"]["error"]
+    assert error["code"] == "BLOCKED_DESTINATION"
+    assert error["message"].endswith(": the setting RUNNER_OUTBOUND_ALLOW lists the hosts "
+                                     "and networks that may be reached.")
 
 
 def test_allow_list_admits_a_resolved_address():

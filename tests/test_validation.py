@@ -245,6 +245,176 @@ def test_ill_formed_input_schema_items_are_reported_not_crashed_on():
             "definition.inputSchema[2]"} <= set(errors)
 
 
+# -- what follows a node id (SPEC §4) -------------------------------------------------------
+
+FETCH = {"type": "http-request", "payload": {"url": "https://api.example/orders"}}
+
+
+def say_errors(message, **nodes) -> list[str]:
+    """The problems of ``say``'s message, ``say`` reading root → fetch → greet → each."""
+    body = {"definition": definition(
+        "root>fetch", "fetch>greet", "greet>each", "each>say", fetch=FETCH,
+        greet={"type": "hello-world"},
+        each={"type": "for-each", "payload": {"array": [1]}, "loopBody": ["inner"]},
+        inner=log("{{$item}}"), say=log(message), **nodes)}
+    try:
+        check_request(body, Limits())
+    except Invalid as caught:
+        assert set(caught.errors) == {"definition.nodes.say.payload.message"}, caught.errors
+        return caught.errors["definition.nodes.say.payload.message"]
+    return []
+
+
+def test_after_a_node_id_comes_a_section_of_its_view():
+    assert say_errors("{{fetch.json.orders}}") == [
+        "{{fetch.json.orders}}: 'json' is not a part of node 'fetch': after a node id comes "
+        "result, input, payload, status or error. Did you mean {{fetch.result.json.orders}}?"]
+    [message] = say_errors("{{ $nodes.fetch.reslt.status }}")
+    assert message.endswith("Did you mean 'result'?")
+    [message] = say_errors("{{fetch.0}}")
+    assert "'0' is not a part of node 'fetch'" in message
+    [message] = say_errors("{{root.price}}")  # the root's result is open: any key may be
+    assert message.endswith("Did you mean {{root.result.price}}?")
+
+
+def test_every_section_of_a_node_and_the_whole_node_can_be_read():
+    assert say_errors("{{fetch}} {{fetch.result}} {{fetch.input}} {{fetch.payload}} "
+                      "{{fetch.status}} {{fetch.error}} {{$nodes.fetch.error.message}} "
+                      "{{fetch.error.code}} {{fetch.input.url}} {{fetch.payload.url}}") == []
+
+
+def test_a_field_a_fixed_result_cannot_hold_is_refused_with_the_name_meant():
+    assert say_errors("{{greet.result.mesage}}") == [
+        "{{greet.result.mesage}}: 'result' of node 'greet' (hello-world) has no field "
+        "'mesage'. Did you mean 'message'?"]
+    [message] = say_errors("{{greet.result.zzz}}")
+    assert message.endswith("has no field 'zzz'. Its fields: message, timestamp.")
+    [message] = say_errors("{{greet.result.message.length}}")
+    assert message.endswith("'result.message' of node 'greet' (hello-world) is a string: "
+                            "nothing is inside it ('length').")
+    [message] = say_errors("{{each.result.iterations.first}}")
+    assert "is an array: only an index (0, 1, …) can follow it, not 'first'." in message
+    [message] = say_errors("{{each.result.iterations.0.stauts}}")
+    assert "'result.iterations.0' of node 'each' (for-each) has no field 'stauts'. " \
+           "Did you mean 'status'?" in message
+    [message] = say_errors("{{fetch.status.code}}")
+    assert "'status' of node 'fetch' (http-request) is a string" in message
+    [message] = say_errors("{{fetch.error.cod || fetch.result.status}}")
+    assert message.endswith("has no field 'cod'. Did you mean 'code'?")
+    [message] = say_errors("{{fetch.result.statusText.x}}")
+    assert "is a string" in message
+
+
+def test_free_form_parts_of_results_are_not_looked_into():
+    assert say_errors(
+        "{{fetch.result.json.orders.0.id}} {{fetch.result.headers.etag}} "
+        "{{fetch.result.body}} {{fetch.result.contentType}} {{fetch.input.query.q.deep}} "
+        "{{root.result.anything.at.all}} {{root.result.triggeredAt}} "
+        "{{each.result.iterations.0.results.inner.message.x}} {{each.result.iterations.3}}"
+    ) == []
+    free = {"js": {"type": "code-transform", "payload": {"code": "x"}},
+            "rx": {"type": "regex", "payload": {"text": "a", "pattern": "a"}},
+            "low": {"type": "list-min", "payload": {"array": [1]}}}
+    body = {"definition": definition("root>js", "js>rx", "rx>low", "low>say", **free, say=log(
+        "{{js.result.output.a.b}} {{rx.result.matches.0}} {{rx.result.matches.name}} "
+        "{{low.result.item.price}} {{low.result.min}}"))}
+    check_request(body, Limits())
+
+
+def test_the_root_payload_is_the_one_written_in_the_definition():
+    # SPEC §4: {{node.payload}} is the node's payload as written, for the root too (its
+    # result is the request's payload): a key it does not hold can never be read.
+    assert say_errors("{{root.payload.x}}") == [
+        "{{root.payload.x}}: 'payload' of node 'root' (manual), as written in the "
+        "definition, has no field 'x'. The request's payload is read as {{root.result.x}} "
+        "or {{$trigger.body.x}}."]
+    assert say_errors("{{root.payload.x}}", root={"type": "manual", "payload": {"x": 1}}) == []
+    [message] = say_errors("{{fetch.payload.ur}}")
+    assert message.endswith("has no field 'ur'. Did you mean 'url'?")
+    [message] = say_errors("{{fetch.payload.url.x}}")
+    assert "is a string: nothing is inside it ('x')" in message
+
+
+def test_paths_inside_loop_bodies_are_checked_like_any_other():
+    body = {"definition": definition(
+        "root>each", "a>b", each={"type": "for-each", "payload": {"array": [1]},
+                                  "loopBody": ["a"]},
+        a={"type": "hello-world", "payload": {"name": "{{$item.name}} {{$index}}"}},
+        b=log("{{a.result.message}} {{$for.each.item.x}} {{a.result.mesage}}"))}
+    _, errors = problems(body)
+    assert errors == {"definition.nodes.b.payload.message": [
+        "{{a.result.mesage}}: 'result' of node 'a' (hello-world) has no field 'mesage'. "
+        "Did you mean 'message'?"]}
+
+
+def test_every_problem_of_a_string_is_reported_even_when_a_hole_does_not_parse():
+    assert say_errors("{{ root.result. }} {{ghost.result}} {{fetch.json}} {{ a b }}") == [
+        "{{ root.result. }}: expected a name after '.'",
+        "{{ a b }}: unexpected 'b '",
+        "{{ghost.result}}: unknown node 'ghost'.",
+        "{{fetch.json}}: 'json' is not a part of node 'fetch': after a node id comes "
+        "result, input, payload, status or error. Did you mean {{fetch.result.json}}?"]
+    # A quote that never closes: the holes after it are still read.
+    messages = say_errors('{{ root.result.x || "open }} {{ghost.result}}')
+    assert messages[0].endswith("unterminated string literal")
+    assert messages[1:] == ["{{ghost.result}}: unknown node 'ghost'."]
+
+
+# -- misspellings: payload keys, child ids ------------------------------------------------
+
+def test_a_missing_required_key_names_the_unknown_key_that_looks_like_it():
+    _, errors = problems({"definition": definition("root>f", f={
+        "type": "http-request", "payload": {"uri": "https://api.example", "headers": {}}})})
+    assert errors == {"definition.nodes.f.payload.url": [
+        "Missing data for required field. The payload has 'uri', which http-request does "
+        "not know and ignores: a misspelling of 'url'?"]}
+    _, errors = problems({"definition": definition("root>w", w={
+        "type": "delay", "payload": {"DelayMS": 5, "note": "x"}})})
+    assert errors["definition.nodes.w.payload.delayMs"][0].endswith(
+        "The payload has 'DelayMS', which delay does not know and ignores: a misspelling "
+        "of 'delayMs'?")
+    _, errors = problems({"definition": definition("root>w", w={
+        "type": "delay", "payload": {"note": "x"}})})  # nothing like it: nothing named
+    assert errors == {"definition.nodes.w.payload.delayMs": ["Missing data for required field."]}
+
+
+def test_an_unknown_child_id_names_the_node_it_may_misspell():
+    _, errors = problems({"definition": definition("root>fetc", "fetch>parse", fetch=FETCH,
+                                                   parse=log("{{fetch.result.status}}"))})
+    assert errors == {"definition.nodes.root.children[0]": [
+        "Unknown node 'fetc'. Did you mean 'fetch'?"]}
+
+
+def test_nodes_cut_off_only_by_an_unknown_child_id_are_not_also_unreachable():
+    # Without the rule: fetch, parse and tell are each "Not reachable from root", and
+    # fetch's {{root.result.url}} "not an ancestor": four errors burying the one typo.
+    fetch = {"type": "http-request", "payload": {"url": "{{root.result.url}}"}}
+    body = {"definition": definition("root>fetc", "fetch>parse", "parse>tell", fetch=fetch,
+                                     parse=log("{{fetch.result.json}}"), tell=log())}
+    _, errors = problems(body)
+    assert list(errors) == ["definition.nodes.root.children[0]"]
+    # The only node left that nobody lists is taken as the one meant, whatever its name.
+    body["definition"]["nodes"]["root"]["children"] = ["orders"]
+    assert list(problems(body)[1]) == ["definition.nodes.root.children[0]"]
+    # A node forgotten beside the misspelling is still reported …
+    body["definition"]["nodes"]["root"]["children"] = ["fetc"]
+    body["definition"]["nodes"]["island"] = log()
+    assert list(problems(body)[1]) == ["definition.nodes.root.children[0]",
+                                       "definition.nodes.island"]
+    # … and an unknown id listed by a node that root does not reach rescues nothing.
+    _, errors = problems({"definition": definition("island>ghost", island=log())})
+    assert list(errors) == ["definition.nodes.island.children[0]", "definition.nodes.island"]
+
+
+def test_a_misspelt_loop_body_entry_is_one_error():
+    _, errors = problems({"definition": definition(
+        "root>each", "check>ship",
+        each={"type": "for-each", "payload": {"array": [1]}, "loopBody": ["chek"]},
+        check=log("{{$item}}"), ship=log("{{check.result.message}}"))})
+    assert errors == {"definition.nodes.each.loopBody[0]": [
+        "Unknown node 'chek'. Did you mean 'check'?"]}
+
+
 # -- item holes, sensitivePropKeys, the problem cap, hostile sizes -----------------------
 
 def test_item_holes_are_rejected_outside_format_and_filter():
@@ -338,6 +508,30 @@ def test_validation_is_linear_on_hostile_payloads():
     _, errors = problems({"definition": definition(
         *[f"root>{n}" for n in many_children], **many_children)})
     assert "definition.nodes" in errors
+    assert time.perf_counter() - started < 5
+
+
+def test_validation_is_linear_on_misread_paths_and_unclosed_quotes():
+    import time
+    # Paths into a large payload as written and into a fixed result, each one different
+    # (no cache helps), and quotes that never close, each before a hole.
+    started = time.perf_counter()
+    wide = {"type": "log", "payload": {"message": "x", **{f"k{i}": i for i in range(30_000)}}}
+    misread = "".join(f"{{{{a.payload.q{i}}}}}{{{{h.result.mesage{i}}}}}"
+                      for i in range(15_000))
+    _, errors = problems({"definition": definition("root>a", "a>h", "h>b", a=wide, h={
+        "type": "hello-world"}, b=log(misread))})
+    assert sum(map(len, errors.values())) == 1001
+    unclosed = '{{"}}' + '{{\\"}}{{root.result.a}}' * 40_000
+    _, errors = problems({"definition": definition("root>a", a=log(unclosed))})
+    assert "_truncated" in errors
+    # Thousands of unknown child ids, each close to many long node ids: a "did you
+    # mean" costs milliseconds here, so only so many are looked for.
+    nodes = {f"n{i:03d}" * 16: log() for i in range(99)}
+    ghosts = [f"n{i:04d}" * 12 for i in range(3000)]
+    _, errors = problems({"definition": definition(*[f"root>{g}" for g in ghosts], **nodes)},
+                         Limits(max_nodes=100))
+    assert len(errors) == 1001
     assert time.perf_counter() - started < 5
 
 

@@ -27,6 +27,9 @@ _BLOCKED = [ipaddress.ip_network(net) for net in (
     "::/8", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20",
     "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8")]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The environment variable (app/config.py's OUTBOUND_ALLOW) that allows internal
+# destinations: named in the refusal, so the workflow's author knows what to ask for.
+ALLOW_SETTING = "RUNNER_OUTBOUND_ALLOW"
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -88,5 +91,7 @@ def resolve(host: str, port: int, allow_list: Iterable[str] = (), deadline: floa
                             for ip in addresses):
         raise NodeError("BLOCKED_DESTINATION", (
             f"{host!r} is or resolves to an internal address (loopback, private, link-local, "
-            "shared, multicast or reserved), which the operator has not allowed."), False)
+            "shared, multicast or reserved), which the operator has not allowed: the "
+            f"setting {ALLOW_SETTING} lists the hosts and networks that may be reached."),
+            False)
     return addresses
