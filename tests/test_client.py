@@ -197,7 +197,8 @@ def test_balance_counts_what_runs_used_and_hold(runner):
 
 def test_validate_and_node_types(api):
     assert api.validate(LINE) == {"valid": True, "nodeCount": 3,
-                                  "levels": [["root"], ["wait"], ["say"]], "loops": {}}
+                                  "levels": [["root"], ["wait"], ["say"]], "loops": {},
+                                  "warnings": {}}
     types = {node_type["type"] for node_type in api.node_types()}
     assert {"manual", "log", "delay", "for-each"} <= types
 

@@ -38,9 +38,10 @@ KEEP_ALIVE_MS = 300  # the module server's keep-alive interval (RUNNER_STREAM_KE
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Three workers with the test-only node types; one run in flight per token."""
+    """Three workers with the test-only node types; two runs or streams in flight per
+    token (a run and a follower of it)."""
     server = Server(tmp_path_factory.mktemp("streams"), workers=3, app="tests.testapp:app",
-                    MAX_CONCURRENT_RUNS="1", STREAM_KEEPALIVE_MS=str(KEEP_ALIVE_MS))
+                    MAX_CONCURRENT_RUNS="2", STREAM_KEEPALIVE_MS=str(KEEP_ALIVE_MS))
     server.flask("token", "seed-dev")
     server.start()
     yield server
@@ -408,7 +409,7 @@ def slow(ms: int = 1500, run_id: str | None = None) -> dict:
 @pytest.mark.parametrize("path", ["/v1/runs/sync", "/v1/runs"])
 @pytest.mark.parametrize("refusal", ["invalid", "token", "balance", "too_many"])
 def test_refusals_before_the_run_are_plain_json(server, path, refusal):
-    token, body, busy = "dev-token", slow(10), None
+    token, body, busy, busy_ids = "dev-token", slow(10), [], []
     if refusal == "invalid":
         body = {"definition": definition("root>a", a={"type": "log", "payload": {}})}
     elif refusal == "token":
@@ -417,10 +418,10 @@ def test_refusals_before_the_run_are_plain_json(server, path, refusal):
         token = new_token(server, f"poor-{path.count('sync')}", balance=1)
     else:
         token = new_token(server, f"busy-{path.count('sync')}")
-        busy = Stream(server, "POST", "/v1/runs", slow(1500), token=token,
-                      accept="application/json")
-        assert busy.status == 202
-        busy_id = busy.json()["runId"]
+        busy = [Stream(server, "POST", "/v1/runs", slow(1500), token=token,
+                       accept="application/json") for _ in range(2)]  # the token's limit
+        assert [started.status for started in busy] == [202, 202]
+        busy_ids = [started.json()["runId"] for started in busy]
     before = balance(server, token) if refusal != "token" else None
     started = time.monotonic()
     stream = Stream(server, "POST", path, body, token=token)
@@ -431,8 +432,9 @@ def test_refusals_before_the_run_are_plain_json(server, path, refusal):
     assert time.monotonic() - started < 5  # answered, not held
     if before is not None:
         assert balance(server, token) == before  # nothing reserved
-    if busy is not None:
-        busy.close()
+    for started in busy:
+        started.close()
+    for busy_id in busy_ids:
         assert final(server, busy_id, token)["status"] == "success"
 
 
