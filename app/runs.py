@@ -1,10 +1,14 @@
 """The life of one run, without Flask: reserve → execute → store and charge → count → log.
 
-Callers (the ``/v1`` views; later the CLI, streaming and async endpoints) pass
+Callers (the ``/v1`` views: a sync run, streamed or not, and a run started without
+waiting, which runs after its answer) pass
 plain values — the store, the settings, the checked request, the token, the
 request id, when the request was read — and map the refusals raised here
-(``DuplicateRun``, ``TokenDisabled``, ``InsufficientBalance``, ``TooManyRuns``, ``HardStop``,
-and the store's ``StoreUnavailable``) to answers of their own.
+(``DuplicateRun``, ``TokenDisabled``, ``InsufficientBalance``, ``TooManyRuns``,
+``HardStop``, and the store's ``StoreUnavailable``) to answers of their own.
+
+While it runs, its partial state is written to the store every half second when it
+has changed, and a cancel asked for through the store stops it (``_watch``).
 
 A run's log lines are written together at its end, its secrets redacted in
 them as in its answer. A run stopped before it finishes (a bug, or gunicorn's
@@ -96,9 +100,9 @@ class Life:
         self.outcome: Outcome | None = None
 
     def reserve(self) -> None:
-        """Record the run and reserve its cost; ``DuplicateRun``, ``InsufficientBalance``
-        or ``TooManyRuns`` when that is refused (``StoreUnavailable`` when it cannot be
-        asked)."""
+        """Record the run and reserve its cost; ``DuplicateRun``, ``TokenDisabled``,
+        ``InsufficientBalance`` or ``TooManyRuns`` when that is refused
+        (``StoreUnavailable`` when it cannot be asked)."""
         settle()
         # A reservation whose commit was cut off may be stored all the same: abort it
         # (nothing ran, nothing is charged) once the store is back — only if this process
