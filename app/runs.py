@@ -1,9 +1,9 @@
 """The life of one run, without Flask: reserve → execute → store and charge → count → log.
 
 Callers (the ``/v1`` views: a sync run, streamed or not, and a run started without
-waiting, which runs after its answer) pass
-plain values — the store, the settings, the checked request, the token, the
-request id, when the request was read — and map the refusals raised here
+waiting, which runs after its answer) pass plain values — the store, the settings,
+the checked request, the token, the request id, when the request was read — and
+map the refusals raised here
 (``DuplicateRun``, ``TokenDisabled``, ``InsufficientBalance``, ``TooManyRuns``,
 ``HardStop``, and the store's ``StoreUnavailable``) to answers of their own.
 
