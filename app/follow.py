@@ -13,9 +13,9 @@ gives its ``node.finished`` only, and retries show as the attempts they start
 A long run's state is mostly entries already final, and those never change: each
 read decodes only the entries whose text it has not seen final yet, and a
 ``node.finished`` event carries the entry's stored text as it is. (Decoding the whole
-state at every read and encoding each entry again cost a follower about 40 ms of CPU
-over a busy 3-second loop of 300 node instances, 1.9 % of the run's own; now about
-17 ms, 0.8 %: ``python -m bench.follow``.)
+state at every read and encoding each entry again cost a follower 40–60 ms of CPU over
+a busy 3-second loop of 300 node instances, 2 % of the run's own; now 16–26 ms, under
+1 %: ``python -m bench.follow``.)
 """
 from __future__ import annotations
 

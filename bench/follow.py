@@ -53,14 +53,14 @@ GOAL = 0.01  # a follower's CPU: at most 1 % of the run's
 WORKERS = 3  # one runs, one follows, one is spare
 SETTLE_S = 0.3  # after the answer and the follower's end, before the CPU is read
 ITEMS = 100  # the loop's items (the most a for-each takes)
-JS_STEPS = 800_000  # steps of each iteration's JavaScript loop: about 20 ms of CPU here
+JS_STEPS = 800_000  # steps of each iteration's JavaScript loop: 20–30 ms of CPU here
 WAIT_MS = 3000
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer dev-token"}
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
 def busy() -> dict:
-    """About 2.2 s of CPU over 2.5–4 s: each item's JavaScript loop, its line, a filter."""
+    """2–3.5 s of CPU over 2.5–5 s here: each item's JavaScript loop, its line, a filter."""
     code = ("function transform(x) { let s = 0; "
             f"for (let i = 0; i < {JS_STEPS}; i++) s = (s + i * x.n) % 1000003; "
             "return {n: x.n, s: s}; }")
