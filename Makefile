@@ -56,13 +56,15 @@ smoke: install
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
 
-## HTTP throughput and server CPU per run of a 5-node workflow on SQLite and on PostgreSQL
-## (with the database's CPU), against a bare Flask endpoint, alternating rounds (needs wrk;
-## BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_BASELINE=<revision>).
+## HTTP throughput and server CPU per run of a 5-node workflow on SQLite (plain and streamed)
+## and on PostgreSQL (with the database's CPU), against a bare Flask endpoint, alternating
+## rounds (needs wrk); then what a follower costs the run it follows (bench/follow.py).
+## BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_BASELINE=<revision>.
 bench-http: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench-http needs wrk (Debian package wrk)"; exit 1; }
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.follow
 
 ## Soak: real gunicorn under a mixed load for SOAK_SECONDS (default 180), then the books
 ## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply;

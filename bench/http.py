@@ -1,12 +1,14 @@
 """HTTP throughput and CPU per run, measured side by side in one run (``make bench-http``).
 
 wrk drives the same 5-node workflow — root → two parallel transforms → join → log —
-through the real service on (a) the SQLite store and (b) the PostgreSQL store, and
-(c) a bare Flask JSON endpoint, each served by gunicorn with the production
-gunicorn.conf.py on 127.0.0.1. For every endpoint and round it prints requests/s,
-p50/p99 latency and errors, and the server's CPU per request: utime + stime of
-gunicorn's whole process tree over the round (the master with its reaped children's
-cutime + cstime, every live worker and helper) divided by the requests wrk counted.
+through the real service on (a) the SQLite store, (b) the same streamed as Server-Sent
+Events (``Accept: text/event-stream``, SPEC §12) from a server of its own, so its CPU
+per run is its own, (c) the PostgreSQL store, and (d) a bare Flask JSON endpoint, each
+served by gunicorn with the production gunicorn.conf.py on 127.0.0.1. For every
+endpoint and round it prints requests/s, p50/p99 latency and errors, and the server's
+CPU per request: utime + stime of gunicorn's whole process tree over the round (the
+master with its reaped children's cutime + cstime, every live worker and helper)
+divided by the requests wrk counted.
 Beside PostgreSQL's it prints the database's CPU per request, measured the same way
 on the postmaster's tree (backends, background processes) — when the cluster is
 tests/pg.py's throwaway one on this machine (``RUNNER_TEST_DATABASE_URL`` unset;
@@ -16,11 +18,15 @@ All servers run for the whole benchmark and wrk alternates between them for
 BENCH_ROUNDS rounds: a shared machine's speed drifts by half within minutes, so
 only a ratio of two measurements taken back to back means anything. The
 verdicts are medians of the rounds' ratios: the workflow's throughput (SQLite)
-against the bare endpoint's, and PostgreSQL's service CPU per run against SQLite's.
+against the bare endpoint's, the streamed run's service CPU against the plain one's,
+and PostgreSQL's service CPU per run against SQLite's.
 
 ``BENCH_BASELINE=<git revision>`` adds a server running that revision's code
 (checked out into a temporary worktree) on the same workflow and SQLite, for a
 before/after comparison measured in the same rounds.
+
+Before the rounds, one request to each workflow server checks that the run succeeds
+(wrk sees only the status line, and a stream is 200 whatever happens in it).
 
 Exits 1 when any answer was not 2xx or wrk reported a socket error.
 """
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +53,11 @@ DURATION = os.environ.get("BENCH_SECONDS", "8")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 GOAL = 0.5  # the workflow should sustain half the bare endpoint's throughput
 CPU_GOAL = 1.0  # PostgreSQL's service CPU per run: at most SQLite's
+STREAM_GOAL = 1.15  # a streamed run's service CPU: at most 15 % more than a plain one's
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
 SETTLE_S = 0.3  # after wrk stops, the requests it left in flight finish before CPU is read
 SQLITE, POSTGRES, BARE = "workflow, SQLite", "workflow, PostgreSQL", "bare Flask JSON"
+STREAMED = "workflow streamed, SQLite"
 BASELINE = "baseline workflow"
 WORKFLOW = {
     "definition": {"nodes": {
@@ -70,6 +79,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer dev-token"
 wrk.body = [[%s]]
 """
+STREAM = "text/event-stream"
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Endpoint:
     """A server wrk drives, and the database server that works for it, if measured."""
 
     server: Server
+    streamed: bool = False  # its runs asked for as Server-Sent Events
     database_pid: int | None = None  # the postmaster's
 
     def cpu(self) -> tuple[float, float | None]:
@@ -134,7 +145,8 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
         stack.callback(server.stop)
         return server
 
-    endpoints = {SQLITE: Endpoint(started(SQLITE, "wsgi:app"))}
+    endpoints = {SQLITE: Endpoint(started(SQLITE, "wsgi:app")),
+                 STREAMED: Endpoint(started(STREAMED, "wsgi:app"), streamed=True)}
     database = pg.Server.start()
     if database is None:
         print("no PostgreSQL (Debian's postgresql, or RUNNER_TEST_DATABASE_URL): "
@@ -144,7 +156,7 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
         url = database.create_database()
         stack.callback(database.drop_database, url)
         endpoints[POSTGRES] = Endpoint(started(POSTGRES, "wsgi:app", DATABASE_URL=url),
-                                       database.postmaster_pid())
+                                       database_pid=database.postmaster_pid())
     endpoints[BARE] = Endpoint(started(BARE, "bench.bare:app"))
     baseline = os.environ.get("BENCH_BASELINE")
     if baseline:
@@ -157,13 +169,37 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
     return endpoints
 
 
-def run_rounds(endpoints: dict[str, Endpoint], script: Path) -> list[dict]:
-    """BENCH_ROUNDS rounds, each one wrk run per endpoint; a round's results by name."""
+def check_runs(endpoints: dict[str, Endpoint]) -> None:
+    """One run through each workflow server, which must succeed: plain, its answer's
+    status; streamed, the status of the answer its last event (``run.finished``) holds."""
+    for name, endpoint in endpoints.items():
+        if name == BARE:
+            continue
+        request = urllib.request.Request(
+            endpoint.server.base + "/v1/runs/sync", data=json.dumps(WORKFLOW).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer dev-token",
+                     "Accept": STREAM if endpoint.streamed else "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+        if endpoint.streamed:
+            last = text.strip().split("\n\n")[-1].split("\n")
+            if last[1] != "event: run.finished":
+                raise RuntimeError(f"{name}: the stream ended with {last!r}")
+            text = last[2].removeprefix("data: ")
+        status = json.loads(text)["status"]
+        if status != "success":
+            raise RuntimeError(f"{name}: the run ended {status!r}: {text[:500]}")
+
+
+def run_rounds(endpoints: dict[str, Endpoint], scripts: dict[bool, Path]) -> list[dict]:
+    """BENCH_ROUNDS rounds, each one wrk run per endpoint (with ``scripts[streamed]``); a
+    round's results by name."""
     rounds = []
     for number in range(ROUNDS):
         # Alternate who goes first, so neither always meets the same drift.
         order = list(endpoints) if number % 2 == 0 else list(endpoints)[::-1]
-        rounds.append({name: measure(endpoints[name], script) for name in order})
+        rounds.append({name: measure(endpoints[name], scripts[endpoints[name].streamed])
+                       for name in order})
     return rounds
 
 
@@ -216,6 +252,12 @@ def print_verdicts(rounds: list[dict], names: list[str]) -> None:
     median = print_ratio("workflow (SQLite) / bare throughput", rounds,
                          lambda r: r[SQLITE]["rps"] / r[BARE]["rps"])
     print(f"  goal: at least {GOAL:.2f}, {'met' if median >= GOAL else 'not met'}")
+    median = print_ratio("streamed / plain service CPU per run (SQLite)", rounds,
+                         lambda r: r[STREAMED]["service_ms"] / r[SQLITE]["service_ms"])
+    print(f"  goal: at most {STREAM_GOAL:.2f}, "
+          f"{'met' if median <= STREAM_GOAL else 'not met'}")
+    print_ratio("streamed / plain throughput (SQLite)", rounds,
+                lambda r: r[STREAMED]["rps"] / r[SQLITE]["rps"])
     if POSTGRES in names:
         median = print_ratio("PostgreSQL / SQLite service CPU per run", rounds,
                              lambda r: r[POSTGRES]["service_ms"] / r[SQLITE]["service_ms"])
@@ -230,10 +272,13 @@ def print_verdicts(rounds: list[dict], names: list[str]) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        script = root / "post.lua"
-        script.write_text(LUA % json.dumps(WORKFLOW))
+        scripts = {False: root / "post.lua", True: root / "stream.lua"}
+        scripts[False].write_text(LUA % json.dumps(WORKFLOW))
+        scripts[True].write_text(LUA % json.dumps(WORKFLOW)
+                                 + f'wrk.headers["Accept"] = "{STREAM}"\n')
         endpoints = start_endpoints(root, stack)
-        rounds = run_rounds(endpoints, script)
+        check_runs(endpoints)
+        rounds = run_rounds(endpoints, scripts)
     names = list(endpoints)
     print_rounds(rounds, names)
     print_medians(rounds, names)

@@ -299,6 +299,7 @@ def test_a_run_in_flight_on_one_host_is_read_followed_and_listed_through_the_oth
     run_id = start_without_waiting(hosts.a, slow(4_000), secret, "elsewhere")
     path = f"/v1/runs/{run_id}"
     deadline, partial = time.monotonic() + 10, {}
+    # (Stored from its start with an empty executionState; its first tick writes more.)
     while "wait" not in partial.get("executionState", {}) and time.monotonic() < deadline:
         status, partial = hosts.b.request("GET", path, token=secret)  # its progress, from B
         assert status == 200 and partial["status"] == "running"
