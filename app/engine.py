@@ -68,6 +68,7 @@ HELD_CHARS = 64 * 1024 * 1024  # inputs and results held by loop iterations in f
 # nested loops could make 1,700 ready together (deploy/runner.service's TasksMax).
 MAX_POOLED = 64
 TICK_S = 0.5  # how often a run in flight calls ``tick`` (after its first TICK_S)
+PAUSE_S = 0.05  # a run busy without waiting pauses (for its stream) at least this often
 PARTIAL_FULL_CHARS = 1024 * 1024  # a partial state with inputs and results, at most
 STOPS = {  # why a run stopped before its end → its error, and why nodes not started skip
     "run_timeout": ("RUN_TIMEOUT", "The run deadline passed."),
@@ -148,12 +149,14 @@ class Run:
         return self.outcome()
 
     def passes(self) -> Iterator[None]:
-        """The scheduling loop, pausing after each pass (a streaming caller writes the
-        pass's ``events`` meanwhile); ``outcome`` once it is exhausted."""
+        """The scheduling loop, pausing whenever it is about to wait (a streaming caller
+        writes the ``events`` so far meanwhile), and at least every ``PAUSE_S`` while it
+        has work to do without waiting; ``outcome`` once it is exhausted. A run that
+        never waits (inline nodes only) pauses once, at its end: one write of its events."""
         self._run_root()
-        next_tick = time.monotonic() + TICK_S
+        paused = time.monotonic()
+        next_tick = paused + TICK_S
         while self.ready or self.running or self.timers or self.open_loops:
-            yield
             now = time.monotonic()
             if now >= self.deadline:
                 self._stop("run_timeout")
@@ -164,7 +167,12 @@ class Run:
                     self._stop("cancelled")
                     break
             if self.ready and self._start_ready():
+                if now - paused >= PAUSE_S:
+                    yield
+                    paused = time.monotonic()
                 continue
+            yield
+            paused = now = time.monotonic()
             wake = [self.deadline] + [d for _, d, _ in self.running.values()] + \
                 [t for t, _ in self.timers[:1]]
             if self.tick is not None:

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from .state import dumps
 from .store import Store
 
-POLL_S = 0.25  # how often the store is read while nothing new has come
+# How often the store is read: as often as a run writes its state (engine.TICK_S).
+POLL_S = 0.5
 _DECODER = json.JSONDecoder()
 _ENTRIES = ',"executionState":{'  # where ``state.body_text`` starts the entries
 
