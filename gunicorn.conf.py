@@ -95,9 +95,9 @@ logconfig_dict = {
 
 
 # -- Hooks ------------------------------------------------------------------------
-def _with_store(server, action):
+def _with_store(server, action, needed=False):
     """Run ``action(store)`` in the master; a store that is unavailable only costs a warning
-    (the start-up or lookup clean-up of orphaned runs catches up later)."""
+    (the clean-up of orphaned runs catches up later), unless ``needed``: then it raises."""
     from app import config
     from app.store import StoreUnavailable, open_store
 
@@ -107,6 +107,8 @@ def _with_store(server, action):
     try:
         return action(store)
     except StoreUnavailable as error:
+        if needed:
+            raise
         server.log.warning("store unavailable in the master: %s", error)
         return 0
     finally:
@@ -120,7 +122,7 @@ def on_starting(server):
     # importing it: 0.15 s of CPU less per start. No app is created: that stays per worker.
     import app.factory  # noqa: F401
     from app import config
-    from app.store import SchemaTooNew
+    from app.store import SchemaTooNew, StoreUnavailable
 
     # SPEC §8: one token alone can never occupy every worker of the host. Here, where
     # the worker count is known (-w included), before the workers read the settings.
@@ -138,8 +140,12 @@ def on_starting(server):
         store.prune(retention)
         return store.abort_orphans()
 
+    # A store that cannot be reached, or that newer code migrated, stops the start-up with
+    # one line (a service manager restarts it); one that goes away later gets 503s.
     try:
-        aborted = _with_store(server, start)
+        aborted = _with_store(server, start, needed=True)
+    except StoreUnavailable as error:
+        _refuse_to_start(server, f"the store is unavailable: {error}")
     except SchemaTooNew as error:
         _refuse_to_start(server, error)
     if aborted:
