@@ -1,10 +1,13 @@
 """Every setting in one place: defaults, read from the environment once.
 
 Each setting ``NAME`` can be set as the environment variable ``RUNNER_NAME``.
-A value that does not parse stops the start-up with a message naming it.
+A value that does not parse stops the start-up with a message naming it; a
+``RUNNER_`` variable that names no setting (a typo) is reported with the nearest
+setting's name (``unknown_variables``) by the server and the commands at start-up.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -17,7 +20,10 @@ MIB = 1024 * 1024
 
 def _int(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
         if value < low or (high is not None and value > high):
             raise ValueError(f"must be between {low} and {high}" if high else f"must be ≥ {low}")
         return value
@@ -182,6 +188,27 @@ def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
             shown = "" if name in UNSHOWN else f"={text!r}"
             raise SettingError(f"RUNNER_{name}{shown}: {error}") from None
     return found
+
+
+# RUNNER_ variables read by something other than the service: the tests' PostgreSQL.
+OTHER_VARIABLES = ("RUNNER_TEST_DATABASE_URL",)
+
+
+def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One warning per ``RUNNER_`` variable (in any case) that names no setting, with the
+    nearest setting's name when one is close: such a variable is ignored."""
+    known = [f"RUNNER_{name}" for name in SETTINGS] + list(OTHER_VARIABLES)
+    suffixes = {name.removeprefix("RUNNER_"): name for name in known}
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith("RUNNER_") or variable in known:
+            continue
+        # Compared without the prefix all share, which would make every name look close.
+        near = difflib.get_close_matches(variable.upper().removeprefix("RUNNER_"), suffixes,
+                                         n=1, cutoff=0.6)
+        hint = f"; did you mean {suffixes[near[0]]}?" if near else ""
+        warnings.append(f"{variable} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
