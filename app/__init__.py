@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flask import Flask
 
+# The one version: the package's (setup.cfg reads it here), OpenAPI's info.version, the
+# outbound User-Agent and /livez.
+__version__ = "0.1.0"
+
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """The application (see ``app.factory.create_app``)."""

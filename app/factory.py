@@ -23,14 +23,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config.load(test_config))
     app.json.sort_keys = False  # executionState keeps its topological order
     app.json.compact = True
-    logconfig.configure(app.config)
+    command = cli.building_for_a_command()
+    logconfig.configure(app.config, command=command)
+    if command:  # (the server says so in gunicorn's master, once)
+        cli.warn_unknown_variables()
 
     store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"],
                        app.config["HOST_ID"])
-    try:
-        store.migrate()
-    except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
-        if not cli.building_for_a_command():  # a command fails with its own one line
+    if not command:  # a command's store is checked and migrated by the command (cli.py)
+        try:
+            store.migrate()
+        except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
             logging.getLogger("app").error("store unavailable at start-up: %s", error)
     app.extensions["store"] = store
 
