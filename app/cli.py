@@ -165,7 +165,9 @@ def warn_unknown_variables() -> None:
 
 
 def _commands() -> list[click.Command]:
-    return [token_cli, store_cli]
+    from .run_command import run_workflow
+
+    return [token_cli, store_cli, run_workflow]
 
 
 def register(app: Flask) -> None:

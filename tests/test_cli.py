@@ -214,9 +214,9 @@ def test_runner_has_the_commands_of_flask(elsewhere):
         listed = done.stdout.split("Commands:")[1].splitlines()
         return {line.split()[0] for line in listed if line.strip()}
 
-    assert commands(RUNNER, "--help") == {"token", "store"}
+    assert commands(RUNNER, "--help") == {"token", "store", "run-workflow"}
     assert commands(sys.executable, "-m", "flask", "--app", "wsgi", "--help") >= {
-        "token", "store"}
+        "token", "store", "run-workflow"}
     assert commands(RUNNER, "token", "--help") == commands(
         sys.executable, "-m", "flask", "--app", "wsgi", "token", "--help") == {
         "create", "list", "top-up", "disable", "enable", "seed-dev"}
