@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 
 ## Serve the API at http://127.0.0.1:$(PORT) with auto-reload and the token dev-token.
 run: install
-	$(BIN)/flask --app wsgi token seed-dev
+	$(BIN)/runner token seed-dev
 	@echo "Playground: http://127.0.0.1:$(PORT)/playground  (runs: http://127.0.0.1:$(PORT)/runs, token dev-token)"
 	GUNICORN_RELOAD=1 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
@@ -83,7 +83,7 @@ vendor:
 
 ## Style (ruff) and the import contracts of setup.cfg (lint-imports).
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check app tests bench wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check app tests bench examples wsgi.py gunicorn.conf.py
 	$(BIN)/lint-imports --no-cache --no-logo
 
 clean:
