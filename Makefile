@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: setup.cfg setup.py | $(BIN)/python
+$(VENV)/.installed: setup.cfg setup.py app/version.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 

@@ -18,6 +18,7 @@ from flask.cli import AppGroup, ScriptInfo
 
 from . import config
 from .store import NotSupported, SchemaTooNew, StoreUnavailable
+from .version import __version__
 
 
 class _StoreCommands(AppGroup):
@@ -187,8 +188,6 @@ def _app_for_a_command() -> Flask:
 def main() -> None:
     """The ``runner`` console script (setup.cfg): the commands of ``flask --app wsgi``,
     wherever it is run from; the app is built only for a command that needs it."""
-    from . import __version__
-
     group = click.Group("runner", commands=_commands(), help=(
         "The workflow runner's commands: tokens, the store, and running a workflow file. "
         "Settings come from RUNNER_* variables, as for the service; relative paths "

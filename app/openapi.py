@@ -12,6 +12,7 @@ from . import schemas
 from .dialect import Arr, Bool, Int, Num, Obj, Str
 from .nodes import NODE_TYPES
 from .nodes.base import NodeType
+from .version import __version__
 
 bp = Blueprint("openapi", __name__)
 
@@ -69,7 +70,7 @@ GRAPH = {"type": "object", "required": ["runId", "startedAt", "deadlineMs", "nod
 @functools.cache
 def _spec() -> tuple[dict, MarshmallowPlugin]:
     plugin = MarshmallowPlugin()
-    spec = APISpec(title="Workflow runner", version="1.0.0", openapi_version="3.0.3",
+    spec = APISpec(title="Workflow runner", version=__version__, openapi_version="3.0.3",
                    plugins=[plugin], info={"description": "Runs B3OS workflow definitions "
                                            "synchronously."})
     for field, kind in ((Str, "string"), (Bool, "boolean"), (Int, "integer"),
