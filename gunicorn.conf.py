@@ -196,7 +196,7 @@ def _write_json_error(sock, status, reason, message):
     from gunicorn import util
 
     body = json.dumps({"code": status * 1000, "message": reason,
-                       "requestId": uuid.uuid4().hex}).encode()
+                       "requestId": uuid.uuid4().hex}, separators=(",", ":")).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     util.write_nonblock(sock, head.encode("latin-1") + body)

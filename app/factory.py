@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from . import api, cli, config, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
@@ -21,8 +22,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
     app.url_map.merge_slashes = False
     app.config.update(config.load(test_config))
-    app.json.sort_keys = False  # executionState keeps its topological order
-    app.json.compact = True
+    app.json = _JSONProvider(app)
     command = cli.building_for_a_command()
     logconfig.configure(app.config, command=command)
     if command:  # (the server says so in gunicorn's master, once)
@@ -50,6 +50,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with keys kept in their order (executionState's is topological),
+    compact, and without jsonify's newline after the text: every JSON answer ends at its
+    closing bracket, as a stored run — served as it is stored — and a stream's
+    ``run.finished`` data do."""
+
+    sort_keys = False
+
+    def response(self, *args: Any, **kwargs: Any):
+        value = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(self.dumps(value, separators=(",", ":")),
+                                        mimetype=self.mimetype)
+
+
 def _assign_request_id() -> None:
     given = request.headers.get("X-Request-ID", "")
     g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -65,8 +79,6 @@ def _finish_response(response):
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
-        if data.endswith(b"\n"):  # jsonify's
-            data = memoryview(data)[:-1]
         response.set_data(b"".join((
             b'{"code":0,"message":"success","data":', data, b',"requestId":',
             current_app.json.dumps(request_id).encode(), b"}")))

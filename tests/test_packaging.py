@@ -1,4 +1,5 @@
-"""Packaging: one licence, one version, an install without warnings."""
+"""Packaging: one licence, one version, an install without warnings, and JSON answers
+that end alike on real gunicorn."""
 from __future__ import annotations
 
 import configparser
@@ -11,7 +12,7 @@ import pytest
 
 from app import __version__
 from tests.helpers import definition, run_engine
-from tests.server import ROOT
+from tests.server import ROOT, Server, raw_exchange
 
 
 def test_the_licence_file_is_the_declared_one():
@@ -49,3 +50,19 @@ def test_an_editable_install_builds_without_warnings(tmp_path):
     said = [line for line in (done.stdout + done.stderr).splitlines()
             if line.strip() and not line.startswith("WARNING: Location")]  # pip's own config
     assert said == []
+
+
+@pytest.mark.server
+def test_json_answers_end_alike_on_gunicorn(tmp_path):
+    """The app's answers and gunicorn's own refusals (a request line it cannot parse)."""
+    server = Server(tmp_path, workers=1)
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        bodies = [raw_exchange(server.port, request)[2] for request in (
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"NOT A REQUEST\r\n\r\n")]
+    finally:
+        server.stop()
+    assert [body[-1:] for body in bodies] == [b"}", b"}", b"}"], bodies
