@@ -1,5 +1,5 @@
-"""Packaging: one licence, one version, an install without warnings, and JSON answers
-that end alike on real gunicorn."""
+"""Packaging: one licence, one version, `make help`, an install without warnings, and
+JSON answers that end alike on real gunicorn."""
 from __future__ import annotations
 
 import configparser
@@ -34,6 +34,18 @@ def test_one_version_everywhere(client, server):
         "url": server.url("/x")}})}
     assert run_engine(body, settings={"OUTBOUND_ALLOW": ["127.0.0.1"]})["status"] == "success"
     assert server.seen[0].headers["user-agent"] == f"workflow-runner/{__version__}"
+
+
+def test_make_help_is_the_default_and_lists_every_target():
+    listed = subprocess.run(["make", "-s", "--no-print-directory"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    described = {line.split()[1]: line for line in listed.stdout.splitlines()
+                 if line.startswith("make ")}
+    phony = (ROOT / "Makefile").read_text().split(".PHONY:")[1].split("\n\n")[0]
+    targets = set(phony.replace("\\", " ").split()) - {".DEFAULT_GOAL", ":=", "help"}
+    assert targets <= set(described), targets - set(described)
+    assert all(len(line.split()) > 2 for line in described.values())  # each says something
 
 
 @pytest.mark.server
