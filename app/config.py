@@ -50,6 +50,25 @@ def _allow_list(text: str) -> list[str]:
     return entries
 
 
+_ORIGIN = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _origins(text: str) -> list[str]:
+    """Origins as a browser sends them (``https://app.example.com``, ``http://[::1]:8080``):
+    lower case, a trailing slash and a default port dropped; anything else is refused."""
+    origins = []
+    for entry in _list(text):
+        found = _ORIGIN.match(entry.lower().removesuffix("/"))
+        if found is None:
+            raise ValueError(f"{entry!r} is not an origin: scheme://host[:port], no path "
+                             "(each origin is listed; * is not accepted)")
+        scheme, host, port = found.groups()
+        origins.append(f"{scheme}://{host}" + (
+            f":{port}" if port and port != _DEFAULT_PORTS[scheme] else ""))
+    return origins
+
+
 SQLITE_PREFIX = "sqlite:///"  # then the file's path: relative, or absolute with a 4th slash
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -113,6 +132,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "STREAM_KEEPALIVE_MS": (15_000, _int(100, 15_000)),
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
+    # Pages of these origins may call the API from a browser (CORS); none by default.
+    "CORS_ORIGINS": ([], _origins),
     # code-transform: JavaScript heap and whole helper process (OS-enforced) per
     # attempt, and attempts of one worker at once (SPEC §3).
     "CODE_HEAP_MIB": (128, _int(16, 4096)),

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from . import api, cli, config, errors, health, logconfig, openapi, pages
+from . import api, cli, config, cors, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -40,6 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     app.before_request(_assign_request_id)
     app.after_request(_finish_response)
+    cors.register(app)  # after the request id: a preflight's answer carries it too
     app.register_blueprint(api.bp, url_prefix="/v1")
     # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")

@@ -25,10 +25,20 @@ def test_defaults_and_environment():
     ("RUNNER_OUTBOUND_ALLOW", "bad host!"), ("RUNNER_OUTBOUND_ALLOW", "fe80::1::2"),
     ("RUNNER_DATABASE_URL", "mysql://db/runner"), ("RUNNER_DATABASE_URL", "sqlite:///"),
     ("RUNNER_DATABASE_URL", "postgresql://db:port/runner"),
-    ("RUNNER_DATABASE_URL", "var/runner.sqlite3")])
+    ("RUNNER_DATABASE_URL", "var/runner.sqlite3"), ("RUNNER_CORS_ORIGINS", "*"),
+    ("RUNNER_CORS_ORIGINS", "https://app.example.com/api"),
+    ("RUNNER_CORS_ORIGINS", "app.example.com")])
 def test_bad_values_stop_the_start_up_naming_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
         config.from_env({name: value})
+
+
+def test_cors_origins_are_written_as_browsers_send_them():
+    given = {"RUNNER_CORS_ORIGINS": "https://App.Example.com/, http://localhost:3000, "
+                                    "https://x.org:443, http://[::1]:8080"}
+    assert config.from_env(given)["CORS_ORIGINS"] == [
+        "https://app.example.com", "http://localhost:3000", "https://x.org", "http://[::1]:8080"]
+    assert config.load()["CORS_ORIGINS"] == []  # off by default
 
 
 def test_gunicorn_limits_and_run_expiry_follow_the_deadline():
