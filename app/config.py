@@ -211,8 +211,12 @@ def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     return found
 
 
-# RUNNER_ variables read by something other than the service: the tests' PostgreSQL.
-OTHER_VARIABLES = ("RUNNER_TEST_DATABASE_URL",)
+# RUNNER_ variables that are not the service's but are no typo either: the tests'
+# PostgreSQL, and those GitHub Actions sets in every job (the suite may run there).
+OTHER_VARIABLES = ("RUNNER_TEST_DATABASE_URL", "RUNNER_ARCH", "RUNNER_DEBUG",
+                   "RUNNER_ENVIRONMENT", "RUNNER_NAME", "RUNNER_OS", "RUNNER_PERFLOG",
+                   "RUNNER_TEMP", "RUNNER_TOOL_CACHE", "RUNNER_TRACKING_ID",
+                   "RUNNER_WORKSPACE")
 
 
 def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
