@@ -51,8 +51,8 @@ def run_workflow(file: IO[bytes], payload: str | None, table: bool) -> None:
     valid request (its problems are printed, each under its location).
     """
     settings = current_app.config
-    name = getattr(file, "name", "<stdin>")
-    body = _request_body(_json(file.read(), name, settings), name)
+    source = getattr(file, "name", "<stdin>")
+    body = _request_body(_json(file.read(), source, settings), source)
     if payload is not None:
         body["payload"] = _payload(payload, settings)
     limits = Limits(max_nodes=settings["MAX_NODES"], run_deadline_ms=settings["RUN_DEADLINE_MS"],
@@ -61,10 +61,10 @@ def run_workflow(file: IO[bytes], payload: str | None, table: bool) -> None:
         request = check_request(body, limits)
     except Invalid as problems:
         _print_problems(problems, table)
-        raise SystemExit(INVALID) from None
+        click.get_current_context().exit(INVALID)
     outcome = _run(request, {name: settings[name] for name in config.SETTINGS})
     click.echo(_table(json.loads(outcome.text)) if table else outcome.text)
-    raise SystemExit(0 if outcome.status == "success" else 1)
+    click.get_current_context().exit(0 if outcome.status == "success" else 1)
 
 
 def _json(raw: bytes, name: str, settings) -> Any:
