@@ -5,14 +5,21 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test unit chromium screenshots smoke bench bench-http soak hostile vendor lint \
-	clean
+.PHONY: help install run test unit chromium screenshots smoke bench bench-http soak hostile vendor \
+	lint clean
+.DEFAULT_GOAL := help
+
+## List the targets with what they do (the default: plain `make`).
+help:
+	@awk '/^## / { text = text (text ? "\n                 " : "") substr($$0, 4); next } \
+		/^[a-z][a-z-]*:/ && text { printf "make %-11s %s\n", substr($$1, 1, length($$1) - 1), text } \
+		{ text = "" }' $(firstword $(MAKEFILE_LIST))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: setup.cfg setup.py | $(BIN)/python
+$(VENV)/.installed: setup.cfg setup.py app/version.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
@@ -24,11 +31,13 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
+## Create the virtual environment .venv and install the service into it (editable),
+## with its command, .venv/bin/runner.
 install: $(VENV)/.installed
 
 ## Serve the API at http://127.0.0.1:$(PORT) with auto-reload and the token dev-token.
 run: install
-	$(BIN)/flask --app wsgi token seed-dev
+	$(BIN)/runner token seed-dev
 	@echo "Playground: http://127.0.0.1:$(PORT)/playground  (runs: http://127.0.0.1:$(PORT)/runs, token dev-token)"
 	GUNICORN_RELOAD=1 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
@@ -36,6 +45,7 @@ run: install
 ## the curl smoke test on real gunicorn.
 test: lint unit smoke
 
+## The pytest suite alone (no lint, no smoke test).
 unit: $(VENV)/.installed-test chromium
 	$(BIN)/pytest
 
@@ -50,9 +60,11 @@ chromium:
 screenshots: $(VENV)/.installed-test chromium
 	$(BIN)/python -m tests.screenshots
 
+## curl against a real gunicorn on a free port (part of `make test`).
 smoke: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/smoke.sh
 
+## The engine against Dask's threaded scheduler, per run.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
 
@@ -85,8 +97,9 @@ vendor:
 
 ## Style (ruff) and the import contracts of setup.cfg (lint-imports).
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check app tests bench wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check app tests bench examples wsgi.py gunicorn.conf.py
 	$(BIN)/lint-imports --no-cache --no-logo
 
+## Remove .venv, var/ (the development store and logs) and build and test leftovers.
 clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -48,12 +48,14 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/metrics")
 # (Imported after PROMETHEUS_MULTIPROC_DIR is set: the app's metrics read it.)
 from app import config as _config  # noqa: E402
 
-_deadline = {"RUN_DEADLINE_MS": int(os.environ.get("RUNNER_RUN_DEADLINE_MS",
-                                                   _config.defaults()["RUN_DEADLINE_MS"]))}
+try:
+    _settings = _config.load()
+except _config.SettingError:  # on_starting refuses to start with the setting's one line
+    _settings = _config.defaults()
 # GUNICORN_TIMEOUT overrides it (the fault tests use a short one on purpose).
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _config.hard_timeout_s(_deadline))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _config.hard_timeout_s(_settings))
 # A restart (HUP, deploy) lets runs in flight finish: at least the run deadline.
-graceful_timeout = int(_config.graceful_timeout_s(_deadline))
+graceful_timeout = int(_config.graceful_timeout_s(_settings))
 keepalive = 5
 
 # -- Recycling ------------------------------------------------------------------
@@ -131,6 +133,8 @@ def on_starting(server):
         retention = config.load()["RUN_RETENTION_DAYS"] * 86400
     except ValueError as error:  # a setting that does not parse: one line, no traceback
         _refuse_to_start(server, error)
+    for warning in config.unknown_variables():  # a typo'd RUNNER_ variable is ignored
+        server.log.warning(warning)
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
@@ -198,7 +202,7 @@ def _write_json_error(sock, status, reason, message):
     from gunicorn import util
 
     body = json.dumps({"code": status * 1000, "message": reason,
-                       "requestId": uuid.uuid4().hex}).encode()
+                       "requestId": uuid.uuid4().hex}, separators=(",", ":")).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     util.write_nonblock(sock, head.encode("latin-1") + body)

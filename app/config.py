@@ -1,10 +1,13 @@
 """Every setting in one place: defaults, read from the environment once.
 
 Each setting ``NAME`` can be set as the environment variable ``RUNNER_NAME``.
-A value that does not parse stops the start-up with a message naming it.
+A value that does not parse stops the start-up with a message naming it; a
+``RUNNER_`` variable that names no setting (a typo) is reported with the nearest
+setting's name (``unknown_variables``) by the server and the commands at start-up.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -17,7 +20,10 @@ MIB = 1024 * 1024
 
 def _int(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
         if value < low or (high is not None and value > high):
             raise ValueError(f"must be between {low} and {high}" if high else f"must be ≥ {low}")
         return value
@@ -42,6 +48,25 @@ def _allow_list(text: str) -> list[str]:
             if "/" in entry or ":" in entry or not _HOST.match(entry):
                 raise ValueError(f"{entry!r} is neither a host name nor an IP network") from None
     return entries
+
+
+_ORIGIN = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _origins(text: str) -> list[str]:
+    """Origins as a browser sends them (``https://app.example.com``, ``http://[::1]:8080``):
+    lower case, a trailing slash and a default port dropped; anything else is refused."""
+    origins = []
+    for entry in _list(text):
+        found = _ORIGIN.match(entry.lower().removesuffix("/"))
+        if found is None:
+            raise ValueError(f"{entry!r} is not an origin: scheme://host[:port], no path "
+                             "(each origin is listed; * is not accepted)")
+        scheme, host, port = found.groups()
+        origins.append(f"{scheme}://{host}" + (
+            f":{port}" if port and port != _DEFAULT_PORTS[scheme] else ""))
+    return origins
 
 
 SQLITE_PREFIX = "sqlite:///"  # then the file's path: relative, or absolute with a 4th slash
@@ -107,6 +132,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "STREAM_KEEPALIVE_MS": (15_000, _int(100, 15_000)),
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
+    # Pages of these origins may call the API from a browser (CORS); none by default.
+    "CORS_ORIGINS": ([], _origins),
     # code-transform: JavaScript heap and whole helper process (OS-enforced) per
     # attempt, and attempts of one worker at once (SPEC §3).
     "CODE_HEAP_MIB": (128, _int(16, 4096)),
@@ -182,6 +209,31 @@ def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
             shown = "" if name in UNSHOWN else f"={text!r}"
             raise SettingError(f"RUNNER_{name}{shown}: {error}") from None
     return found
+
+
+# RUNNER_ variables that are not the service's but are no typo either: the tests'
+# PostgreSQL, and those GitHub Actions sets in every job (the suite may run there).
+OTHER_VARIABLES = ("RUNNER_TEST_DATABASE_URL", "RUNNER_ARCH", "RUNNER_DEBUG",
+                   "RUNNER_ENVIRONMENT", "RUNNER_NAME", "RUNNER_OS", "RUNNER_PERFLOG",
+                   "RUNNER_TEMP", "RUNNER_TOOL_CACHE", "RUNNER_TRACKING_ID",
+                   "RUNNER_WORKSPACE")
+
+
+def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One warning per ``RUNNER_`` variable (in any case) that names no setting, with the
+    nearest setting's name when one is close: such a variable is ignored."""
+    known = [f"RUNNER_{name}" for name in SETTINGS] + list(OTHER_VARIABLES)
+    suffixes = {name.removeprefix("RUNNER_"): name for name in known}
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith("RUNNER_") or variable in known:
+            continue
+        # Compared without the prefix all share, which would make every name look close.
+        near = difflib.get_close_matches(variable.upper().removeprefix("RUNNER_"), suffixes,
+                                         n=1, cutoff=0.6)
+        hint = f"; did you mean {suffixes[near[0]]}?" if near else ""
+        warnings.append(f"{variable} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
 
-from . import api, cli, config, errors, health, logconfig, openapi, pages
+from . import api, cli, config, cors, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -21,22 +22,25 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
     app.url_map.merge_slashes = False
     app.config.update(config.load(test_config))
-    app.json.sort_keys = False  # executionState keeps its topological order
-    app.json.compact = True
-    logconfig.configure(app.config)
+    app.json = _JSONProvider(app)
+    command = cli.building_for_a_command()
+    logconfig.configure(app.config, command=command)
+    if command:  # (the server says so in gunicorn's master, once)
+        cli.warn_unknown_variables()
 
     store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"],
                        app.config["HOST_ID"])
-    try:
-        store.migrate()
-    except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
-        if not cli.building_for_a_command():  # a command fails with its own one line
+    if not command:  # a command's store is checked and migrated by the command (cli.py)
+        try:
+            store.migrate()
+        except StoreUnavailable as error:  # serve 503s (and /readyz says so) until it is back
             logging.getLogger("app").error("store unavailable at start-up: %s", error)
     app.extensions["store"] = store
 
     errors.register(app)
     app.before_request(_assign_request_id)
     app.after_request(_finish_response)
+    cors.register(app)  # after the request id: a preflight's answer carries it too
     app.register_blueprint(api.bp, url_prefix="/v1")
     # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
@@ -45,6 +49,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)  # /runs, /runs/<runId>, /playground (SPEC §14)
     cli.register(app)
     return app
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with keys kept in their order (executionState's is topological),
+    compact, and without jsonify's newline after the text: every JSON answer ends at its
+    closing bracket, as a stored run — served as it is stored — and a stream's
+    ``run.finished`` data do."""
+
+    sort_keys = False
+
+    def response(self, *args: Any, **kwargs: Any):
+        value = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(self.dumps(value, separators=(",", ":")),
+                                        mimetype=self.mimetype)
 
 
 def _assign_request_id() -> None:
@@ -62,8 +80,6 @@ def _finish_response(response):
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
-        if data.endswith(b"\n"):  # jsonify's
-            data = memoryview(data)[:-1]
         response.set_data(b"".join((
             b'{"code":0,"message":"success","data":', data, b',"requestId":',
             current_app.json.dumps(request_id).encode(), b"}")))

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics, runs
 from .errors import error_response
+from .version import __version__
 
 bp = Blueprint("health", __name__)
 
@@ -17,8 +18,8 @@ shutting_down = threading.Event()
 
 @bp.get("/livez")
 def livez():
-    """The process answers: nothing else is checked."""
-    return jsonify({"status": "ok"})
+    """The process answers: nothing else is checked. With the version it runs."""
+    return jsonify({"status": "ok", "version": __version__})
 
 
 @bp.get("/metrics")

@@ -24,13 +24,18 @@ from .logformat import LINE_MAX_BYTES, JsonFormatter, redactor, request_id
 __all__ = ["JsonFormatter", "batched", "config_dict", "configure", "redactor", "request_id"]
 
 
-def config_dict(settings: Mapping[str, Any]) -> dict:
-    """The one logging dict, for the app (and gunicorn's own loggers)."""
-    handlers: dict[str, dict] = {
-        "stdout": {"class": "logging.StreamHandler", "formatter": "json",
-                   "stream": "ext://sys.stdout"},
-    }
-    path = settings.get("LOG_FILE")
+def config_dict(settings: Mapping[str, Any], command: bool = False) -> dict:
+    """The one logging dict, for the app (and gunicorn's own loggers). ``command``: for
+    an operator's command, whose lines go to stderr only (its stdout is its output; the
+    log file may belong to the service's user, whom the command needs not be)."""
+    if command:
+        handlers: dict[str, dict] = {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                       "stream": "ext://sys.stderr"}}
+    else:
+        handlers = {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                               "stream": "ext://sys.stdout"}}
+    path = None if command else settings.get("LOG_FILE")
     rotation = settings.get("LOG_MAX_BYTES", config.default("LOG_MAX_BYTES")) if path else 0
     if path:
         handlers["file"] = {
@@ -67,12 +72,13 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def configure(settings: Mapping[str, Any]) -> None:
-    """Install the handlers in this process: once, again after a fork or a change."""
+def configure(settings: Mapping[str, Any], command: bool = False) -> None:
+    """Install the handlers in this process: once, again after a fork or a change
+    (``command``: see ``config_dict``)."""
     global _configured
-    path = settings.get("LOG_FILE")
+    path = None if command else settings.get("LOG_FILE")
     key = (path, settings.get("LOG_LEVEL"), settings.get("LOG_MAX_BYTES"),
-           settings.get("LOG_LINE_MAX_BYTES"))
+           settings.get("LOG_LINE_MAX_BYTES"), command)
     if _configured == key:
         return
     if path:
@@ -81,7 +87,7 @@ def configure(settings: Mapping[str, Any]) -> None:
     # skip collecting them for every record (the logging HOWTO's "Optimization").
     logging._srcfile = None
     logging.logThreads = logging.logMultiprocessing = False
-    logging.config.dictConfig(config_dict(settings))
+    logging.config.dictConfig(config_dict(settings, command))
     app_log = logging.getLogger("app")
     app_log.handlers = [Batching(sink) for sink in app_log.handlers]
     _configured = key

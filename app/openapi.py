@@ -12,6 +12,7 @@ from . import schemas
 from .dialect import Arr, Bool, Int, Num, Obj, Str
 from .nodes import NODE_TYPES
 from .nodes.base import NodeType
+from .version import __version__
 
 bp = Blueprint("openapi", __name__)
 
@@ -69,7 +70,7 @@ GRAPH = {"type": "object", "required": ["runId", "startedAt", "deadlineMs", "nod
 @functools.cache
 def _spec() -> tuple[dict, MarshmallowPlugin]:
     plugin = MarshmallowPlugin()
-    spec = APISpec(title="Workflow runner", version="1.0.0", openapi_version="3.0.3",
+    spec = APISpec(title="Workflow runner", version=__version__, openapi_version="3.0.3",
                    plugins=[plugin], info={"description": "Runs B3OS workflow definitions "
                                            "synchronously."})
     for field, kind in ((Str, "string"), (Bool, "boolean"), (Int, "integer"),
@@ -78,7 +79,12 @@ def _spec() -> tuple[dict, MarshmallowPlugin]:
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name, description in TAGS.items():
+        spec.tag({"name": name, "description": description})
     for path, operations in _paths().items():
+        for method, operation in operations.items():
+            operation["operationId"], tag = OPERATIONS[(path, method)]
+            operation["tags"] = [tag]
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     _refine(document["components"]["schemas"])
@@ -115,6 +121,39 @@ def _errors(*codes: int, said: dict[int, str] | None = None) -> dict:
 
 def _events(description: str) -> dict:
     return {"description": description, "content": {"text/event-stream": EVENT_STREAM}}
+# Every operation's name and group, which generated clients turn into their methods and
+# classes; the /b3os copies are named b3os<Name>, in the group "b3os".
+OPERATIONS = {
+    ("/v1/runs/sync", "post"): ("runSync", "runs"),
+    ("/v1/runs", "post"): ("startRun", "runs"),
+    ("/v1/runs", "get"): ("listRuns", "runs"),
+    ("/v1/runs/{runId}", "get"): ("getRun", "runs"),
+    ("/v1/runs/{runId}/stream", "get"): ("followRun", "runs"),
+    ("/v1/runs/{runId}/cancel", "post"): ("cancelRun", "runs"),
+    ("/v1/runs/{runId}/graph", "get"): ("getRunGraph", "runs"),
+    ("/v1/balance", "get"): ("getBalance", "account"),
+    ("/v1/workflows/validate", "post"): ("validateWorkflow", "workflows"),
+    ("/v1/node-types", "get"): ("listNodeTypes", "workflows"),
+    ("/livez", "get"): ("livez", "service"),
+    ("/readyz", "get"): ("readyz", "service"),
+    ("/metrics", "get"): ("metrics", "service"),
+    ("/openapi.json", "get"): ("openapi", "service"),
+    ("/runs/{runId}", "get"): ("runPage", "pages"),
+    ("/runs", "get"): ("runsPage", "pages"),
+    ("/playground", "get"): ("playgroundPage", "pages"),
+}
+TAGS = {
+    "runs": "Run a workflow (waiting for it, streaming it, or not), follow, cancel, list "
+            "and read runs",
+    "workflows": "Check a workflow without running it; the node types",
+    "account": "The calling token's compute units",
+    "service": "Probes, metrics and this document (no token)",
+    "pages": "Pages for people (HTML; they ask for a token themselves)",
+    "b3os": "Every /v1 route again for B3OS's own clients, 2xx bodies in B3OS's envelope",
+}
+LIVEZ = {"type": "object", "required": ["status", "version"], "properties": {
+    "status": {"type": "string", "enum": ["ok"]},
+    "version": {"type": "string", "description": "The service's version"}}}
 PAGE = {"200": {"description": "A page for people (SPEC §14)",
                 "content": {"text/html": {"schema": {"type": "string"}}}}}
 
@@ -189,8 +228,9 @@ def _paths() -> dict:
         "/v1/node-types": {"get": {
             **secured, "summary": "Node types with the JSON Schemas of their payloads and results",
             "responses": {"200": _json("NodeTypes"), **_errors(401, 403, 413, 500)}}},
-        "/livez": {"get": {"summary": "The process is alive",
-                           "responses": {"200": {"description": "alive"}}}},
+        "/livez": {"get": {"summary": "The process is alive, and its version",
+                           "responses": {"200": {"description": "alive", "content": {
+                               "application/json": {"schema": LIVEZ}}}}}},
         "/readyz": {"get": {"summary": "Ready: store writable, not shutting down",
                             "responses": {"200": {"description": "ready"},
                                           "503": _json("Error", "Not ready (503000)")}}},
@@ -216,6 +256,9 @@ def _add_b3os_mount(document: dict) -> None:
             continue
         mirrored = copy.deepcopy(operations)
         for operation in mirrored.values():
+            name = operation["operationId"]
+            operation["operationId"] = "b3os" + name[0].upper() + name[1:]
+            operation["tags"] = ["b3os"]
             for status, answer in operation["responses"].items():
                 ok = answer.get("content", {}).get("application/json")
                 if status.startswith("2") and ok:

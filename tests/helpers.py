@@ -40,3 +40,20 @@ def run_nodes(*edges: str, payload: dict | None = None, **nodes: Any) -> dict:
 def post_run(client, body: dict, **headers: str):
     """POST a run request through the HTTP API with the test token."""
     return client.post("/v1/runs/sync", json=body, headers={**DEV_AUTH, **headers})
+
+
+ANY = "…"
+
+
+def matches(expected: Any, actual: Any) -> bool:
+    """Whether ``actual`` has what ``expected`` shows: "…" matches any value, an object
+    matches when it has at least the keys shown (with matching values), a list item by item."""
+    if expected == ANY:
+        return True
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and matches(v, actual[k]) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(expected) == len(actual) and all(
+            matches(e, a) for e, a in zip(expected, actual, strict=True))
+    return expected == actual

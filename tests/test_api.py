@@ -442,3 +442,39 @@ def test_a_token_disabled_after_its_lookup_starts_no_run(client, app):
     store.set_enabled("soon-off", False)
     assert_error(raw_post(client, json.dumps(TWO_NODES), headers=auth), 403, 403000)
     assert store.token_by_name("soon-off").balance == 10 - 1  # the first run's CU only
+
+
+def test_every_json_answer_ends_at_its_closing_bracket(client):
+    """One rule for every JSON body, answered or stored, enveloped or not, error or not:
+    no newline after the text (a stored run is served as it is stored, and a stream's
+    run.finished data is the plain answer's text)."""
+    ran = post_run(client, {**TWO_NODES, "runId": "run_ends"})
+    streamed = client.post("/v1/runs/sync", json={**TWO_NODES, "runId": "run_ends2"},
+                           headers={**DEV_AUTH, "Accept": "text/event-stream"})
+    finished = streamed.get_data(as_text=True).split("event: run.finished\ndata: ")[1]
+    assert finished.split("\n")[0] == client.get("/v1/runs/run_ends2",
+                                                 headers=DEV_AUTH).get_data(as_text=True)
+    answers = [
+        ran, client.get("/v1/runs/run_ends", headers=DEV_AUTH),
+        client.get("/v1/runs/run_ends/graph", headers=DEV_AUTH),
+        client.get("/v1/runs", headers=DEV_AUTH), client.get("/v1/balance", headers=DEV_AUTH),
+        client.get("/v1/node-types", headers=DEV_AUTH),
+        client.post("/v1/workflows/validate", json=TWO_NODES, headers=DEV_AUTH),
+        client.post("/v1/runs", json=TWO_NODES, headers=DEV_AUTH),
+        client.post("/v1/runs/run_ends/cancel", headers=DEV_AUTH),  # 409
+        client.get("/livez"), client.get("/readyz"), client.get("/openapi.json"),
+        client.get("/b3os/v1/balance", headers=DEV_AUTH),
+        client.get("/b3os/v1/runs/run_ends", headers=DEV_AUTH),
+        post_run(client, {"definition": {"nodes": {}}}),  # 400
+        client.get("/v1/balance"),  # 401
+        client.get("/v1/nothing", headers=DEV_AUTH),  # 404
+        client.delete("/v1/runs/sync", headers=DEV_AUTH),  # 405
+        raw_post(client, b"x" * (BIG + 1)),  # 413
+        raw_post(client, b"{}", content_type="text/plain"),  # 415
+        client.post("/b3os/v1/runs/sync", json={}, headers=DEV_AUTH),  # 400
+    ]
+    assert {a.status_code for a in answers} >= {200, 202, 400, 401, 404, 405, 409, 413, 415}
+    for answer in answers:
+        assert answer.mimetype == "application/json", answer.request.path
+        text = answer.get_data(as_text=True)
+        assert text.endswith("}") and json.loads(text), (answer.request.path, text[-40:])

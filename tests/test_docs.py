@@ -5,67 +5,59 @@ In a response block, "…" matches any value, and an object matches when it has 
 least the keys shown (with matching values).
 
 A page's sessions — ```console blocks (``$ `` commands, curl, each followed by what it
-prints) and ```pycon blocks (the Python client, run as doctests sharing one namespace)
-— run in page order against a real gunicorn of their own, where ``http://127.0.0.1:8000``
-and the token ``dev-token`` are what ``make run`` serves. In a console block's output
+prints; run in the checkout, ``runner`` on their PATH) and ```pycon blocks (the Python
+client, run as doctests sharing one namespace) — run in page order against a real
+gunicorn of their own, where ``http://127.0.0.1:8000`` and the token ``dev-token`` are
+what ``make run`` serves. In a console block's output
 "…" stands for any text within a line, and a line of "…" alone for one line or more.
 
-Examples that call the sample API at ``https://shop.example`` reach a real HTTP
-server on 127.0.0.1 instead (``SHOP``'s routes): the test points that origin at the
-server and lets those examples, and only those, through the outbound allow-list.
+Examples that call the sample API — at ``https://shop.example`` (standing for the
+reader's own API) or at ``http://127.0.0.1:8089``, where a reader starts
+examples/sample_api.py — reach that server started on a free port: the test points
+those origins at it and lets those examples, and only those, through the outbound
+allow-list.
 """
 from __future__ import annotations
 
 import doctest
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers import DEV_AUTH
-from tests.http_support import Handler, Seen, reply, serve
+from examples import sample_api
+from tests.helpers import DEV_AUTH, matches
 from tests.server import Server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```json (request|response)([^\n]*)\n(.*?)^```", re.S | re.M)
-ANY = "…"
 
 # -- the sample API --------------------------------------------------------------
 
 SHOP = "https://shop.example"
-ORDERS = [{"id": "A-1", "sku": "tea", "qty": 2},
-          {"id": "A-2", "sku": "jam", "qty": 4},
-          {"id": "A-3", "sku": "tea", "qty": 1}]
-STOCK = {"tea": 5, "jam": 1}
+SAMPLE = f"http://127.0.0.1:{sample_api.PORT}"  # where a reader starts it
 
 
-def _json(handler: Handler, value, status: int = 200) -> None:
-    reply(handler, status, json.dumps(value).encode(), (("Content-Type", "application/json"),))
+def calls_the_sample_api(text: str) -> bool:
+    return SHOP in text or SAMPLE in text
 
 
-def _orders(handler: Handler, seen: Seen) -> None:
-    _json(handler, {"orders": ORDERS})
-
-
-def _stock(handler: Handler, seen: Seen) -> None:
-    sku = parse_qs(urlsplit(seen.path).query).get("sku", [""])[0]
-    if sku not in STOCK:
-        _json(handler, {"error": f"unknown sku {sku!r}"}, 404)
-        return
-    _json(handler, {"sku": sku, "available": STOCK[sku]})
+def to_sample_api(text: str, api: sample_api.SampleAPI) -> str:
+    return text.replace(SHOP, api.url).replace(SAMPLE, api.url)
 
 
 @pytest.fixture
 def shop():
-    with serve() as srv:
-        srv.routes.update({"/orders": _orders, "/stock": _stock})
-        yield srv
+    """examples/sample_api.py, which readers can start too, on a free port."""
+    with sample_api.serve() as api:
+        yield api
 
 
 # -- the examples ----------------------------------------------------------------
@@ -85,18 +77,6 @@ def examples() -> list:
     return found
 
 
-def matches(expected, actual) -> bool:
-    if expected == ANY:
-        return True
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and matches(v, actual[k]) for k, v in expected.items())
-    if isinstance(expected, list):
-        return isinstance(actual, list) and len(expected) == len(actual) and all(
-            matches(e, a) for e, a in zip(expected, actual, strict=True))
-    return expected == actual
-
-
 def test_docs_have_examples():
     assert len(examples()) >= 20
 
@@ -106,9 +86,8 @@ def test_example(app, client, request, request_args, body, response_args, expect
     method, path = request_args or ["POST", "/v1/runs/sync"]
     status = int(response_args[0]) if response_args else 200
     text = json.dumps(body)
-    if SHOP in text:
-        server = request.getfixturevalue("shop")
-        body = json.loads(text.replace(SHOP, server.url("")))
+    if calls_the_sample_api(text):
+        body = json.loads(to_sample_api(text, request.getfixturevalue("shop")))
         app.config["OUTBOUND_ALLOW"] = ["127.0.0.1/32"]
     response = client.open(path, method=method, json=body, headers=DEV_AUTH)
     assert response.status_code == status, response.get_data(as_text=True)
@@ -132,14 +111,18 @@ def test_run_control_has_sessions():
 
 @pytest.mark.server
 @pytest.mark.parametrize("page", session_pages())
-def test_sessions(page, tmp_path):
-    server = Server(tmp_path, workers=3)
+def test_sessions(page, tmp_path, request):
+    """A page's sessions in order; one that calls the sample API has it, and a server
+    that may reach it (RUNNER_OUTBOUND_ALLOW=127.0.0.1, as the page says)."""
+    text, namespace = page.read_text(), {}
+    api = request.getfixturevalue("shop") if calls_the_sample_api(text) else None
+    server = Server(tmp_path, workers=3, **({"OUTBOUND_ALLOW": "127.0.0.1"} if api else {}))
     server.flask("token", "seed-dev")
     server.start()
     try:
-        text, namespace = page.read_text(), {}
         for block in SESSION.finditer(text):
             kind, body = block.group(1), block.group(2).replace(SERVED, server.base)
+            body = to_sample_api(body, api) if api else body
             line = text.count("\n", 0, block.start()) + 2  # the block's first
             if kind == "console":
                 for command, expected in commands(body):
@@ -179,8 +162,15 @@ def _complete(command: str) -> bool:
     return True
 
 
+# A command runs in the checkout, with this environment's commands first on its PATH
+# (`runner`, as in an activated virtual environment).
+BIN = str(Path(sys.executable).parent)
+
+
 def run_command(command: str, expected: str, where: str) -> None:
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=90)
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    done = subprocess.run(["bash", "-c", command], cwd=DOCS.parent, env=env,
+                          capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, f"{where}: {command}\n{done.stderr}"
     assert output_matches(expected, done.stdout), \
         f"{where}: {command}\n--- expected\n{expected}\n--- printed\n{done.stdout}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from app import health
+from app import __version__, health
 from tests.helpers import DEV_AUTH, definition
 
 TWO_NODES = {"definition": definition("root>greet", greet={
@@ -12,7 +12,7 @@ TWO_NODES = {"definition": definition("root>greet", greet={
 
 
 def test_livez_and_readyz_need_no_token(client):
-    assert client.get("/livez").json == {"status": "ok"}
+    assert client.get("/livez").json == {"status": "ok", "version": __version__}
     assert client.get("/readyz").json == {"status": "ok"}
 
 

@@ -107,7 +107,7 @@ def test_a_header_line_nginx_passes_reaches_the_app(proxy):
     _, port = proxy
     status, _, body = request(port, "GET", "/livez", None,
                               {"X-Forwarded-For": "1" * 8000, "X-Other": "b" * 8000})
-    assert status == 200 and json.loads(body) == {"status": "ok"}
+    assert status == 200 and json.loads(body)["status"] == "ok"
 
 
 @pytest.mark.parametrize("headers", [

@@ -1,6 +1,8 @@
 """/openapi.json documents every route, and the app keeps to it (schemathesis, in-process)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +25,23 @@ def test_document_lists_every_route_and_method(app, client):
     run_request = document["components"]["schemas"]["RunRequest"]
     assert run_request["additionalProperties"] is False
     assert run_request["properties"]["runId"]["pattern"] == "^run_[A-Za-z0-9_]{1,64}$"
+
+
+def test_every_operation_is_named_once_and_tagged(client):
+    """Generated clients name their methods after operationId and group them by tag."""
+    document = client.get("/openapi.json").json
+    operations = [(path, method, operation) for path, methods in document["paths"].items()
+                  for method, operation in methods.items()]
+    names = [operation.get("operationId") for _, _, operation in operations]
+    assert None not in names and len(set(names)) == len(names) == len(operations)
+    assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", name) for name in names)
+    declared = {tag["name"] for tag in document["tags"]}
+    assert all(tag["description"] for tag in document["tags"])
+    for path, method, operation in operations:
+        assert len(operation["tags"]) == 1 and operation["tags"][0] in declared, (path, method)
+        assert (operation["tags"] == ["b3os"]) == path.startswith("/b3os/")
+    assert document["paths"]["/v1/runs/sync"]["post"]["operationId"] == "runSync"
+    assert document["paths"]["/b3os/v1/runs/sync"]["post"]["operationId"] == "b3osRunSync"
 
 
 def test_node_types_list_payload_json_schemas(client):

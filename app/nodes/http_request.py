@@ -15,6 +15,7 @@ from ..dialect import Any_, Bool, Int, Obj, Str
 from ..jsonread import loads_strict
 from ..jstext import to_text
 from ..ticks import every
+from ..version import __version__
 from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MIB = 1024 * 1024
@@ -22,7 +23,7 @@ MAX_TIMEOUT_MS = 60_000
 MAX_HOPS = 5
 MAX_JSON_DEPTH = 64  # deeper documents stay text: the run record must stay serializable
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-USER_AGENT = "workflow-runner/0.1"
+USER_AGENT = f"workflow-runner/{__version__}"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header name
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
 
