@@ -117,13 +117,12 @@ def test_a_store_that_cannot_be_reached_is_one_line_and_a_failure(tmp_path):
 RUNNER = str(Path(sys.executable).parent / "runner")
 
 
-def runner(cwd: Path, *args: str, user: str | None = None, **settings: str):
+def runner(cwd: Path, *args: str, **settings: str):
     """``runner …`` in a process of its own, in ``cwd``, with only the given RUNNER_
-    settings (``user``: run as that user)."""
+    settings."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RUNNER_")}
     env.update({f"RUNNER_{k}": v for k, v in settings.items()})
-    command = [RUNNER, *args] if user is None else ["runuser", "-u", user, "--", RUNNER, *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([RUNNER, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=60)
 
 
@@ -162,13 +161,6 @@ def test_runner_names_the_store_it_did_not_find(elsewhere):
     assert f"no store at {elsewhere / 'nowhere' / 'x.sqlite3'}" in given.stderr
 
 
-def _others_can_run_python() -> bool:
-    if os.geteuid() != 0:
-        return False
-    return subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", ""],
-                          capture_output=True).returncode == 0
-
-
 @pytest.fixture
 def service_store(tmp_path) -> tuple[Path, dict]:
     """A store and a log file in a directory of their own, the store made; root's."""
@@ -192,19 +184,6 @@ def test_root_may_not_write_a_store_another_user_owns(tmp_path, elsewhere, servi
     assert refused.returncode == 1 and "belongs to another user" in refused.stderr
     assert f"the store {service / 'runner.sqlite3'}" in refused.stderr
     assert sorted(os.listdir(service)) == ["app.log", "runner.sqlite3"]
-
-
-@pytest.mark.skipif(not _others_can_run_python(),
-                    reason="needs root, and a Python interpreter other users may run")
-def test_the_service_user_runs_a_token_command_whatever_the_log_file(
-        tmp_path, elsewhere, service_store):
-    service, settings = service_store  # the log file stays root's, mode 600
-    tmp_path.chmod(0o755)
-    for path in (service, service / "runner.sqlite3"):
-        os.chown(path, 65534, 65534)
-    done = runner(elsewhere, "token", "create", "fay", user="nobody", **settings)
-    assert done.returncode == 0 and done.stdout.startswith("wr_"), done.stderr
-    assert (service / "app.log").read_text() == ""
 
 
 def test_runner_has_the_commands_of_flask(elsewhere):
