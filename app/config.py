@@ -30,6 +30,14 @@ def _int(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.upper() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text.upper()
+    return parse
+
+
 def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -108,6 +116,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "HOST_ID": ("", str),
     "LOG_FILE": ("var/log/app.log", str),  # "" logs to stdout only
     "LOG_LEVEL": ("INFO", str.upper),
+    # SQLite's durability (SPEC §13): NORMAL keeps every answered run through a crash of
+    # the service, FULL through a power loss too (a sync of the disk at every commit).
+    "SQLITE_SYNCHRONOUS": ("NORMAL", _one_of("NORMAL", "FULL")),
     "LOG_MAX_BYTES": (10 * MIB, _int(0)),
     "LOG_LINE_MAX_BYTES": (64 * 1024, _int(1024)),  # longer lines are cut
     "LOG_BACKUPS": (5, _int(0)),

@@ -29,7 +29,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cli.warn_unknown_variables()
 
     store = open_store(config.database_url(app.config), app.config["STORE_BUSY_MS"],
-                       app.config["HOST_ID"])
+                       app.config["HOST_ID"], app.config["SQLITE_SYNCHRONOUS"])
     if not command:  # a command's store is checked and migrated by the command (cli.py)
         try:
             store.migrate()

@@ -26,6 +26,7 @@ def test_defaults_and_environment():
     ("RUNNER_DATABASE_URL", "mysql://db/runner"), ("RUNNER_DATABASE_URL", "sqlite:///"),
     ("RUNNER_DATABASE_URL", "postgresql://db:port/runner"),
     ("RUNNER_DATABASE_URL", "var/runner.sqlite3"), ("RUNNER_CORS_ORIGINS", "*"),
+    ("RUNNER_SQLITE_SYNCHRONOUS", "off"),
     ("RUNNER_CORS_ORIGINS", "https://app.example.com/api"),
     ("RUNNER_CORS_ORIGINS", "app.example.com")])
 def test_bad_values_stop_the_start_up_naming_the_variable(name, value):

@@ -477,3 +477,16 @@ def test_abort_run_of_mine_leaves_a_run_another_process_started(store, backend):
     assert store.token_by_name("alice").balance == 7  # still reserved
     assert store.abort_run("run_a", token.id, 0) is True
     assert store.token_by_name("alice").balance == 10
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("NORMAL", 1), ("FULL", 2)])
+def test_sqlites_durability_is_a_setting(tmp_path, setting, pragma):
+    """SPEC §13: RUNNER_SQLITE_SYNCHRONOUS=FULL keeps answered runs through a power loss."""
+    from app.factory import create_app
+
+    app = create_app({"STORE_PATH": str(tmp_path / "s.sqlite3"), "LOG_FILE": "",
+                      "SQLITE_SYNCHRONOUS": setting})
+    store = app.extensions["store"]
+    with store._db.reading() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    store.close()

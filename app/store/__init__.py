@@ -51,16 +51,18 @@ from .sqlite import SQLiteStore
 from .sqlite_schema import SCHEMA
 
 
-def open_store(url: str, busy_ms: int = 5000, host: str = "") -> Store:
+def open_store(url: str, busy_ms: int = 5000, host: str = "",
+               synchronous: str = "NORMAL") -> Store:
     """The store ``url`` names (``sqlite:///<path>`` or ``postgresql://…``); nothing is
     connected until first use. ``busy_ms``: how long an operation waits for a lock or
     a connection; ``host``: this host's name in its runs ("": the host name; PostgreSQL
+    only); ``synchronous``: SQLite's ``synchronous`` (``NORMAL`` or ``FULL``; SQLite
     only). ``ValueError`` for a URL of neither kind."""
     from ..config import parse_database_url
 
     kind, where = parse_database_url(url)
     if kind == "sqlite":
-        return SQLiteStore(where, busy_ms)
+        return SQLiteStore(where, busy_ms, synchronous)
     from .postgres import PostgresStore  # the driver is loaded only where it is used
 
     return PostgresStore(where, busy_ms, host or None)

@@ -41,8 +41,8 @@ LARGE_TEXT = 1024 * 1024
 class SQLiteStore:
     """The store in one SQLite file, for the workers of one host."""
 
-    def __init__(self, path: str, busy_ms: int = 5000):
-        self._db = Connection(path, busy_ms)
+    def __init__(self, path: str, busy_ms: int = 5000, synchronous: str = "NORMAL"):
+        self._db = Connection(path, busy_ms, synchronous)
 
     @property
     def path(self) -> str:

@@ -31,10 +31,14 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Connection:
-    """The database at ``path``, opened on first use; ``busy_ms``: how long to wait for a lock."""
+    """The database at ``path``, opened on first use; ``busy_ms``: how long to wait for a
+    lock; ``synchronous``: ``NORMAL`` (a commit survives the process, not a power loss)
+    or ``FULL`` (it survives a power loss too, at the cost of a sync per commit)."""
 
-    def __init__(self, path: str, busy_ms: int = 5000):
-        self.path, self.busy_seconds = path, busy_ms / 1000
+    def __init__(self, path: str, busy_ms: int = 5000, synchronous: str = "NORMAL"):
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.path, self.busy_seconds, self.synchronous = path, busy_ms / 1000, synchronous
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._checkpoint_due = False  # a large text went into the WAL unchecked
@@ -53,7 +57,7 @@ class Connection:
                                        isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
             except (OSError, sqlite3.Error) as error:
                 raise StoreUnavailable(str(error)) from error
