@@ -25,10 +25,10 @@ timer firing, or the run deadline. Invariants:
   at the world (partial state written, a cancel asked for) every ``TICK_S`` while
   the run lasts — a run shorter than that is never interrupted for it.
 
-A caller that streams the run (SPEC §12) drives the loop itself (``passes``) and
-writes, after each pass, the events the pass left in ``events``: ``node.started``,
-``node.retrying`` and ``node.finished`` (the node's entry of the answer, redacted),
-as JSON text.
+A caller that streams the run (SPEC §12) drives the loop itself (``passes``) and,
+whenever it pauses (before it waits, and every ``PAUSE_S`` of work without a wait),
+writes the events gathered in ``events`` so far: ``node.started``, ``node.retrying``
+and ``node.finished`` (the node's entry of the answer, redacted), as JSON text.
 
 State is kept per *instance*: a node outside loops is one instance named by its
 id; a ``for-each`` node (SPEC §11) runs its body once per item, each body node
@@ -182,8 +182,9 @@ class Run:
         yield
 
     def _emit(self, name: str, data: str) -> None:
-        if self.events is not None:
-            self.events.append((name, data))
+        """An event for the stream (callers check that the run is streamed: the text of
+        an event is made only then)."""
+        self.events.append((name, data))
 
     def _wait(self, seconds: float) -> None:
         """Apply the outcomes that arrive within ``seconds``, judged by when they ended."""
