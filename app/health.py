@@ -24,7 +24,8 @@ def livez():
 @bp.get("/metrics")
 def prometheus():
     """Prometheus text format; restrict this route at the proxy."""
-    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would append a second "; charset=utf-8".
+    return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")

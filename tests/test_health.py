@@ -71,5 +71,6 @@ def test_metrics_need_no_token_and_count_runs(client):
     client.post("/v1/runs/sync", json=TWO_NODES, headers=DEV_AUTH)
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert response.headers["Content-Type"].count("charset") == 1
     assert "runner_runs_total" in response.get_data(as_text=True)
     assert runs("success") == before + 1
