@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, g, request
+from werkzeug.wsgi import ClosingIterator
 
 from . import api, cli, config, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
@@ -44,7 +45,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)  # /runs, /runs/<runId>, /playground (SPEC §14)
     cli.register(app)
+    app.wsgi_app = _forgetting_the_request_id(app.wsgi_app)
     return app
+
+
+def _forgetting_the_request_id(wsgi_app):
+    """The request id is cleared once the answer is closed, after the work that follows
+    it (a stream's events, a run started without waiting): a line logged between two
+    requests (gunicorn's "Worker exiting") carries no request's id."""
+    def wsgi(environ, start_response):
+        return ClosingIterator(wsgi_app(environ, start_response),
+                               lambda: logconfig.request_id.set(None))
+    return wsgi
 
 
 def _assign_request_id() -> None:
