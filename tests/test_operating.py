@@ -51,3 +51,50 @@ def test_lines_between_requests_carry_no_request_id(server):
     assert finished["requestId"] == "last-one"
     exiting = [line for line in lines if line["message"].startswith("Worker exiting")]
     assert exiting and all("requestId" not in line for line in exiting), exiting
+
+
+def delay_run(ms: int) -> dict:
+    return {"definition": definition("root>wait", wait={"type": "delay",
+                                                         "payload": {"delayMs": ms}})}
+
+
+def test_each_refused_request_is_one_line_and_counted_by_status(tmp_path):
+    server = Server(tmp_path, workers=2, MAX_CONCURRENT_RUNS="1")
+    server.flask("token", "seed-dev")
+    poor = server.flask("token", "create", "poor")  # no compute units
+    off = server.flask("token", "create", "off")
+    server.flask("token", "disable", "off")
+    server.start()
+    try:
+        def send(request_id, method, path, body=None, token="dev-token", **headers):
+            return server.request(method, path, body, token, {"X-Request-ID": request_id,
+                                                               **headers})[0]
+
+        assert send("r400", "POST", "/v1/runs/sync", {"definition": {}}) == 400
+        assert send("r401", "POST", "/v1/runs/sync", ONE_CU, token=None) == 401
+        assert send("r401-unknown", "POST", "/v1/runs/sync", ONE_CU, token="nope") == 401
+        assert send("r402", "POST", "/v1/runs/sync", ONE_CU, token=poor) == 402
+        assert send("r403", "POST", "/v1/runs/sync", ONE_CU, token=off) == 403
+        assert send("r413", "POST", "/v1/runs/sync", {"x": "a" * (1024 * 1024)}) == 413
+        assert send("r415", "POST", "/v1/runs/sync", ONE_CU,
+                    **{"Content-Type": "text/plain"}) == 415
+        assert send("held", "POST", "/v1/runs", delay_run(3000)) == 202  # its worker runs it
+        assert send("r429", "POST", "/v1/runs/sync", ONE_CU) == 429  # the other worker
+        assert send("r404", "GET", "/v1/runs/run_none") == 404  # not a refusal
+        assert send("ok", "GET", "/v1/balance") == 200
+        metrics = server.text("/metrics")
+    finally:
+        server.stop()
+    refused = {line["requestId"]: line for line in log_lines(server)
+               if line["message"] == "request refused"}
+    expected = {"r400": (400, 400228, "dev-token"), "r401": (401, 401000, None),
+                "r401-unknown": (401, 401000, None), "r402": (402, 402000, "poor"),
+                "r403": (403, 403000, "off"), "r413": (413, 413000, None),
+                "r415": (415, 415000, "dev-token"), "r429": (429, 429000, "dev-token")}
+    assert {rid: (line["status"], line["code"], line.get("tokenName"))
+            for rid, line in refused.items()} == expected
+    lines = [line for line in log_lines(server) if line.get("requestId") in expected]
+    assert len(lines) == len(expected)  # one line each, no other
+    counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("runner_requests_refused_total{")}
+    assert counted == {"400": 1, "401": 2, "402": 1, "403": 1, "413": 1, "415": 1, "429": 1}
