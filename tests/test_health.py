@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-from app import health
 from tests.helpers import DEV_AUTH, definition
 
 TWO_NODES = {"definition": definition("root>greet", greet={
@@ -14,16 +13,6 @@ TWO_NODES = {"definition": definition("root>greet", greet={
 def test_livez_and_readyz_need_no_token(client):
     assert client.get("/livez").json == {"status": "ok"}
     assert client.get("/readyz").json == {"status": "ok"}
-
-
-def test_readyz_fails_while_shutting_down(client):
-    health.shutting_down.set()
-    try:
-        response = client.get("/readyz")
-        assert response.status_code == 503 and response.json["code"] == 503000
-    finally:
-        health.shutting_down.clear()
-    assert client.get("/livez").status_code == 200
 
 
 def test_readyz_fails_when_the_store_cannot_be_written(app, client, tmp_path):

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -84,6 +87,35 @@ def test_upstream_down_is_json_502(proxy):
     assert status == 502
     assert json.loads(body) == {"code": 502000, "message": "Service unavailable",
                                 "requestId": "down"}
+
+
+def test_a_stopping_upstream_is_a_502_at_once_while_its_run_finishes(proxy):
+    """On TERM gunicorn stops listening at once (docs/operations.md): nginx meets a
+    refused connection and answers 502 at once, not when the run in flight has ended."""
+    app, port = proxy
+    slow = {"definition": definition("root>wait", wait={"type": "delay",
+                                                         "payload": {"delayMs": 3000}})}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(request, port, "POST", "/v1/runs/sync", slow, AUTH)
+        wait_until_running(app)
+        app.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        started = time.monotonic()
+        status, _, body = request(port, "GET", "/livez", None, {"X-Request-ID": "stopping"})
+        assert status == 502 and json.loads(body)["requestId"] == "stopping"
+        assert time.monotonic() - started < 1 and not pending.done()
+        status, _, body = pending.result(timeout=30)
+    assert status == 200 and json.loads(body)["status"] == "success"
+
+
+def wait_until_running(app: Server) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with sqlite3.connect(app.env["RUNNER_STORE_PATH"]) as db:
+            if db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no run started")
 
 
 def line_of(length: int) -> bytes:

@@ -3,7 +3,11 @@ its stop, its compressed answers."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -98,3 +102,55 @@ def test_each_refused_request_is_one_line_and_counted_by_status(tmp_path):
     counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith("runner_requests_refused_total{")}
     assert counted == {"400": 1, "401": 2, "402": 1, "403": 1, "413": 1, "415": 1, "429": 1}
+
+
+def test_a_stopping_host_refuses_connections_at_once_and_finishes_its_run(tmp_path):
+    """On TERM, gunicorn's master closes its listening socket and the idle worker exits;
+    the worker busy with a run stops listening too. New connections are refused at once
+    (what a load balancer or nginx sees: the port is closed, never a 503) while the run
+    in flight answers in full."""
+    server = Server(tmp_path, workers=2)
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(server.request, "POST", "/v1/runs/sync", delay_run(3000))
+            wait_for(lambda: running(server))
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            started = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            assert time.monotonic() - started < 1
+            assert not pending.done()  # the run was still in flight
+            status, body = pending.result(timeout=30)
+        assert status == 200 and body["status"] == "success"
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()
+
+
+def running(server: Server) -> bool:
+    with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+        return db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] > 0
+
+
+def test_a_reload_keeps_serving_while_the_old_worker_finishes_its_run(tmp_path):
+    """HUP: the old workers stop listening as on TERM, but the master's socket stays
+    open for the new workers (closing the socket itself would stop the whole host)."""
+    server = Server(tmp_path, workers=2, MAX_CONCURRENT_RUNS="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(server.request, "POST", "/v1/runs/sync", delay_run(3000))
+            wait_for(lambda: running(server))
+            server.process.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            for _ in range(5):
+                assert server.request("POST", "/v1/runs/sync", ONE_CU, timeout=5)[0] == 200
+            assert not pending.done()
+            status, body = pending.result(timeout=30)
+        assert status == 200 and body["status"] == "success"
+    finally:
+        server.stop()
