@@ -2,6 +2,7 @@
 its stop, its compressed answers."""
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import socket
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers import definition
+from tests.nginx import request, stream
 from tests.server import Server
 
 pytestmark = pytest.mark.server
@@ -154,3 +156,57 @@ def test_a_reload_keeps_serving_while_the_old_worker_finishes_its_run(tmp_path):
         assert status == 200 and body["status"] == "success"
     finally:
         server.stop()
+
+
+# -- answers compressed by the app (reached without nginx) ------------------------------
+
+GZIP = {"Authorization": "Bearer dev-token", "Content-Type": "application/json",
+        "Accept-Encoding": "gzip"}
+
+
+def big_run(size: int) -> dict:
+    """A run whose answer is larger than ``size`` bytes of JSON (its payload, echoed)."""
+    return {**ONE_CU, "payload": {"items": [{"sku": f"item-{n}", "qty": n}
+                                            for n in range(size // 20)]}}
+
+
+def test_json_answers_are_gzipped_for_clients_that_accept_it(server):
+    status, headers, packed = request(server.port, "POST", "/v1/runs/sync", big_run(4096), GZIP)
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert headers["Vary"] == "Accept-Encoding"
+    answer = json.loads(gzip.decompress(packed))
+    assert int(headers["Content-Length"]) == len(packed) < len(json.dumps(answer)) / 3
+    path = f"/v1/runs/{answer['runId']}"
+    status, headers, packed = request(server.port, "GET", path, None, GZIP)  # stored text
+    assert headers["Content-Encoding"] == "gzip" and json.loads(gzip.decompress(packed)) == answer
+    for refusing in ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0"}, {}):
+        status, headers, plain = request(server.port, "GET", path, None,
+                                         {**GZIP, **refusing} if refusing else
+                                         {"Authorization": GZIP["Authorization"]})
+        assert "Content-Encoding" not in headers and json.loads(plain) == answer, refusing
+        assert headers["Vary"] == "Accept-Encoding"
+    status, headers, body = request(server.port, "GET", "/livez", None, GZIP)  # 16 bytes
+    assert "Content-Encoding" not in headers and json.loads(body) == {"status": "ok"}
+
+
+def test_gzip_min_bytes_0_never_compresses(tmp_path):
+    server = Server(tmp_path, workers=1, GZIP_MIN_BYTES="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        status, headers, body = request(server.port, "POST", "/v1/runs/sync", big_run(4096),
+                                        GZIP)
+    finally:
+        server.stop()
+    assert status == 200 and "Content-Encoding" not in headers and json.loads(body)["runId"]
+
+
+def test_streams_are_never_gzipped_and_arrive_event_by_event(server):
+    status, headers, events = stream(server.port, "POST", "/v1/runs/sync",
+                                     {**big_run(4096), **delay_run(2000)}, GZIP)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert "Content-Encoding" not in headers
+    started = next(event.at for event in events if event.name == "run.started")
+    finished = next(event.at for event in events if event.name == "run.finished")
+    assert finished - started > 1.5  # the first event came as the run began
+    assert json.loads(events[-1].data)["status"] == "success"
