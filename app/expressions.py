@@ -88,9 +88,12 @@ class Template:
         return None
 
 
-# The rest of a hole after "{{": up to the first "}}" that is not inside a quoted
-# string. Possessive quantifiers keep a hole that never closes linear to scan.
-_HOLE_REST = re.compile(r'((?:[^}"]|"(?:[^"\\]|\\.)*+"|\}(?!\}))*+)\}\}', re.S)
+# The rest of a hole that holds a quote after "{{": up to the first "}}" that is not
+# inside a quoted string (a hole without a quote ends at its first "}}"). Its
+# alternatives start with different characters, so a hole that never closes is
+# scanned in linear time. No possessive quantifiers: Debian 12's Python (3.11.2)
+# matches them wrongly (this pattern with "*+" found no hole in "{{a}}").
+_HOLE_REST = re.compile(r'((?:[^}"]|"(?:[^"\\]|\\.)*"|\}(?!\}))*)\}\}', re.S)
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"\$?[A-Za-z0-9_-]+")
 # The usual hole, a dotted path of names, read in one match instead of token by token.
@@ -142,13 +145,18 @@ def _holes(text: str):
     """``(start, end, body)`` of each hole; a "{{" that never closes is text."""
     pos = text.find("{{")
     while pos >= 0:
-        found = _HOLE_REST.match(text, pos + 2)
-        if found is None:
-            if text.find("}}", pos + 2) >= 0:  # it closes, but a quote inside does not
-                raise ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
+        close = text.find("}}", pos + 2)
+        if close < 0:
             return
-        yield pos, found.end(), found.group(1)
-        pos = text.find("{{", found.end())
+        if text.find('"', pos + 2, close) < 0:  # no string inside: the first "}}" ends it
+            end, body = close + 2, text[pos + 2:close]
+        else:
+            found = _HOLE_REST.match(text, pos + 2)
+            if found is None:  # it closes, but a quote inside does not
+                raise ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
+            end, body = found.end(), found.group(1)
+        yield pos, end, body
+        pos = text.find("{{", end)
 
 
 def _parse_hole(body: str, source: str) -> Hole:
