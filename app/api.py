@@ -76,6 +76,7 @@ def _authenticate():
     if token is None:
         raise ApiError(401, headers={
             "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
+    g.token_name = token.name  # in the line of a refusal, from here on
     if not token.enabled:
         raise ApiError(403)
     return token

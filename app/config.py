@@ -141,6 +141,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # most 15 s apart), so a proxy's read timeout (nginx's proxy_read_timeout) never
     # cuts a quiet stream: keep it well below that timeout.
     "STREAM_KEEPALIVE_MS": (15_000, _int(100, 15_000)),
+    # A JSON answer of at least this many bytes is gzipped for a client that accepts it
+    # (Accept-Encoding: gzip); 0: never. Streams are never compressed. Behind nginx the
+    # app is asked for none (deploy/nginx.conf compresses instead).
+    "GZIP_MIN_BYTES": (1024, _int(0)),
     # Outbound HTTP may reach these hosts / networks (CIDR) even when internal.
     "OUTBOUND_ALLOW": ([], _allow_list),
     # Pages of these origins may call the API from a browser (CORS); none by default.

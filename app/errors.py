@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .store import StoreUnavailable
 
 log = logging.getLogger("app.errors")
@@ -28,6 +29,9 @@ HTTP_CODES = {
 
 STORE_UNAVAILABLE = "The store is unavailable; try again shortly"
 
+# Refusals of a request as sent (not of the service's state): one log line and a count each.
+REFUSED = frozenset({400, 401, 402, 403, 413, 415, 429})
+
 
 class ApiError(Exception):
     """An error response: HTTP status, our code, message and extra body fields."""
@@ -47,6 +51,7 @@ class ApiError(Exception):
 def error_response(status: int, /, code: int, message: str, headers: dict | None = None,
                    **extra):
     """The JSON envelope every error uses; ``extra``: more fields (one may be ``status``)."""
+    g.error_code = code  # for the refusal's log line
     body = {"code": code, "message": message, "requestId": g.get("request_id")}
     body.update(extra)
     response = jsonify(body)
@@ -55,8 +60,23 @@ def error_response(status: int, /, code: int, message: str, headers: dict | None
     return response
 
 
+def note_refusal(response):
+    """One line and a count (``runner_requests_refused_total``) per refused request: its
+    status, our code, and its token's name once the token is known."""
+    status = response.status_code
+    if status in REFUSED:
+        metrics.REFUSED.labels(str(status)).inc()
+        log.info("request refused", extra={
+            "status": status, "code": g.get("error_code", status * 1000),
+            "tokenName": g.get("token_name"), "method": request.method,
+            "path": request.path})
+    return response
+
+
 def register(app: Flask) -> None:
-    """JSON handlers for our errors, Werkzeug's (404/405/413/…) and anything else."""
+    """JSON handlers for our errors, Werkzeug's (404/405/413/…) and anything else; a
+    line and a count for each refused request."""
+    app.after_request(note_refusal)
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):

@@ -89,9 +89,12 @@ class Template:
         return None
 
 
-# The rest of a hole after "{{": up to the first "}}" that is not inside a quoted
-# string. Possessive quantifiers keep a hole that never closes linear to scan.
-_HOLE_REST = re.compile(r'((?:[^}"]|"(?:[^"\\]|\\.)*+"|\}(?!\}))*+)\}\}', re.S)
+# The rest of a hole that holds a quote after "{{": up to the first "}}" that is not
+# inside a quoted string (a hole without a quote ends at its first "}}"). Its
+# alternatives start with different characters, so a hole that never closes is
+# scanned in linear time. No possessive quantifiers: Debian 12's Python (3.11.2)
+# matches them wrongly (this pattern with "*+" found no hole in "{{a}}").
+_HOLE_REST = re.compile(r'((?:[^}"]|"(?:[^"\\]|\\.)*"|\}(?!\}))*)\}\}', re.S)
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"\$?[A-Za-z0-9_-]+")
 # The usual hole, a dotted path of names, read in one match instead of token by token.
@@ -167,27 +170,23 @@ def _holes(text: str, errors: list[ExpressionError] | None = None):
     """
     pos, plain = text.find("{{"), False
     while pos >= 0:
-        if plain:
-            close = text.find("}}", pos + 2)
-            if close < 0:
-                return
-            yield pos, close + 2, text[pos + 2:close]
-            pos = text.find("{{", close + 2)
-            continue
-        found = _HOLE_REST.match(text, pos + 2)
-        if found is None:
-            close = text.find("}}", pos + 2)
-            if close < 0:
-                return
-            # It closes, but a quote inside does not.
-            error = ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
-            if errors is None:
-                raise error
-            errors.append(error)
-            pos, plain = text.find("{{", close + 2), True
-            continue
-        yield pos, found.end(), found.group(1)
-        pos = text.find("{{", found.end())
+        close = text.find("}}", pos + 2)
+        if close < 0:
+            return
+        if plain or text.find('"', pos + 2, close) < 0:  # no string inside: the first "}}"
+            end, body = close + 2, text[pos + 2:close]
+        else:
+            found = _HOLE_REST.match(text, pos + 2)
+            if found is None:  # it closes, but a quote inside does not
+                error = ExpressionError(f"{text[pos:pos + 40]}…: unterminated string literal")
+                if errors is None:
+                    raise error
+                errors.append(error)
+                pos, plain = text.find("{{", close + 2), True
+                continue
+            end, body = found.end(), found.group(1)
+        yield pos, end, body
+        pos = text.find("{{", end)
 
 
 def _parse_hole(body: str, source: str) -> Hole:

@@ -1,8 +1,6 @@
 """Probes for the process manager and the load balancer; no token needed."""
 from __future__ import annotations
 
-import threading
-
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -11,9 +9,6 @@ from .errors import error_response
 from .version import __version__
 
 bp = Blueprint("health", __name__)
-
-# Set in the worker when gunicorn asks it to stop (see gunicorn.conf.py).
-shutting_down = threading.Event()
 
 
 @bp.get("/livez")
@@ -25,15 +20,15 @@ def livez():
 @bp.get("/metrics")
 def prometheus():
     """Prometheus text format; restrict this route at the proxy."""
-    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would append a second "; charset=utf-8".
+    return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")
 def readyz():
-    """Ready for traffic: the store can be written, and no shutdown is under way. Books
-    left unwritten while the store was away are written here too (``runs.settle``)."""
-    if shutting_down.is_set():
-        return error_response(503, 503000, "Shutting down")
+    """Ready for traffic: the store can be written. Books left unwritten while the store
+    was away are written here too (``runs.settle``). A host that is stopping answers
+    nothing: its port refuses connections from the TERM on (gunicorn.conf.py)."""
     try:
         current_app.extensions["store"].check_writable()
     except Exception as error:  # any store failure means: send traffic elsewhere

@@ -32,6 +32,9 @@ NODES = Counter("runner_node_executions_total", "Nodes by type and final status.
 CU = Counter("runner_compute_units_charged_total", "Compute units charged.")
 BLOCKED = Counter("runner_outbound_blocked_total",
                   "Node attempts refused with BLOCKED_DESTINATION.")
+REFUSED = Counter("runner_requests_refused_total",
+                  "Requests refused (400, 401, 402, 403, 413, 415, 429), by HTTP status.",
+                  ["status"])
 IN_PROGRESS = Gauge("runner_runs_in_progress", "Runs executing now.",
                     multiprocess_mode="livesum")
 

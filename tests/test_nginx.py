@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sqlite3
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -84,6 +88,75 @@ def test_upstream_down_is_json_502(proxy):
     assert status == 502
     assert json.loads(body) == {"code": 502000, "message": "Service unavailable",
                                 "requestId": "down"}
+
+
+def test_a_stopping_upstream_is_a_502_at_once_while_its_run_finishes(proxy):
+    """On TERM gunicorn stops listening at once (docs/operations.md): nginx meets a
+    refused connection and answers 502 at once, not when the run in flight has ended."""
+    app, port = proxy
+    slow = {"definition": definition("root>wait", wait={"type": "delay",
+                                                         "payload": {"delayMs": 3000}})}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(request, port, "POST", "/v1/runs/sync", slow, AUTH)
+        wait_until_running(app)
+        app.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        started = time.monotonic()
+        status, _, body = request(port, "GET", "/livez", None, {"X-Request-ID": "stopping"})
+        assert status == 502 and json.loads(body)["requestId"] == "stopping"
+        assert time.monotonic() - started < 1 and not pending.done()
+        status, _, body = pending.result(timeout=30)
+    assert status == 200 and json.loads(body)["status"] == "success"
+
+
+def wait_until_running(app: Server) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with sqlite3.connect(app.env["RUNNER_STORE_PATH"]) as db:
+            if db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no run started")
+
+
+UPSTREAM_ENCODING = ("proxy_http_version 1.1;", "proxy_http_version 1.1;\n"
+                     '    add_header X-Upstream-Encoding "$upstream_http_content_encoding";')
+
+
+@pytest.mark.parametrize("variant", ["as-shipped", "passing-Accept-Encoding-on"])
+def test_json_is_gzipped_by_nginx_and_not_by_the_app(tmp_path, variant):
+    """nginx gzips JSON of 1 KiB or more for a client that asks; the app, asked for no
+    encoding, spends no CPU on it (an nginx that passes the client's Accept-Encoding
+    on, the test's teeth, gets the app's gzip instead)."""
+    app = Server(tmp_path, workers=1)
+    app.flask("token", "seed-dev")
+    app.start()
+
+    def site(text: str) -> str:
+        text = text.replace(*UPSTREAM_ENCODING)  # shows what the app answered nginx
+        if variant == "passing-Accept-Encoding-on":
+            text = text.replace('proxy_set_header Accept-Encoding "";\n', "")
+        return text
+
+    nginx = Nginx(tmp_path, [app.port], site).start()
+    try:
+        big = {**TWO_NODES, "payload": {"message": "hello", "items": list(range(1000))}}
+        gzip_ok = {**AUTH, "Accept-Encoding": "gzip"}
+        status, headers, packed = request(nginx.port, "POST", "/v1/runs/sync", big, gzip_ok)
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        assert "Accept-Encoding" in headers["Vary"]
+        answer = json.loads(zlib.decompress(packed, 16 + zlib.MAX_WBITS))
+        assert answer["status"] == "success"
+        assert headers.get("X-Upstream-Encoding") == (
+            None if variant == "as-shipped" else "gzip")
+        status, headers, plain = request(nginx.port, "GET", f"/v1/runs/{answer['runId']}",
+                                         None, AUTH)
+        assert "Content-Encoding" not in headers and json.loads(plain) == answer
+        status, headers, body = request(nginx.port, "GET", "/livez", None, gzip_ok)
+        assert "Content-Encoding" not in headers and json.loads(body) == {"status": "ok"}
+    finally:
+        nginx.stop()
+        app.stop()
 
 
 def line_of(length: int) -> bytes:
@@ -220,12 +293,14 @@ def check_whole_run(port: int, events) -> dict:
     return finished
 
 
-GZIP_STREAMS = "gzip on;\ngzip_types text/event-stream;\ngzip_min_length 1;\n"
+# The shipped site gzips JSON; these variants gzip event streams too.
+GZIP_STREAMS = ("gzip_types application/json", "gzip_types text/event-stream application/json")
 IGNORE_THE_HEADER = ("proxy_http_version 1.1;",
                      "proxy_http_version 1.1;\n    proxy_ignore_headers X-Accel-Buffering;")
 
 
-@pytest.mark.parametrize("variant", ["as-shipped", "gzipped", "keep-alive-past-read-timeout",
+@pytest.mark.parametrize("variant", ["as-shipped", "as-shipped-asking-gzip", "gzipped",
+                                     "keep-alive-past-read-timeout",
                                      "gzipped-ignoring-X-Accel-Buffering"])
 def test_a_streamed_sync_run_passes_nginx_event_by_event(tmp_path, variant):
     """Through nginx, with its read timeout lower than the run's quiet wait: the events
@@ -235,16 +310,17 @@ def test_a_streamed_sync_run_passes_nginx_event_by_event(tmp_path, variant):
     than the read timeout has the stream cut, and an nginx that ignores the app's
     X-Accel-Buffering while it gzips holds every event until the run's end."""
     keep_alive_ms = 15_000 if variant == "keep-alive-past-read-timeout" else 500
-    edits = {"gzipped": lambda site: GZIP_STREAMS + site,
+    edits = {"gzipped": lambda site: site.replace(*GZIP_STREAMS),
              "gzipped-ignoring-X-Accel-Buffering":
-                 lambda site: GZIP_STREAMS + site.replace(*IGNORE_THE_HEADER)}
+                 lambda site: site.replace(*GZIP_STREAMS).replace(*IGNORE_THE_HEADER)}
     app, nginx = streaming_proxy(tmp_path, keep_alive_ms, edits.get(variant))
-    gzip = {"Accept-Encoding": "gzip"} if variant.startswith("gzipped") else {}
+    gzipped = variant.startswith("gzipped")
+    asking = {"Accept-Encoding": "gzip"} if gzipped or variant == "as-shipped-asking-gzip" else {}
     try:
         status, headers, events = stream(nginx.port, "POST", "/v1/runs/sync",
-                                         quiet(WAIT_S * 1000), {**AUTH, **gzip})
+                                         quiet(WAIT_S * 1000), {**AUTH, **asking})
         assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
-        assert headers.get("Content-Encoding") == ("gzip" if gzip else None)
+        assert headers.get("Content-Encoding") == ("gzip" if gzipped else None)
         names = [event.name for event in events if event.name != ":"]
         if variant == "keep-alive-past-read-timeout":
             assert names[-1] == "node.started" and "run.finished" not in names
