@@ -231,7 +231,7 @@ def _paths() -> dict:
         "/livez": {"get": {"summary": "The process is alive, and its version",
                            "responses": {"200": {"description": "alive", "content": {
                                "application/json": {"schema": LIVEZ}}}}}},
-        "/readyz": {"get": {"summary": "Ready: the store can be written (a stopping host refuses connections)",
+        "/readyz": {"get": {"summary": "Ready: the store can be written",
                             "responses": {"200": {"description": "ready"},
                                           "503": _json("Error", "Not ready (503000)")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (restrict at the proxy)",

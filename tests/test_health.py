@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from app import __version__, health
+from app import __version__
 from tests.helpers import DEV_AUTH, definition
 
 TWO_NODES = {"definition": definition("root>greet", greet={
