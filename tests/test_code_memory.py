@@ -121,9 +121,14 @@ def test_the_unit_bounds_memory_tasks_and_privileges():
 
 
 def test_the_unit_can_write_where_the_service_writes():
+    """The paths are set in the unit and in its EnvironmentFile (deploy/runner.env)."""
     service = unit()
     writable = service["ReadWritePaths"][0].split()
     environment = dict(value.split("=", 1) for value in service["Environment"])
+    for line in (ROOT / "deploy" / "runner.env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            environment[name] = value
     written = [Path(environment["RUNNER_STORE_PATH"]).parent,
                Path(environment["RUNNER_LOG_FILE"]).parent,
                Path(environment["PROMETHEUS_MULTIPROC_DIR"])]
