@@ -90,7 +90,7 @@ check "oversized body is a 413" 413 'b["code"] == 413000' \
 check "oversized chunked body is a 413" 413 'b["code"] == 413000' \
     "${AUTH[@]}" "${JSON[@]}" -H "Transfer-Encoding: chunked" --data-binary "@$work/big.json" \
     "$BASE/v1/runs/sync"
-check "validate endpoint" 200 'b == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]], "loops": {}}' \
+check "validate endpoint" 200 'b == {"valid": True, "nodeCount": 2, "levels": [["root"], ["greet"]], "loops": {}, "warnings": {}}' \
     "${AUTH[@]}" "${JSON[@]}" -d "$TWO_NODES" "$BASE/v1/workflows/validate"
 
 if ! grep -q '"message": "run finished"' "$work/log/app.log"; then
