@@ -3,12 +3,20 @@
 wrk drives the same 5-node workflow — root → two parallel transforms → join → log —
 through the real service on (a) the SQLite store, (b) the same streamed as Server-Sent
 Events (``Accept: text/event-stream``, SPEC §12) from a server of its own, so its CPU
-per run is its own, (c) the PostgreSQL store, and (d) a bare Flask JSON endpoint, each
-served by gunicorn with the production gunicorn.conf.py on 127.0.0.1. For every
-endpoint and round it prints requests/s, p50/p99 latency and errors, and the server's
-CPU per request: utime + stime of gunicorn's whole process tree over the round (the
-master with its reaped children's cutime + cstime, every live worker and helper)
-divided by the requests wrk counted.
+per run is its own, (c) the PostgreSQL store; then (d) the durable floor
+(bench/floor.py): a bare Flask endpoint doing only what no design of a run can avoid —
+read the body, two durable SQLite transactions in WAL mode on a store file all its
+workers share (reserve; charge and store the ~1.5 KB answer), one log line appended
+with one ``os.write`` — and (e) a bare Flask JSON endpoint (bench/bare.py). Each is
+served by gunicorn with the production gunicorn.conf.py on 127.0.0.1, its store and
+log files in its own work directory. For every endpoint and round it prints
+requests/s, p50/p99 latency and errors, and the server's CPU per request: utime +
+stime of gunicorn's whole process tree over the round (the master with its reaped
+children's cutime + cstime, every live worker and helper) divided by the requests wrk
+counted; and that CPU (with the database's, for PostgreSQL) as a multiple of the
+durable floor's in the same round (``× floor``). A table of its own gives the
+workflow's, the floor's and the bare endpoint's CPU per run by round, and the
+workflow's multiple of the floor.
 Beside PostgreSQL's it prints the database's CPU per request, measured the same way
 on the postmaster's tree (backends, background processes) — when the cluster is
 tests/pg.py's throwaway one on this machine (``RUNNER_TEST_DATABASE_URL`` unset;
@@ -17,16 +25,18 @@ without Debian's postgresql the PostgreSQL column is left out).
 All servers run for the whole benchmark and wrk alternates between them for
 BENCH_ROUNDS rounds: a shared machine's speed drifts by half within minutes, so
 only a ratio of two measurements taken back to back means anything. The
-verdicts are medians of the rounds' ratios: the workflow's throughput (SQLite)
-against the bare endpoint's, the streamed run's service CPU against the plain one's,
-and PostgreSQL's service CPU per run against SQLite's.
+verdicts are medians of the rounds' ratios: the workflow's server CPU per run (SQLite)
+against the durable floor's (goal at most 1.5, stretch 1.25), the workflow's
+throughput against the bare endpoint's, the streamed run's service CPU against the
+plain one's, and PostgreSQL's service CPU per run against SQLite's.
 
 ``BENCH_BASELINE=<git revision>`` adds a server running that revision's code
 (checked out into a temporary worktree) on the same workflow and SQLite, for a
 before/after comparison measured in the same rounds.
 
-Before the rounds, one request to each workflow server checks that the run succeeds
-(wrk sees only the status line, and a stream is 200 whatever happens in it).
+Before the rounds, one request to each workflow server and to the floor checks that
+the run succeeds (wrk sees only the status line, and a stream is 200 whatever happens
+in it).
 
 Exits 1 when any answer was not 2xx or wrk reported a socket error.
 """
@@ -52,11 +62,13 @@ from tests.server import Server, process_tree, tree_cpu
 DURATION = os.environ.get("BENCH_SECONDS", "8")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 GOAL = 0.5  # the workflow should sustain half the bare endpoint's throughput
+FLOOR_GOAL, FLOOR_STRETCH = 1.5, 1.25  # the workflow's CPU per run, in durable floors
 CPU_GOAL = 1.0  # PostgreSQL's service CPU per run: at most SQLite's
 STREAM_GOAL = 1.15  # a streamed run's service CPU: at most 15 % more than a plain one's
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
 SETTLE_S = 0.3  # after wrk stops, the requests it left in flight finish before CPU is read
 SQLITE, POSTGRES, BARE = "workflow, SQLite", "workflow, PostgreSQL", "bare Flask JSON"
+FLOOR = "durable floor"
 STREAMED = "workflow streamed, SQLite"
 BASELINE = "baseline workflow"
 WORKFLOW = {
@@ -157,6 +169,7 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
         stack.callback(database.drop_database, url)
         endpoints[POSTGRES] = Endpoint(started(POSTGRES, "wsgi:app", DATABASE_URL=url),
                                        database_pid=database.postmaster_pid())
+    endpoints[FLOOR] = Endpoint(started(FLOOR, "bench.floor:app"))
     endpoints[BARE] = Endpoint(started(BARE, "bench.bare:app"))
     baseline = os.environ.get("BENCH_BASELINE")
     if baseline:
@@ -170,8 +183,9 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
 
 
 def check_runs(endpoints: dict[str, Endpoint]) -> None:
-    """One run through each workflow server, which must succeed: plain, its answer's
-    status; streamed, the status of the answer its last event (``run.finished``) holds."""
+    """One run through each workflow server and the durable floor, which must succeed:
+    plain, its answer's status; streamed, the status of the answer its last event
+    (``run.finished``) holds."""
     for name, endpoint in endpoints.items():
         if name == BARE:
             continue
@@ -207,18 +221,45 @@ def milliseconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def total_ms(result: dict) -> float:
+    """CPU ms per request of the server and of its database, if measured."""
+    return result["service_ms"] + (result["db_ms"] or 0)
+
+
+def floors(results: dict, name: str) -> float:
+    """``name``'s total CPU per request in a round, as a multiple of the durable floor's."""
+    return total_ms(results[name]) / results[FLOOR]["service_ms"]
+
+
 def print_rounds(rounds: list[dict], names: list[str]) -> None:
     print(f"wrk: {ROUNDS} rounds of {DURATION} s per endpoint, {CONNECTIONS} connections, "
-          "2 threads; endpoints alternate. CPU: ms of user + system time per request\n")
+          "2 threads; endpoints alternate. CPU: ms of user + system time per request; "
+          "× floor: service + DB CPU over the durable floor's in the same round\n")
     print("| round | endpoint | requests/s | p50 ms | p99 ms | service CPU | DB CPU "
-          "| non-2xx | socket errors |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+          "| × floor | non-2xx | socket errors |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for number, results in enumerate(rounds, start=1):
         for name in names:
             r = results[name]
             print(f"| {number} | {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
                   f"{milliseconds(r['service_ms'])} | {milliseconds(r['db_ms'])} | "
-                  f"{r['non2xx']} | {r['socket']} |")
+                  f"{floors(results, name):.2f} | {r['non2xx']} | {r['socket']} |")
+
+
+def print_floor(rounds: list[dict]) -> None:
+    """Server CPU per run of the workflow, the durable floor and the bare endpoint, by
+    round, and the workflow's multiple of the floor."""
+    print("\nserver CPU per run, ms, by round\n")
+    print("| round | workflow, SQLite | durable floor | bare Flask JSON | workflow × floor |")
+    print("|---:|---:|---:|---:|---:|")
+    for number, results in enumerate(rounds, start=1):
+        print(f"| {number} | {results[SQLITE]['service_ms']:.2f} | "
+              f"{results[FLOOR]['service_ms']:.2f} | {results[BARE]['service_ms']:.2f} | "
+              f"{floors(results, SQLITE):.2f} |")
+    def median(name: str) -> float:
+        return statistics.median(r[name]["service_ms"] for r in rounds)
+    print(f"| median | {median(SQLITE):.2f} | {median(FLOOR):.2f} | {median(BARE):.2f} | "
+          f"{statistics.median(floors(r, SQLITE) for r in rounds):.2f} |")
 
 
 def print_medians(rounds: list[dict], names: list[str]) -> None:
@@ -227,15 +268,16 @@ def print_medians(rounds: list[dict], names: list[str]) -> None:
         return None if None in values else statistics.median(values)
 
     print("\nmedians of the rounds (CPU: ms per request; total: service + DB)\n")
-    print("| endpoint | requests/s | p50 ms | p99 ms | service CPU | DB CPU | total CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| endpoint | requests/s | p50 ms | p99 ms | service CPU | DB CPU | total CPU "
+          "| × floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         service, database = median(name, "service_ms"), median(name, "db_ms")
-        total = statistics.median(r[name]["service_ms"] + (r[name]["db_ms"] or 0)
-                                  for r in rounds)
+        total = statistics.median(total_ms(r[name]) for r in rounds)
         print(f"| {name} | {median(name, 'rps'):.0f} | {median(name, 'p50'):.2f} | "
               f"{median(name, 'p99'):.2f} | {milliseconds(service)} | "
-              f"{milliseconds(database)} | {milliseconds(total)} |")
+              f"{milliseconds(database)} | {milliseconds(total)} | "
+              f"{statistics.median(floors(r, name) for r in rounds):.2f} |")
 
 
 def print_ratio(title: str, rounds: list[dict], ratio: Callable[[dict], float]) -> float:
@@ -249,6 +291,13 @@ def print_ratio(title: str, rounds: list[dict], ratio: Callable[[dict], float]) 
 
 def print_verdicts(rounds: list[dict], names: list[str]) -> None:
     print()
+    median = print_ratio("workflow (SQLite) / durable floor server CPU per run", rounds,
+                         lambda r: floors(r, SQLITE))
+    verdict = ("stretch met" if median <= FLOOR_STRETCH else "met" if median <= FLOOR_GOAL
+               else "not met")
+    print(f"  goal: at most {FLOOR_GOAL:.2f} (stretch {FLOOR_STRETCH:.2f}), {verdict}")
+    print_ratio("workflow (SQLite) / durable floor throughput", rounds,
+                lambda r: r[SQLITE]["rps"] / r[FLOOR]["rps"])
     median = print_ratio("workflow (SQLite) / bare throughput", rounds,
                          lambda r: r[SQLITE]["rps"] / r[BARE]["rps"])
     print(f"  goal: at least {GOAL:.2f}, {'met' if median >= GOAL else 'not met'}")
@@ -282,6 +331,7 @@ def main() -> int:
     names = list(endpoints)
     print_rounds(rounds, names)
     print_medians(rounds, names)
+    print_floor(rounds)
     print_verdicts(rounds, names)
     clean = all(r[name]["non2xx"] == 0 and r[name]["socket"] == "none"
                 for r in rounds for name in names)
