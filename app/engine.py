@@ -70,6 +70,7 @@ MAX_POOLED = 64
 TICK_S = 0.5  # how often a run in flight calls ``tick`` (after its first TICK_S)
 PAUSE_S = 0.05  # a run busy without waiting pauses (for its stream) at least this often
 PARTIAL_FULL_CHARS = 1024 * 1024  # a partial state with inputs and results, at most
+STREAM_FULL_CHARS = 1024 * 1024  # node.finished events with inputs and results, at most
 STOPS = {  # why a run stopped before its end → its error, and why nodes not started skip
     "run_timeout": ("RUN_TIMEOUT", "The run deadline passed."),
     "cancelled": ("CANCELLED", "The run was cancelled."),
@@ -99,6 +100,7 @@ class Run:
         self.tick = tick
         # The events of the pass, as (name, JSON text), when the run is streamed.
         self.events: list[tuple[str, str]] | None = [] if stream else None
+        self.streamed_chars = 0  # of the entries in node.finished events so far
         self.changes = 0  # attempts started, retries and entries written so far
         # Per instance (see the module docstring): its node, state, parents still running,
         # and for a body instance its iteration.
@@ -426,12 +428,18 @@ class Run:
 
     def _write_entry(self, entry_id: str, node: PlanNode, state: NodeState,
                      frame: Frame | None = None) -> None:
-        """A final node's entry of the answer (and, streamed, its ``node.finished``)."""
+        """A final node's entry of the answer (and, streamed, its ``node.finished``: the
+        entry as it is, or bare — no input or result — once the stream's node events
+        have passed ``STREAM_FULL_CHARS``, so a stream never holds or sends a large
+        answer twice: ``run.finished`` has it all)."""
         self.body.settle(entry_id, node, state, frame)
         self.changes += 1
         if self.events is not None:
-            self._emit("node.finished", f'{{"nodeId":"{entry_id}","state":'
-                       f'{self.body.entries[entry_id]}}}')
+            entry = self.body.entries[entry_id]
+            if self.streamed_chars + len(entry) > STREAM_FULL_CHARS:
+                entry = node_view_text(node, state, frame, bare=True)
+            self.streamed_chars += len(entry)
+            self._emit("node.finished", f'{{"nodeId":"{entry_id}","state":{entry}}}')
 
     def _stop(self, why: str) -> None:
         """The run deadline passed, or the run was cancelled (``why``, a key of STOPS):

@@ -60,6 +60,7 @@ HELPER_MIB = 256  # one code-transform helper process, all of its memory (SPEC �
 MEMORY_MIB = HELPER_MIB
 HELPERS_AT_ONCE = 4  # code-transform helpers of one worker running at once (SPEC §3)
 ANSWER_BYTES = 32 * MIB  # a run's whole answer (SPEC §3)
+STREAM_FRAMING_BYTES = MIB  # a stream's event names, ids, nodeIds and bare entries
 STORED_BYTES = 32 * MIB  # a stored run (SPEC §3)
 RESULT_BYTES = 8 * MIB  # one node's result, as compact JSON (SPEC §3)
 LOG_LINE_BYTES = 64 * KIB  # one line of the log file (SPEC §3)
@@ -142,10 +143,14 @@ class Answer:
 
 
 def send(server: Server, method: str, path: str, body: bytes | None, token: str | None,
-         timeout: float) -> Answer:
-    """One request on a new connection, timed to the last byte of the answer."""
+         timeout: float, streamed: bool = False) -> Answer:
+    """One request on a new connection, timed to the last byte of the answer;
+    ``streamed``: as Server-Sent Events (SPEC §12), whose ``run.finished`` is the data."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if streamed:
+        headers["Accept"] = "text/event-stream"
+    keep = KEEP_BYTES + (2 * MIB if streamed else 0)  # a stream's events besides
     if body is not None:
         headers["Content-Type"] = "application/json"
     start = time.monotonic()
@@ -155,7 +160,7 @@ def send(server: Server, method: str, path: str, body: bytes | None, token: str 
         response = connection.getresponse()
         while chunk := response.read(MIB):
             size += len(chunk)
-            if len(kept) < KEEP_BYTES:
+            if len(kept) < keep:
                 kept += chunk
             if time.monotonic() - start > timeout:
                 raise TimeoutError
@@ -167,7 +172,13 @@ def send(server: Server, method: str, path: str, body: bytes | None, token: str 
         connection.close()
     answer = Answer(response.status, time.monotonic() - start, size, text=bytes(kept),
                     content_type=response.getheader("Content-Type") or "")
-    if size > KEEP_BYTES:
+    if streamed and answer.content_type.startswith("text/event-stream"):
+        finished = kept.rfind(b"\nevent: run.finished\ndata: ")
+        if size > keep or finished < 0:
+            answer.error = "the stream does not end with run.finished"
+            return answer
+        kept = kept[finished + len(b"\nevent: run.finished\ndata: "):].rstrip(b"\n")
+    if size > keep:
         answer.error = "answer too large to parse here"
     else:
         try:
@@ -207,6 +218,7 @@ class Row:
     log_line: int = 0
     log_text: str = ""
     problems: list[str] = field(default_factory=list)
+    answer_bytes: int = ANSWER_BYTES  # the bound on what is sent
 
     @property
     def state(self) -> dict:
@@ -256,7 +268,7 @@ class Row:
             self.problems.append(f"{self.cpu_s:.2f} CPU s after the answer")
         if self.rss > self.memory_mib * MIB:
             self.problems.append(f"memory grew {self.rss / MIB:.0f} MiB")
-        for what, value, limit in (("answer", answer.size, ANSWER_BYTES),
+        for what, value, limit in (("answer", answer.size, self.answer_bytes),
                                    ("stored run", self.stored, STORED_BYTES),
                                    ("a node result", self.result, RESULT_BYTES),
                                    ("a log line", self.log_line, LOG_LINE_BYTES)):
@@ -309,21 +321,26 @@ class Bench:
         self.rows: list[Row] = []
 
     def send(self, body: Any, *, path: str = "/v1/runs/sync", method: str = "POST",
-             token: str | None = DEV, timeout: float = 30.0) -> Answer:
+             token: str | None = DEV, timeout: float = 30.0, streamed: bool = False) -> Answer:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        return send(self.server, method, path, data, token, timeout)
+        return send(self.server, method, path, data, token, timeout, streamed)
 
     def measure(self, name: str, body: Any, *, deadline_s: float | None,
                 memory_mib: float = MEMORY_MIB, statuses: tuple[int, ...] = (200,),
                 path: str = "/v1/runs/sync", method: str = "POST", token: str | None = DEV,
-                token_name: str = DEV) -> Row:
-        """Send one request and measure it (see the module doc); the row is kept."""
+                token_name: str = DEV, streamed: bool = False) -> Row:
+        """Send one request and measure it (see the module doc); the row is kept. A
+        stream (``streamed``) sends the answer once (``run.finished``), beside its
+        events: their entries, bare past 1 MiB (engine.STREAM_FULL_CHARS), and framing."""
         timeout = (deadline_s or 10.0) + CLIENT_GRACE_S
         with PeakRss(self.server) as memory:
-            answer = self.send(body, path=path, method=method, token=token, timeout=timeout)
+            answer = self.send(body, path=path, method=method, token=token, timeout=timeout,
+                               streamed=streamed)
             done = time.monotonic()
             cpu = self._cpu_window(done)
         row = Row(name, deadline_s, memory_mib, answer, statuses, cpu, memory.growth)
+        if streamed:
+            row.answer_bytes = ANSWER_BYTES + MIB + STREAM_FRAMING_BYTES
         if memory.killed:
             row.problems.append(f"the server was killed past {SAFETY_MIB} MiB of growth")
         run_id = answer_run_id(answer) or (body.get("runId") if isinstance(body, dict) else None)
@@ -584,6 +601,19 @@ def _full_at_deadline(bench: Bench) -> None:
                         deadline_s=2.0)
     row.expect(row.error_code() == "RUN_TIMEOUT",
                f"the run fails RUN_TIMEOUT (got {row.error_code()})")
+
+
+@scenario("full-answer-streamed")
+def _full_streamed(bench: Bench) -> None:
+    body = plucks(6, 14, timeout_ms=2000)  # as above, its events streamed as they come
+    body["definition"]["nodes"]["wait"] = {"type": "delay", "payload": {"delayMs": 10_000}}
+    body["definition"]["nodes"]["root"]["children"].append("wait")
+    row = bench.measure("a full 32 MiB answer, streamed (SPEC §12)", body, deadline_s=2.0,
+                        streamed=True)
+    row.expect(row.error_code() == "RUN_TIMEOUT",
+               f"run.finished says RUN_TIMEOUT (got {row.error_code()})")
+    row.expect(row.answer.data == json.loads(row.stored_text or "null"),
+               "run.finished is the stored run")
 
 
 @scenario("log-72mb", settings={"LOG_BACKUPS": "20"})

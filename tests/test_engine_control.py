@@ -174,3 +174,21 @@ def test_a_large_run_in_flight_shows_bare_entries_so_writing_it_stays_cheap():
     assert partial["executionState"]["wait"]["status"] == "running"
     assert "input" not in partial["executionState"]["wait"]
     assert len(final["executionState"]["big"]["result"]["text"]) > engine.PARTIAL_FULL_CHARS
+
+
+def test_a_large_streamed_run_sends_its_entries_bare_past_the_streams_cap():
+    """A stream must not hold or send a large answer twice: run.finished has it all."""
+    body = {"definition": definition("root>small", "small>big", small={"type": "t-echo"},
+                                     big={"type": "t-big", "payload": {
+                                         "failures": engine.STREAM_FULL_CHARS + 10}})}
+    run = make_run(body, "run_ctl_stream_big", stream=True)
+    for _ in run.passes():
+        pass
+    finished = {json.loads(data)["nodeId"]: json.loads(data)["state"]
+                for name, data in run.events if name == "node.finished"}
+    answer = json.loads(run.outcome().text)["executionState"]
+    assert finished["small"] == answer["small"]  # within the cap: as it is
+    assert "result" in answer["big"] and "result" not in finished["big"]
+    assert finished["big"] == {key: value for key, value in answer["big"].items()
+                               if key not in ("input", "result")}
+    assert run.streamed_chars < 2 * 1024 * 1024
