@@ -10,6 +10,7 @@ only ever read (expressions resolve into new values).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,12 +84,14 @@ class Plan:
         return out
 
     @functools.cached_property
-    def shape(self) -> dict[str, dict]:
-        """The definition's shape, for drawing a run of it (SPEC §14): each node's type,
-        level and children, and where they apply its branch, loop body (``loopBody``),
-        loop (``loop``: the for-each whose body holds it), ``maxAttempts`` and
+    def shape_text(self) -> str:
+        """The definition's shape as compact JSON text, made once per plan (every run
+        stores it), for drawing a run of it (SPEC §14): each node's type, level and
+        children, and where they apply its branch, loop body (``loopBody``), loop
+        (``loop``: the for-each whose body holds it), ``maxAttempts`` and
         ``continueOnError``. No payloads: nothing here is secret."""
-        return {node.id: _shape(node) for node in self.nodes.values()}
+        return json.dumps({node.id: _shape(node) for node in self.nodes.values()},
+                          separators=(",", ":"))
 
     @functools.cached_property
     def loops(self) -> dict[str, dict]:

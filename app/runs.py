@@ -120,9 +120,9 @@ class Life:
         """The run's graph (SPEC §14), as JSON text: its definition's shape (no payloads),
         when the run started (its deadline counts from there) and its deadline."""
         started = time.time() - (time.monotonic() - self.received)
-        return dumps({"runId": self.run_id, "startedAt": iso(started),
-                      "deadlineMs": self.request.timeout_ms or self.settings["RUN_DEADLINE_MS"],
-                      "nodes": self.request.plan.shape})
+        head = dumps({"runId": self.run_id, "startedAt": iso(started),
+                      "deadlineMs": self.request.timeout_ms or self.settings["RUN_DEADLINE_MS"]})
+        return f'{head[:-1]},"nodes":{self.request.plan.shape_text}}}'
 
     def finish(self) -> Outcome:
         """Run it to the end: the outcome, stored, charged, counted and logged."""
