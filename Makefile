@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test unit chromium screenshots smoke bench bench-http soak hostile vendor \
+.PHONY: help install run test unit chromium screenshots smoke bench bench-http profile soak hostile vendor \
 	lint clean
 .DEFAULT_GOAL := help
 
@@ -77,6 +77,14 @@ bench-http: $(VENV)/.installed-test
 		|| { echo "bench-http needs wrk (Debian package wrk)"; exit 1; }
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.follow
+
+## Where one run's CPU goes, in process: CPU per run, its share per component
+## (deterministic profiler) and, under callgrind, instructions per run (installs valgrind
+## as root when missing). PROFILE_RUNS (3000).
+profile: $(VENV)/.installed-test
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; } \
+		|| echo "valgrind is not installed: no instruction counts"
+	$(BIN)/python -m bench.profile
 
 ## Soak: real gunicorn under a mixed load for SOAK_SECONDS (default 180), then the books
 ## are checked (not part of `make test`). SOAK_CONCURRENCY, WEB_CONCURRENCY also apply;
