@@ -15,11 +15,14 @@ It prints:
    (cProfile): every function is counted to the component of its module; a function of
    no component of its own (the standard library's json, sqlite3's C calls, builtins)
    is counted to its callers' components in proportion to the time spent under each.
-3. With valgrind installed, instructions per run under callgrind: the instructions of
-   two processes that do the same but differ by ``CALLGRIND_EXTRA`` runs, their
-   difference divided by that number (``PYTHONHASHSEED=0``: the same figure on every
-   call on one machine). Each component's instructions are its cProfile share of
-   them, an estimate, marked ≈.
+3. With valgrind installed, instructions per request under callgrind: the instructions
+   of two processes that do the same but differ by ``CALLGRIND_EXTRA`` requests, their
+   difference divided by that number (``PYTHONHASHSEED=0``: the same figure, to a few
+   tenths of a percent, on every call on one machine, however busy) — for the workflow,
+   and for ``make bench-http``'s durable floor (bench/floor.py) and bare endpoint
+   (bench/bare.py) built the same way, with the workflow's multiple of the floor's. Each
+   component's instructions are its cProfile share of the workflow's, an estimate,
+   marked ≈.
 
 ``python -m bench.profile --instructions`` prints only the instructions per run (about a
 minute; the same figure whatever else the machine is doing, so two trees can be compared
@@ -69,13 +72,22 @@ COMPONENTS = [
 PATTERNS = [(name, re.compile(pattern)) for name, pattern in COMPONENTS]
 
 
-def build_app(root: Path):
-    """The app as a gunicorn worker has it, its files under ``root``."""
+def build_app(root: Path, which: str = "workflow"):
+    """The app ``which`` (the service, bench/floor.py's or bench/bare.py's) as a gunicorn
+    worker has it, its files under ``root``; and the descriptor of the real stdout."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(root / "metrics")
+    os.environ["RUNNER_STORE_PATH"] = str(root / "runner.sqlite3")
+    os.environ["RUNNER_LOG_FILE"] = str(root / "log" / "app.log")
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the stdout sink writes to nothing, as cheaply as to a pipe
+    if which == "floor":
+        from bench.floor import app
+        return app, saved
+    if which == "bare":
+        from bench.bare import app
+        return app, saved
     from app import create_app
 
     app = create_app({"STORE_PATH": str(root / "runner.sqlite3"),
@@ -96,8 +108,8 @@ def request_environ(body: bytes) -> dict:
     }
 
 
-def runner(app):
-    """A function that makes one run through the WSGI callable and checks its answer."""
+def runner(app, checked=lambda answer: b'"status":"success"' in answer):
+    """A function that makes one request to the WSGI callable, its answer ``checked``."""
     body = json.dumps(WORKFLOW).encode()
     base = request_environ(body)
 
@@ -108,7 +120,7 @@ def runner(app):
         answer = b"".join(chunks)
         if hasattr(chunks, "close"):
             chunks.close()
-        if not statuses[0].startswith("200") or b'"status":"success"' not in answer:
+        if not statuses[0].startswith("200") or not checked(answer):
             raise RuntimeError(f"the run failed: {statuses[0]} {answer[:300]!r}")
     return run
 
@@ -153,8 +165,8 @@ def shares(stats: pstats.Stats) -> dict[str, float]:
     return seconds
 
 
-def instructions_per_run() -> float | None:
-    """Instructions per run under callgrind, or None without valgrind."""
+def instructions_per_run(which: str = "workflow") -> float | None:
+    """Instructions per request of ``which`` under callgrind, or None without valgrind."""
     if shutil.which("valgrind") is None:
         return None
     counts = []
@@ -163,7 +175,7 @@ def instructions_per_run() -> float | None:
             out = Path(tmp) / f"callgrind.{runs}"
             subprocess.run(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                 sys.executable, "-m", "bench.profile", "--runs", str(runs)],
+                 sys.executable, "-m", "bench.profile", "--app", which, "--runs", str(runs)],
                 check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
             totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
             counts.append(int(totals.group(1)))
@@ -175,16 +187,20 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="only make this many runs (for callgrind)")
     parser.add_argument("--instructions", action="store_true",
                         help="only the instructions per run, under callgrind")
+    parser.add_argument("--app", choices=("workflow", "floor", "bare"), default="workflow",
+                        help="with --runs or --instructions: the service (default), the "
+                             "durable floor or the bare endpoint")
     args = parser.parse_args()
     if args.instructions:
-        instructions = instructions_per_run()
+        instructions = instructions_per_run(args.app)
         if instructions is None:
             sys.exit("--instructions needs valgrind (Debian package valgrind)")
-        print(f"{instructions / 1e6:.3f} M instructions per run")
+        print(f"{instructions / 1e6:.3f} M instructions per request ({args.app})")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        app, stdout = build_app(Path(tmp))
-        run = runner(app)
+        app, stdout = build_app(Path(tmp), args.app)
+        run = (runner(app) if args.app == "workflow"
+               else runner(app, lambda answer: b'"nodes":' in answer))
         for _ in range(WARMUP if args.runs is None else 20):
             run()
         if args.runs is not None:
@@ -209,9 +225,14 @@ def main() -> int:
     if instructions is None:
         print("(valgrind is not installed: no instruction counts)\n")
     else:
-        print(f"callgrind: {instructions / 1e6:.2f} M instructions per run "
-              f"(({CALLGRIND_BASE} + {CALLGRIND_EXTRA} runs) − ({CALLGRIND_BASE} runs), "
-              f"/ {CALLGRIND_EXTRA})\n")
+        floor, bare = instructions_per_run("floor"), instructions_per_run("bare")
+        print(f"callgrind, instructions per request (({CALLGRIND_BASE} + {CALLGRIND_EXTRA}) "
+              f"requests − {CALLGRIND_BASE}, / {CALLGRIND_EXTRA}; no gunicorn):\n")
+        print("| app | M instructions | × durable floor |\n|---|---:|---:|")
+        for name, value in (("workflow", instructions), ("durable floor (bench/floor.py)", floor),
+                            ("bare Flask JSON (bench/bare.py)", bare)):
+            print(f"| {name} | {value / 1e6:.3f} | {value / floor:.2f} |")
+        print()
     print("| component | share | µs per run | ≈ k instructions per run |")
     print("|---|---:|---:|---:|")
     for name, value in sorted(seconds.items(), key=lambda item: -item[1]):
