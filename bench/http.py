@@ -3,11 +3,13 @@
 wrk drives the same 5-node workflow — root → two parallel transforms → join → log —
 through the real service on (a) the SQLite store, (b) the same streamed as Server-Sent
 Events (``Accept: text/event-stream``, SPEC §12) from a server of its own, so its CPU
-per run is its own, (c) the PostgreSQL store; then (d) the durable floor
+per run is its own, (c) the same on a store with ``RUNNER_SQLITE_SYNCHRONOUS=FULL`` (a
+sync of the disk at every commit: what durability through a power loss costs), (d) the
+PostgreSQL store; then (e) the durable floor
 (bench/floor.py): a bare Flask endpoint doing only what no design of a run can avoid —
 read the body, two durable SQLite transactions in WAL mode on a store file all its
 workers share (reserve; charge and store the ~1.5 KB answer), one log line appended
-with one ``os.write`` — and (e) a bare Flask JSON endpoint (bench/bare.py). Each is
+with one ``os.write`` — and (f) a bare Flask JSON endpoint (bench/bare.py). Each is
 served by gunicorn with the production gunicorn.conf.py on 127.0.0.1, its store and
 log files in its own work directory. For every endpoint and round it prints
 requests/s, p50/p99 latency and errors, and the server's CPU per request: utime +
@@ -70,6 +72,7 @@ SETTLE_S = 0.3  # after wrk stops, the requests it left in flight finish before 
 SQLITE, POSTGRES, BARE = "workflow, SQLite", "workflow, PostgreSQL", "bare Flask JSON"
 FLOOR = "durable floor"
 STREAMED = "workflow streamed, SQLite"
+FULL = "workflow, SQLite synchronous=FULL"
 BASELINE = "baseline workflow"
 WORKFLOW = {
     "definition": {"nodes": {
@@ -158,7 +161,8 @@ def start_endpoints(root: Path, stack: contextlib.ExitStack) -> dict[str, Endpoi
         return server
 
     endpoints = {SQLITE: Endpoint(started(SQLITE, "wsgi:app")),
-                 STREAMED: Endpoint(started(STREAMED, "wsgi:app"), streamed=True)}
+                 STREAMED: Endpoint(started(STREAMED, "wsgi:app"), streamed=True),
+                 FULL: Endpoint(started(FULL, "wsgi:app", SQLITE_SYNCHRONOUS="FULL"))}
     database = pg.Server.start()
     if database is None:
         print("no PostgreSQL (Debian's postgresql, or RUNNER_TEST_DATABASE_URL): "
@@ -307,6 +311,12 @@ def print_verdicts(rounds: list[dict], names: list[str]) -> None:
           f"{'met' if median <= STREAM_GOAL else 'not met'}")
     print_ratio("streamed / plain throughput (SQLite)", rounds,
                 lambda r: r[STREAMED]["rps"] / r[SQLITE]["rps"])
+    print_ratio("synchronous=FULL / NORMAL service CPU per run (SQLite)", rounds,
+                lambda r: r[FULL]["service_ms"] / r[SQLITE]["service_ms"])
+    print_ratio("synchronous=FULL / NORMAL throughput (SQLite)", rounds,
+                lambda r: r[FULL]["rps"] / r[SQLITE]["rps"])
+    print_ratio("synchronous=FULL / NORMAL p50 latency (SQLite)", rounds,
+                lambda r: r[FULL]["p50"] / r[SQLITE]["p50"])
     if POSTGRES in names:
         median = print_ratio("PostgreSQL / SQLite service CPU per run", rounds,
                              lambda r: r[POSTGRES]["service_ms"] / r[SQLITE]["service_ms"])

@@ -1,0 +1,110 @@
+"""The SQLite store's writers queue on a lock file (app/store/sqlite_connection.py): a
+writer waits for the one before it without polling, and a queue behind a writer that
+does not queue fails within one busy timeout, not one each."""
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.store.contract import StoreUnavailable
+from app.store.sqlite_connection import Connection
+
+
+def _write(connection: Connection, value: int) -> None:
+    with connection.transaction() as db:
+        db.execute("INSERT INTO t VALUES (?)", (value,))
+
+
+@pytest.fixture
+def path(tmp_path):
+    path = str(tmp_path / "q.sqlite3")
+    with Connection(path).transaction() as db:
+        db.execute("CREATE TABLE t (v INTEGER)")
+    return path
+
+
+def test_a_writer_waits_in_the_queue_until_the_one_before_it_commits(path):
+    first, second = Connection(path), Connection(path)  # two processes' worth: two locks
+    entered, release = threading.Event(), threading.Event()
+    order = []
+
+    def hold() -> None:
+        with first.transaction() as db:
+            db.execute("INSERT INTO t VALUES (1)")
+            entered.set()
+            release.wait(10)
+            order.append("first commits")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert entered.wait(10)
+    waiter = threading.Thread(target=lambda: (_write(second, 2), order.append("second")))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # queued, not failed nor through
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert order == ["first commits", "second"]
+    with first.reading() as db:
+        assert [row[0] for row in db.execute("SELECT v FROM t ORDER BY v")] == [1, 2]
+
+
+def test_writers_queue_on_the_lock_file_beside_the_database(path):
+    """The queue is the lock file's: held by another process, a writer waits for it even
+    though SQLite's own lock is free (it does not poll SQLite meanwhile)."""
+    holder = os.open(f"{path}-writer", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiter = threading.Thread(target=_write, args=(Connection(path), 1))
+    try:
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+    waiter.join(10)
+    with Connection(path).reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+def test_the_queue_holds_no_lock_once_a_transaction_fails(path):
+    connection = Connection(path)
+    with pytest.raises(ZeroDivisionError), connection.transaction() as db:
+        db.execute("INSERT INTO t VALUES (1)")
+        raise ZeroDivisionError
+    _write(Connection(path), 2)  # another writer gets through at once
+    with connection.reading() as db:
+        assert [row[0] for row in db.execute("SELECT v FROM t")] == [2]
+
+
+def test_a_queue_behind_a_writer_that_does_not_queue_fails_in_one_busy_timeout(path):
+    """An operator's shell holds SQLite's write lock: four queued writers with a busy
+    timeout of 1 s all fail by about 1 s (each waiting its own would take 4 s)."""
+    outsider = sqlite3.connect(path, isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    try:
+        writers = [Connection(path, busy_ms=1000) for _ in range(4)]
+        started = time.monotonic()
+
+        def attempt(connection: Connection) -> float:
+            with pytest.raises(StoreUnavailable):
+                _write(connection, 1)
+            return time.monotonic() - started
+
+        with ThreadPoolExecutor(4) as pool:
+            failed_after = list(pool.map(attempt, writers))
+    finally:
+        outsider.execute("ROLLBACK")
+        outsider.close()
+    assert max(failed_after) < 2.5, failed_after
+    for writer in writers:  # and each has its whole busy timeout again
+        with writer.reading() as db:
+            assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 1000
+    _write(writers[0], 3)
