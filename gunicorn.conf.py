@@ -60,9 +60,11 @@ keepalive = 5
 
 # -- Recycling ------------------------------------------------------------------
 # Fresh workers now and then bound any slow leak; jitter keeps them from all
-# restarting at once.
-max_requests = 2000
-max_requests_jitter = 200
+# restarting at once. A worker's start costs about 0.5 s of CPU (it imports the app
+# after the fork, so that a HUP serves new code): every 2,000 requests that was 0.25 ms
+# of CPU per run, 15 % of a small run's; every 10,000, 0.05 ms.
+max_requests = 10000
+max_requests_jitter = 1000
 
 # -- Development -----------------------------------------------------------------
 reload = os.environ.get("GUNICORN_RELOAD") == "1"
