@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.store.contract import StoreUnavailable
-from app.store.sqlite_connection import Connection
+from app.store.sqlite_connection import CHECKPOINT_EVERY, Connection
 
 
 def _write(connection: Connection, value: int) -> None:
@@ -108,3 +108,26 @@ def test_a_queue_behind_a_writer_that_does_not_queue_fails_in_one_busy_timeout(p
         with writer.reading() as db:
             assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 1000
     _write(writers[0], 3)
+
+
+def test_commits_do_not_checkpoint_a_thread_of_the_process_does_every_64(path):
+    """SQLite's own checkpoint would copy the WAL into the database inside a commit,
+    holding the queue: the database file grows only when the process's checkpoint
+    thread copies the WAL, after its 64th commit."""
+    connection = Connection(path)
+    _write(connection, 0)
+    size = os.path.getsize(path)
+    for value in range(CHECKPOINT_EVERY - 2):
+        with connection.transaction() as db:
+            db.execute("INSERT INTO t VALUES (?)", (value,))
+            db.execute("CREATE TABLE IF NOT EXISTS pad (p TEXT)")
+            # 62 × 70 kB: past the 1000 pages at which SQLite would checkpoint
+            db.execute("INSERT INTO pad VALUES (?)", ("x" * 70_000,))
+    assert os.path.getsize(path) == size  # everything is still in the WAL
+    _write(connection, 1)  # the 64th
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) == size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.path.getsize(path) > size
+    with Connection(path).reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM pad").fetchone()[0] == CHECKPOINT_EVERY - 2

@@ -13,7 +13,6 @@ its final state as the JSON text answered, served again without parsing.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import sqlite3
@@ -179,12 +178,9 @@ class SQLiteStore:
 
         ``text``: the whole answer as JSON, stored as it is.
         """
-        # This commit comes after the run's deadline: a large answer's must not also wait
-        # for SQLite to copy the WAL into the database. This process checkpoints before
-        # its next run starts instead (start_run).
-        large = len(text) > LARGE_TEXT
-        with self._db.checkpoint_deferred() if large else contextlib.nullcontext():
-            self._finish(run_id, token_id, status, total_cu, text)
+        self._finish(run_id, token_id, status, total_cu, text)
+        if len(text) > LARGE_TEXT:  # copied into the database when this process's next
+            self._db.checkpoint_later()  # run starts, not while this answer is sent
 
     def _finish(self, run_id: str, token_id: int, status: str, total_cu: int,
                 text: str) -> None:

@@ -55,7 +55,11 @@ class Connection:
         self._conn: sqlite3.Connection | None = None
         self._writer: int | None = None  # the descriptor of the writers' lock file
         self._lock = threading.RLock()
-        self._checkpoint_due = False  # a large text went into the WAL unchecked
+        self._commits = 0  # since the last checkpoint
+        self._checkpoint_due = False  # a large text went into the WAL since
+        self._checkpointer: sqlite3.Connection | None = None  # the checkpoints' connection
+        self._checkpointing: threading.Thread | None = None
+        self._checkpoint_lock = threading.Lock()
         _connections.add(self)
 
     def _forget(self) -> None:
@@ -64,6 +68,8 @@ class Connection:
         if self._writer is not None:
             os.close(self._writer)
         self._conn, self._writer, self._lock = None, None, threading.RLock()
+        self._checkpointer = self._checkpointing = None
+        self._checkpoint_lock = threading.Lock()
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -76,6 +82,7 @@ class Connection:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # see "checkpoints" below
             except (OSError, sqlite3.Error) as error:
                 raise StoreUnavailable(str(error)) from error
             self._conn = conn
@@ -102,34 +109,45 @@ class Connection:
                 raise StoreUnavailable(str(error)) from error
 
     # -- checkpoints ---------------------------------------------------------------
+    # SQLite's own checkpoint runs inside a commit that leaves the WAL past 1000 pages:
+    # that commit copies the WAL into the database and syncs it (20–30 ms here; 150 ms
+    # after a 32 MiB answer) while holding the writers' queue, so every writer behind it
+    # waited too. It is off (``wal_autocheckpoint=0``): every CHECKPOINT_EVERY commits
+    # of this process (and at the start of its next run after a large text: not while
+    # its answer is being sent), a thread of its own checkpoints on a connection of its
+    # own, beside the requests (PASSIVE: it never blocks a writer).
 
-    def autocheckpoint(self, pages: int) -> None:
-        """Checkpoint inside a commit that leaves the WAL past ``pages`` (0 = never)."""
-        with self.reading() as db:
-            db.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self.checkpoint_soon()
 
-    @contextlib.contextmanager
-    def checkpoint_deferred(self) -> Iterator[None]:
-        """Commits in here skip SQLite's automatic checkpoint; ``checkpoint_if_due`` does it.
+    def checkpoint_soon(self) -> None:
+        """Copy the WAL into the database in the background (unless a copy is under way)."""
+        self._commits = 0
+        with self._checkpoint_lock:
+            if self._checkpointing is not None and self._checkpointing.is_alive():
+                return
+            self._checkpointing = threading.Thread(target=self._checkpoint, daemon=True,
+                                                   name="sqlite-checkpoint")
+            self._checkpointing.start()
 
-        SQLite checkpoints inside a commit that leaves the WAL past 1000 pages,
-        copying the WAL into the database before the commit returns: after a
-        commit of 32 MiB that copy took 150 ms.
-        """
-        with self._lock:
-            self.autocheckpoint(0)
-            try:
-                yield
-            finally:
-                self.autocheckpoint(1000)  # SQLite's default
-                self._checkpoint_due = True
+    def checkpoint_later(self) -> None:
+        """A large text went into the WAL: ``checkpoint_if_due`` copies it."""
+        self._checkpoint_due = True
 
     def checkpoint_if_due(self) -> None:
-        """The checkpoint a ``checkpoint_deferred`` commit skipped, if one did."""
         if self._checkpoint_due:
             self._checkpoint_due = False
-            with self.reading() as db:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.checkpoint_soon()
+
+    def _checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # the next one tries again
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, timeout=self.busy_seconds,
+                                                     isolation_level=None,
+                                                     check_same_thread=False)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- the whole file --------------------------------------------------------------
 
@@ -147,6 +165,7 @@ class Connection:
             self._conn = None
 
 
+CHECKPOINT_EVERY = 64  # commits of a process between two of its checkpoints
 # A writer that queued longer than this has its busy timeout shortened by what it waited.
 QUEUE_SLACK_S = 0.01
 
@@ -198,9 +217,11 @@ class _Transaction:
             self.connection._lock.release()
 
     def __exit__(self, kind, error, trace) -> None:
+        committed = False
         try:
             if kind is None:
                 self.db.execute("COMMIT")
+                committed = True
             elif self.db.in_transaction:
                 self.db.execute("ROLLBACK")
         except sqlite3.Error as failure:
@@ -210,5 +231,7 @@ class _Transaction:
                 raise StoreUnavailable(str(failure)) from failure
         finally:
             self._leave()
+        if committed:
+            self.connection._committed()
         if kind is not None and issubclass(kind, sqlite3.Error):
             raise StoreUnavailable(str(error)) from error
