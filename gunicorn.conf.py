@@ -253,6 +253,14 @@ def _stop_listening(worker):
         listener.close()
 
 
+def worker_exit(server, worker):
+    """The worker's metrics of its last second are written before it goes (it writes
+    them at most once a second, app/metrics.py)."""
+    from app import metrics
+
+    metrics.flush()
+
+
 def worker_abort(worker):
     """On the hard timeout (SIGABRT): log every thread's stack, to see what hung."""
     frames = sys._current_frames()

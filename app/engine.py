@@ -371,7 +371,7 @@ class Run:
         state.end_attempt(time.time(), error)
         state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
-            metrics.BLOCKED.inc()
+            metrics.count(metrics.BLOCKED)
         wait_ms = retry_wait_ms(node, state.attempts, outcome)
         start_at = None if wait_ms is None else time.monotonic() + wait_ms / 1000
         if start_at is not None and start_at < self.deadline:

@@ -65,7 +65,7 @@ def note_refusal(response):
     status, our code, and its token's name once the token is known."""
     status = response.status_code
     if status in REFUSED:
-        metrics.REFUSED.labels(str(status)).inc()
+        metrics.count(metrics.REFUSED, str(status))
         log.info("request refused", extra={
             "status": status, "code": g.get("error_code", status * 1000),
             "tokenName": g.get("token_name"), "method": request.method,

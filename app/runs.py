@@ -154,7 +154,7 @@ class Life:
                     listening = False
             redacting = logconfig.redactor.set(redactor)
             try:
-                with metrics.IN_PROGRESS.track_inprogress():
+                with metrics.RUN_IN_PROGRESS:
                     for _ in engine.passes():
                         if listening:
                             events, engine.events = engine.events, []

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,16 @@ class Server:
     def text(self, path: str) -> str:
         with urllib.request.urlopen(self.base + path, timeout=10) as response:
             return response.read().decode()
+
+    def metrics(self, until: Callable[[str], bool], within: float = 2.0) -> str:
+        """/metrics once ``until(text)`` holds, or the last scrape after ``within`` seconds:
+        each worker writes its counts up to a second late."""
+        deadline = time.monotonic() + within
+        while True:
+            text = self.text("/metrics")
+            if until(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def request(self, method: str, path: str, body=None, token: str | None = "dev-token",
                 headers: dict | None = None, timeout: float = 30) -> tuple[int, dict]:

@@ -114,17 +114,79 @@ def metric(text: str, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
+def scrape_until(server, expected: dict[str, float], within: float = 2.0) -> str:
+    """/metrics once it shows ``expected`` (name → value), or the last scrape after
+    ``within`` seconds."""
+    return server.metrics(lambda text: all(metric(text, name) == value
+                                           for name, value in expected.items()), within)
+
+
 def test_metrics_add_up_across_workers(server):
     failing = {"definition": definition("root>a", a={"type": "log", "payload": {}})}
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", ONE_CU), range(8)))
     server.request("POST", "/v1/runs/sync", failing)  # a 400: no run
-    text = server.text("/metrics")
+    text = scrape_until(server, {'runner_runs_total{status="success"}': 8,
+                                 "runner_runs_in_progress": 0})
     assert metric(text, 'runner_runs_total{status="success"}') == 8
     assert metric(text, 'runner_node_executions_total{status="success",type="log"}') == 8
     assert metric(text, "runner_compute_units_charged_total") == 8
     assert metric(text, "runner_run_duration_seconds_count") == 8
     assert metric(text, "runner_runs_in_progress") == 0
+
+
+COUNTS = ('runner_runs_total{status="success"}', "runner_compute_units_charged_total",
+          'runner_node_executions_total{status="success",type="log"}',
+          "runner_run_duration_seconds_count")
+
+
+def test_metrics_show_other_workers_runs_within_two_seconds(tmp_path):
+    """Each worker writes its counts at most once a second: the runs of both workers,
+    and one in progress, are in /metrics within 2 s, whichever worker answers it."""
+    server = Server(tmp_path, workers=2, MAX_CONCURRENT_RUNS="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", ONE_CU),
+                          range(20)))
+        text = scrape_until(server, dict.fromkeys(COUNTS, 20))
+        assert {name: metric(text, name) for name in COUNTS} == dict.fromkeys(COUNTS, 20)
+        with sqlite3.connect(server.env["RUNNER_STORE_PATH"]) as db:
+            assert db.execute("SELECT COUNT(DISTINCT worker_pid) FROM runs").fetchone()[0] == 2
+        held = {"definition": definition("root>wait", wait={
+            "type": "delay", "payload": {"delayMs": 2500}})}
+        assert server.request("POST", "/v1/runs", held)[0] == 202
+        assert metric(scrape_until(server, {"runner_runs_in_progress": 1}),
+                      "runner_runs_in_progress") == 1
+        assert metric(scrape_until(server, {"runner_runs_in_progress": 0}, within=4),
+                      "runner_runs_in_progress") == 0
+    finally:
+        server.stop()
+
+
+def test_metrics_of_a_worker_that_exits_are_kept(tmp_path):
+    """A worker stopped (TERM, as on a restart or recycling) right after its runs writes
+    the counts of its last second before it exits."""
+    server = Server(tmp_path, workers=2, MAX_CONCURRENT_RUNS="0")
+    server.flask("token", "seed-dev")
+    server.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda _: server.request("POST", "/v1/runs/sync", ONE_CU),
+                          range(10)))
+        old = server.worker_pids()
+        for pid in old:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while (len(set(server.worker_pids()) - set(old)) < 2
+               or server.log_tail(10_000).count("worker ready") < 4):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
+        text = scrape_until(server, dict.fromkeys(COUNTS, 10))
+        assert {name: metric(text, name) for name in COUNTS} == dict.fromkeys(COUNTS, 10)
+    finally:
+        server.stop()
 
 
 def test_workers_share_the_log_file_without_losing_or_mixing_lines(tmp_path):

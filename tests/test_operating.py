@@ -64,9 +64,16 @@ def delay_run(ms: int) -> dict:
                                                          "payload": {"delayMs": ms}})}
 
 
+def refusals(metrics: str) -> dict[str, float]:
+    """runner_requests_refused_total by status."""
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("runner_requests_refused_total{")}
+
+
 def test_each_refused_request_is_one_line_and_counted_by_status(tmp_path):
     server = Server(tmp_path, workers=2, MAX_CONCURRENT_RUNS="1")
     server.flask("token", "seed-dev")
+    counts = {"400": 1, "401": 2, "402": 1, "403": 1, "413": 1, "415": 1, "429": 1}
     poor = server.flask("token", "create", "poor")  # no compute units
     off = server.flask("token", "create", "off")
     server.flask("token", "disable", "off")
@@ -88,7 +95,7 @@ def test_each_refused_request_is_one_line_and_counted_by_status(tmp_path):
         assert send("r429", "POST", "/v1/runs/sync", ONE_CU) == 429  # the other worker
         assert send("r404", "GET", "/v1/runs/run_none") == 404  # not a refusal
         assert send("ok", "GET", "/v1/balance") == 200
-        metrics = server.text("/metrics")
+        metrics = server.metrics(lambda text: refusals(text) == counts)
     finally:
         server.stop()
     refused = {line["requestId"]: line for line in log_lines(server)
@@ -101,9 +108,7 @@ def test_each_refused_request_is_one_line_and_counted_by_status(tmp_path):
             for rid, line in refused.items()} == expected
     lines = [line for line in log_lines(server) if line.get("requestId") in expected]
     assert len(lines) == len(expected)  # one line each, no other
-    counted = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("runner_requests_refused_total{")}
-    assert counted == {"400": 1, "401": 2, "402": 1, "403": 1, "413": 1, "415": 1, "429": 1}
+    assert refusals(metrics) == counts
 
 
 def test_a_stopping_host_refuses_connections_at_once_and_finishes_its_run(tmp_path):
