@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,9 +80,18 @@ def _forgetting_the_request_id(wsgi_app):
 
 
 def _assign_request_id() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-    logconfig.request_id.set(g.request_id)
+    given = request.environ.get("HTTP_X_REQUEST_ID", "")
+    g.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
+    logconfig.request_id.set(request_id)
+
+
+def _new_request_id() -> str:
+    """A random UUID (version 4) in 32 hex digits, as ``uuid.uuid4().hex`` writes it,
+    without building a ``UUID`` on every request."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 # zlib's fastest level: JSON shrinks almost as much as at the default level (6), for a
@@ -99,8 +108,13 @@ def _compress(response):
             or "Content-Encoding" in response.headers
             or response.content_length is None or response.content_length < minimum):
         return response
-    response.vary.add("Accept-Encoding")
-    if request.accept_encodings["gzip"] > 0:
+    # Most answers have no Vary yet (CORS off): written directly, not parsed and written back.
+    if "Vary" in response.headers:
+        response.vary.add("Accept-Encoding")
+    else:
+        response.headers["Vary"] = "Accept-Encoding"
+    # No Accept-Encoding accepts no gzip: its header is parsed only when there is one.
+    if request.environ.get("HTTP_ACCEPT_ENCODING") and request.accept_encodings["gzip"] > 0:
         response.set_data(gzip.compress(response.get_data(), GZIP_LEVEL, mtime=0))
         response.headers["Content-Encoding"] = "gzip"
     return response

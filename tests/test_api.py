@@ -1,9 +1,11 @@
 """The HTTP surface: envelope, check order, auth, CU, stored runs (SPEC §1, §6–§8)."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import time
+import uuid
 
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -130,6 +132,29 @@ def test_request_id_is_accepted_or_generated(client):
     response = post_run(client, {}, **{"X-Request-ID": "bad id!"})
     assert response.headers["X-Request-ID"] not in ("", "bad id!")
     assert response.json["requestId"] == response.headers["X-Request-ID"]
+    generated = {post_run(client, {}).headers["X-Request-ID"] for _ in range(20)}
+    assert len(generated) == 20
+    for request_id in generated:  # a random UUID's 32 hex digits, as uuid4().hex writes it
+        assert uuid.UUID(hex=request_id).hex == request_id
+        assert uuid.UUID(request_id).version == 4
+        assert uuid.UUID(request_id).variant == uuid.RFC_4122
+
+
+def test_large_json_answers_are_gzipped_only_for_clients_that_accept_it(client):
+    big = {**TWO_NODES, "payload": {"items": [{"sku": f"item-{n}", "qty": n}
+                                              for n in range(200)]}}
+    for accept, gzipped in ((None, False), ("", False), ("identity", False),
+                            ("gzip;q=0", False), ("gzip", True), ("br, gzip;q=0.5", True),
+                            ("*", True)):
+        headers = {} if accept is None else {"Accept-Encoding": accept}
+        response = post_run(client, big, **headers)
+        assert response.status_code == 200
+        assert response.headers["Vary"] == "Accept-Encoding"
+        assert (response.headers.get("Content-Encoding") == "gzip") is gzipped, accept
+        data = gzip.decompress(response.data) if gzipped else response.data
+        assert json.loads(data)["status"] == "success"
+    small = post_run(client, TWO_NODES, **{"Accept-Encoding": "gzip"})
+    assert "Vary" not in small.headers and "Content-Encoding" not in small.headers
 
 
 def test_unexpected_errors_are_500000_without_traceback(app):
