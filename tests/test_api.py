@@ -47,6 +47,12 @@ def test_generated_run_ids_are_time_sortable_and_unique(client):
     assert len(set(ids)) == 3
     assert all(i.startswith("run_") and len(i) == 30 for i in ids)
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)  # the millisecond prefix
+    before = int(time.time() * 1000)
+    run_id = post_run(client, TWO_NODES).json["runId"]
+    value = 0
+    for digit in run_id[4:]:  # a ULID: Crockford's base 32, 5 bits a digit
+        value = value * 32 + "0123456789abcdefghjkmnpqrstvwxyz".index(digit)
+    assert value < 2 ** 128 and before <= value >> 80 <= time.time() * 1000
 
 
 def test_unknown_route_and_method(client):
