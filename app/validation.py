@@ -96,9 +96,10 @@ def _checked_definition(raw: Any, limits: Limits, problems: Invalid
         if len(text) <= CACHEABLE_CHARS:
             key = (text, limits)
             with _plans_lock:
-                if key in _plans:
+                found = _plans.get(key)
+                if found is not None:
                     _plans.move_to_end(key)
-                    return _plans[key]
+                    return found
     definition = _load(DefinitionSchema, raw, "definition", problems)
     if not isinstance(definition.get("nodes"), dict):
         return definition, None

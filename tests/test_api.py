@@ -116,6 +116,16 @@ def test_bodies_that_are_not_a_json_object(client, data):
     assert_error(raw_post(client, data), 400, 400000)
 
 
+def test_a_body_may_begin_with_one_byte_order_mark_only(client):
+    bom = "\ufeff".encode()
+    assert raw_post(client, bom + json.dumps(TWO_NODES).encode()).status_code == 200
+    body = assert_error(raw_post(client, bom + bom + b"{}"), 400, 400000)
+    assert body["message"] == ("Body is not valid JSON: Unexpected UTF-8 BOM (decode using "
+                               "utf-8-sig): line 1 column 1 (char 0)")
+    body = assert_error(raw_post(client, b'{"a": NaN}'), 400, 400000)
+    assert body["message"] == "Body is not valid JSON: NaN is not valid JSON"
+
+
 def test_depth_limit_counts_the_body_as_level_one(client):
     def nested(levels):  # {"a": {"a": … {} …}} with `levels` objects
         return "{" + '"a":{' * (levels - 1) + "}" * levels
