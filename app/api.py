@@ -47,10 +47,12 @@ def admit() -> None:
     """Size, token, content type and JSON, in that order."""
     # The request and g looked up once here, not at each use (each use of the proxies
     # `request` and `g` looks up the request's context again).
-    req, state, config = request._get_current_object(), g._get_current_object(), current_app.config
+    req, state, app = (request._get_current_object(), g._get_current_object(),
+                       current_app._get_current_object())
+    config = app.config
     raw = read_body(req.stream, req.content_length, config["MAX_BODY_BYTES"])
     state.received = time.monotonic()  # a run's deadline counts from here
-    state.token = _authenticate(req, state)
+    state.token = _authenticate(req, state, app.extensions)
     if req.method in BODY_METHODS and _view_name(req) not in NO_BODY_VIEWS:
         if not _is_json(req.mimetype):
             raise ApiError(415)
@@ -69,12 +71,12 @@ def _is_json(mimetype: str) -> bool:
         mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def _authenticate(req, state):
+def _authenticate(req, state, extensions: dict):
     scheme, _, secret = req.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise ApiError(401, headers={"WWW-Authenticate": 'Bearer realm="api"'})
-    token = _token(secret)
+    token = _token(secret, extensions)
     if token is None:
         raise ApiError(401, headers={
             "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
@@ -92,8 +94,7 @@ TOKEN_CACHE_S = 5.0
 TOKEN_CACHE_SIZE = 1024
 
 
-def _token(secret: str) -> Token | None:
-    extensions = current_app.extensions
+def _token(secret: str, extensions: dict) -> Token | None:
     known_tokens = extensions.setdefault("known_tokens", {})
     now = time.monotonic()
     known = known_tokens.get(secret)
