@@ -114,7 +114,7 @@ def invalid(error: Invalid):
 
 
 def _limits(config=None) -> Limits:
-    config = config or current_app.config
+    config = current_app.config if config is None else config
     return Limits(max_nodes=config["MAX_NODES"], run_deadline_ms=config["RUN_DEADLINE_MS"],
                   max_problems=config["MAX_PROBLEMS"])
 

@@ -69,8 +69,8 @@ def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Ru
 
 
 # Checked definitions, by their JSON text: clients send the same definition again
-# and again, and checking one costs more than running it. Only definitions up to
-# CACHEABLE_CHARS are kept, so the cache holds at most a few MiB.
+# and again, and checking one costs more than running it. Only definitions whose text
+# is at most CACHEABLE_CHARS long are kept, so the cache holds at most a few MiB.
 CACHEABLE_CHARS = 64 * 1024
 PLAN_CACHE_SIZE = 256
 _plans: OrderedDict[tuple, tuple[dict, Plan]] = OrderedDict()  # → (definition, plan)
