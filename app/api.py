@@ -45,21 +45,25 @@ NO_BODY_VIEWS = {"cancel_run"}
 @bp.before_request
 def admit() -> None:
     """Size, token, content type and JSON, in that order."""
-    config = current_app.config
-    raw = read_body(request.stream, request.content_length, config["MAX_BODY_BYTES"])
-    g.received = time.monotonic()  # a run's deadline counts from here
-    g.token = _authenticate()
-    if request.method in BODY_METHODS and _view_name() not in NO_BODY_VIEWS:
-        if not _is_json(request.mimetype):
+    # The request and g looked up once here, not at each use (each use of the proxies
+    # `request` and `g` looks up the request's context again).
+    req, state, app = (request._get_current_object(), g._get_current_object(),
+                       current_app._get_current_object())
+    config = app.config
+    raw = read_body(req.stream, req.content_length, config["MAX_BODY_BYTES"])
+    state.received = time.monotonic()  # a run's deadline counts from here
+    state.token = _authenticate(req, state, app.extensions)
+    if req.method in BODY_METHODS and _view_name(req) not in NO_BODY_VIEWS:
+        if not _is_json(req.mimetype):
             raise ApiError(415)
-        g.body = parse_json(raw, config["MAX_JSON_DEPTH"])
-        if not isinstance(g.body, dict):
+        state.body = body = parse_json(raw, config["MAX_JSON_DEPTH"])
+        if not isinstance(body, dict):
             raise ApiError(400, message="Body must be a JSON object")
 
 
-def _view_name() -> str:
+def _view_name(req) -> str:
     """The view's own name, the same under /v1 and /b3os/v1."""
-    return (request.endpoint or "").rpartition(".")[2]
+    return (req.endpoint or "").rpartition(".")[2]
 
 
 def _is_json(mimetype: str) -> bool:
@@ -67,16 +71,16 @@ def _is_json(mimetype: str) -> bool:
         mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def _authenticate():
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+def _authenticate(req, state, extensions: dict):
+    scheme, _, secret = req.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise ApiError(401, headers={"WWW-Authenticate": 'Bearer realm="api"'})
-    token = _token(secret)
+    token = _token(secret, extensions)
     if token is None:
         raise ApiError(401, headers={
             "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
-    g.token_name = token.name  # in the line of a refusal, from here on
+    state.token_name = token.name  # in the line of a refusal, from here on
     if not token.enabled:
         raise ApiError(403)
     return token
@@ -90,13 +94,13 @@ TOKEN_CACHE_S = 5.0
 TOKEN_CACHE_SIZE = 1024
 
 
-def _token(secret: str) -> Token | None:
-    known_tokens = current_app.extensions.setdefault("known_tokens", {})
+def _token(secret: str, extensions: dict) -> Token | None:
+    known_tokens = extensions.setdefault("known_tokens", {})
     now = time.monotonic()
     known = known_tokens.get(secret)
     if known is not None and known[0] > now:
         return known[1]
-    token = current_app.extensions["store"].token(secret)
+    token = extensions["store"].token(secret)
     if token is not None:  # unknown secrets are never kept: they cannot fill the cache
         if len(known_tokens) >= TOKEN_CACHE_SIZE:
             known_tokens.clear()
@@ -109,8 +113,8 @@ def invalid(error: Invalid):
     return error_response(400, error.code, CODE_MESSAGES[error.code], errors=error.errors)
 
 
-def _limits() -> Limits:
-    config = current_app.config
+def _limits(config=None) -> Limits:
+    config = current_app.config if config is None else config
     return Limits(max_nodes=config["MAX_NODES"], run_deadline_ms=config["RUN_DEADLINE_MS"],
                   max_problems=config["MAX_PROBLEMS"])
 
@@ -119,20 +123,23 @@ def _limits() -> Limits:
 def run_sync():
     """Validate, then the run's life (``runs.Life``); its refusals as error answers. With
     ``Accept: text/event-stream``, its events as they happen (SPEC §12)."""
-    life = _reserved(check_request(g.body, _limits()), stream=_wants_stream())
+    app, state = current_app._get_current_object(), g._get_current_object()
+    life = _reserved(check_request(state.body, _limits(app.config)), app, state,
+                     stream=_wants_stream())
     if life.stream:
         return _event_stream(life.passes())
     with _refusals():
         outcome = life.finish()
-    return current_app.response_class(outcome.text, mimetype="application/json")
+    return app.response_class(outcome.text, mimetype="application/json")
 
 
 @bp.post("/runs")
 def start_run():
     """Validate and reserve, answer 202, then run on this worker once the answer is
     written (SPEC §12): the same deadline, limits, charging and crash rules."""
-    life = _reserved(check_request(g.body, _limits()))
-    response = current_app.response_class(
+    app, state = current_app._get_current_object(), g._get_current_object()
+    life = _reserved(check_request(state.body, _limits(app.config)), app, state)
+    response = app.response_class(
         dumps({"runId": life.run_id, "status": "running"}), status=202,
         mimetype="application/json", headers={"Location": f"{request.path}/{life.run_id}"})
     response.call_on_close(functools.partial(_finish_unanswered, life))
@@ -151,14 +158,17 @@ def _finish_unanswered(life: runs.Life) -> None:
 
 
 def _wants_stream() -> bool:
+    if not request.environ.get("HTTP_ACCEPT"):  # (no Accept header matches nothing)
+        return False
     return request.accept_mimetypes.best_match(
         ("application/json", "text/event-stream")) == "text/event-stream"
 
 
-def _reserved(run_request, stream: bool = False) -> runs.Life:
-    """The run's life with its cost reserved; its refusals as error answers."""
-    life = runs.Life(current_app.extensions["store"], _run_settings(), run_request,
-                     g.token.id, g.request_id, g.received, stream=stream)
+def _reserved(run_request, app, state, stream: bool = False) -> runs.Life:
+    """The run's life with its cost reserved; its refusals as error answers (``app``, and
+    ``state``: the request's ``g``)."""
+    life = runs.Life(app.extensions["store"], _run_settings(app), run_request,
+                     state.token.id, state.request_id, state.received, stream=stream)
     with _refusals():
         life.reserve()
     return life
@@ -216,13 +226,13 @@ def _event_stream(batches: sse.Batches):
                                       headers=sse.HEADERS)
 
 
-def _run_settings() -> dict:
+def _run_settings(app) -> dict:
     """The settings a run and its node handlers read (``ctx.settings``): every RUNNER_
     setting, taken from the app's config once."""
-    settings = current_app.extensions.get("run_settings")
+    settings = app.extensions.get("run_settings")
     if settings is None:
-        config = current_app.config
-        settings = current_app.extensions["run_settings"] = {
+        config = app.config
+        settings = app.extensions["run_settings"] = {
             name: config[name] for name in config_module.SETTINGS}
     return settings
 

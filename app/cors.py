@@ -22,9 +22,10 @@ PREFLIGHT_MAX_AGE_S = 600
 
 def register(app: Flask) -> None:
     """Answer preflights first, and add the CORS headers to every API answer."""
-    app.extensions["cors_origins"] = frozenset(app.config["CORS_ORIGINS"])
+    origins = app.extensions["cors_origins"] = frozenset(app.config["CORS_ORIGINS"])
     app.before_request(_preflight)
-    app.after_request(_headers)
+    if origins:  # (off: no answer has a CORS header to add)
+        app.after_request(_headers)
 
 
 def _on_the_api() -> bool:
@@ -51,7 +52,7 @@ def _allowed_origin() -> str | None:
 
 
 def _headers(response: Response) -> Response:
-    if not current_app.extensions["cors_origins"] or not _on_the_api():
+    if not _on_the_api():
         return response
     response.vary.add("Origin")
     origin = _allowed_origin()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, current_app, g, request
@@ -20,7 +20,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """config → logging → store → error handlers → blueprints."""
-    app = Flask(__name__, static_folder=None)  # the pages' blueprint serves /static
+    app = _Flask(__name__, static_folder=None)  # the pages' blueprint serves /static
     # `//v1/runs/sync` is no route (404 JSON), rather than Werkzeug's 308 with an HTML body.
     app.url_map.merge_slashes = False
     app.config.update(config.load(test_config))
@@ -41,7 +41,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.register(app)
     app.before_request(_assign_request_id)
-    app.after_request(_compress)  # after _finish_response: Flask calls them last first
     app.after_request(_finish_response)
     cors.register(app)  # after the request id: a preflight's answer carries it too
     app.register_blueprint(api.bp, url_prefix="/v1")
@@ -53,6 +52,26 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cli.register(app)
     app.wsgi_app = _forgetting_the_request_id(app.wsgi_app)
     return app
+
+
+class _Flask(Flask):
+    """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
+    each hook and view of every request, and it never changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._synced: dict[Callable, Callable] = {}
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        try:
+            return self._synced[func]
+        except KeyError:
+            synced = super().ensure_sync(func)
+            if len(self._synced) < 1024:  # (hooks and views: a few dozen)
+                self._synced[func] = synced
+            return synced
+        except TypeError:  # not hashable
+            return super().ensure_sync(func)
 
 
 class _JSONProvider(DefaultJSONProvider):
@@ -80,9 +99,18 @@ def _forgetting_the_request_id(wsgi_app):
 
 
 def _assign_request_id() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-    logconfig.request_id.set(g.request_id)
+    given = request.environ.get("HTTP_X_REQUEST_ID", "")
+    g.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
+    logconfig.request_id.set(request_id)
+
+
+def _new_request_id() -> str:
+    """A random UUID (version 4) in 32 hex digits, as ``uuid.uuid4().hex`` writes it,
+    without building a ``UUID`` on every request."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 # zlib's fastest level: JSON shrinks almost as much as at the default level (6), for a
@@ -90,17 +118,22 @@ def _assign_request_id() -> None:
 GZIP_LEVEL = 1
 
 
-def _compress(response):
+def _compress(response, req):
     """A JSON answer of at least ``GZIP_MIN_BYTES``, gzipped for a client that accepts
     it. Never a stream (Server-Sent Events go out event by event)."""
     minimum = current_app.config["GZIP_MIN_BYTES"]
-    if (not minimum or response.is_streamed or response.direct_passthrough
-            or response.mimetype != "application/json"
-            or "Content-Encoding" in response.headers
-            or response.content_length is None or response.content_length < minimum):
+    length = response.content_length
+    if (not minimum or length is None or length < minimum or response.is_streamed
+            or response.direct_passthrough or response.mimetype != "application/json"
+            or "Content-Encoding" in response.headers):
         return response
-    response.vary.add("Accept-Encoding")
-    if request.accept_encodings["gzip"] > 0:
+    # Most answers have no Vary yet (CORS off): written directly, not parsed and written back.
+    if "Vary" in response.headers:
+        response.vary.add("Accept-Encoding")
+    else:
+        response.headers["Vary"] = "Accept-Encoding"
+    # No Accept-Encoding accepts no gzip: its header is parsed only when there is one.
+    if req.environ.get("HTTP_ACCEPT_ENCODING") and req.accept_encodings["gzip"] > 0:
         response.set_data(gzip.compress(response.get_data(), GZIP_LEVEL, mtime=0))
         response.headers["Content-Encoding"] = "gzip"
     return response
@@ -108,14 +141,15 @@ def _compress(response):
 
 def _finish_response(response):
     """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
-    data, requestId}``."""
+    data, requestId}``; then gzip it (``_compress``)."""
     request_id = g.get("request_id")
     response.headers["X-Request-ID"] = request_id or ""
-    if (request.blueprint == "b3os" and 200 <= response.status_code < 300
+    req = request._get_current_object()
+    if (req.blueprint == "b3os" and 200 <= response.status_code < 300
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
         response.set_data(b"".join((
             b'{"code":0,"message":"success","data":', data, b',"requestId":',
             current_app.json.dumps(request_id).encode(), b"}")))
-    return response
+    return _compress(response, req)

@@ -22,6 +22,11 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every call: json.loads with hooks builds a decoder (and its scanner)
+# per call. It is shared as json's own default decoder is, threads included.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
+
+
 class TooDeep(ValueError):
     """JSON nested deeper than allowed."""
 
@@ -31,7 +36,9 @@ def loads_strict(text: str, max_depth: int, check: Callable[[], None] | None = N
     double, nested at most ``max_depth`` levels. ``ValueError`` (``TooDeep``) otherwise.
     ``check`` is called now and then during the depth walk (it raises to stop it)."""
     try:
-        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+        if text.startswith("\ufeff"):  # refused as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise TooDeep() from None
     # Fewer brackets than the limit cannot nest past it: skip the walk (most texts).

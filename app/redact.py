@@ -151,18 +151,42 @@ class Redactor:
 
 
 def _secret_keys_only(value: Any, tick: Tick | None = None) -> Any:
-    """``value()`` with only secret keys to redact: scalars are kept as they are without
-    a call each (this runs over every node's input and result); ticks per container."""
+    """``value()`` with only secret keys to redact. This runs over every node's input and
+    result, and most hold no secret key: those are looked through first and kept as they
+    are, only a value with one is copied. Ticks per container."""
+    if isinstance(value, (dict, list)) and _has_secret_key(value, tick):
+        return _without_secret_keys(value, tick)
+    return value
+
+
+def _has_secret_key(value: dict | list, tick: Tick | None) -> bool:
+    """True when a key at any depth of ``value`` is secret (scalars need no call each)."""
+    if tick is not None:
+        tick()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if is_secret_key(key) or (isinstance(item, (dict, list))
+                                      and _has_secret_key(item, tick)):
+                return True
+        return False
+    for item in value:  # noqa: SIM110 - a loop: any() over a generator costs more
+        if isinstance(item, (dict, list)) and _has_secret_key(item, tick):
+            return True
+    return False
+
+
+def _without_secret_keys(value: Any, tick: Tick | None) -> Any:
+    """A copy of ``value`` with the value of every secret key replaced."""
     if isinstance(value, dict):
         if tick is not None:
             tick()
         return {k: REDACTED if is_secret_key(k) else
-                _secret_keys_only(v, tick) if isinstance(v, (dict, list)) else v
+                _without_secret_keys(v, tick) if isinstance(v, (dict, list)) else v
                 for k, v in value.items()}
     if isinstance(value, list):
         if tick is not None:
             tick()
-        return [_secret_keys_only(v, tick) if isinstance(v, (dict, list)) else v
+        return [_without_secret_keys(v, tick) if isinstance(v, (dict, list)) else v
                 for v in value]
     return value
 
@@ -186,11 +210,12 @@ def _under_secret_keys(value: Any, found: list) -> None:
         for key, item in value.items():
             if isinstance(key, str) and is_secret_key(key):
                 found.append(item)
-            else:
+            elif isinstance(item, (dict, list)):  # (scalars need no call each)
                 _under_secret_keys(item, found)
     elif isinstance(value, list):
         for item in value:
-            _under_secret_keys(item, found)
+            if isinstance(item, (dict, list)):
+                _under_secret_keys(item, found)
 
 
 def _patterns(sensitive_values: Iterable[Any]) -> tuple[list[str], set[int | float]]:

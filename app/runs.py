@@ -55,12 +55,14 @@ PRUNE_EVERY_S = 3600  # runs past their retention are deleted
 # aborted and their reservations released, without waiting for a read or a restart.
 SWEEP_EVERY_S = 60
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits → 2 digits
 
 
 def new_run_id() -> str:
-    """``run_`` + a ULID in lowercase: 48 bits of milliseconds, then 80 random bits."""
+    """``run_`` + a ULID in lowercase: 48 bits of milliseconds, then 80 random bits (its
+    26 digits taken two at a time)."""
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "run_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return "run_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 class HardStop(Exception):

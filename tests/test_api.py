@@ -1,9 +1,11 @@
 """The HTTP surface: envelope, check order, auth, CU, stored runs (SPEC §1, §6–§8)."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import time
+import uuid
 
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -45,6 +47,12 @@ def test_generated_run_ids_are_time_sortable_and_unique(client):
     assert len(set(ids)) == 3
     assert all(i.startswith("run_") and len(i) == 30 for i in ids)
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)  # the millisecond prefix
+    before = int(time.time() * 1000)
+    run_id = post_run(client, TWO_NODES).json["runId"]
+    value = 0
+    for digit in run_id[4:]:  # a ULID: Crockford's base 32, 5 bits a digit
+        value = value * 32 + "0123456789abcdefghjkmnpqrstvwxyz".index(digit)
+    assert value < 2 ** 128 and before <= value >> 80 <= time.time() * 1000
 
 
 def test_unknown_route_and_method(client):
@@ -108,6 +116,16 @@ def test_bodies_that_are_not_a_json_object(client, data):
     assert_error(raw_post(client, data), 400, 400000)
 
 
+def test_a_body_may_begin_with_one_byte_order_mark_only(client):
+    bom = "\ufeff".encode()
+    assert raw_post(client, bom + json.dumps(TWO_NODES).encode()).status_code == 200
+    body = assert_error(raw_post(client, bom + bom + b"{}"), 400, 400000)
+    assert body["message"] == ("Body is not valid JSON: Unexpected UTF-8 BOM (decode using "
+                               "utf-8-sig): line 1 column 1 (char 0)")
+    body = assert_error(raw_post(client, b'{"a": NaN}'), 400, 400000)
+    assert body["message"] == "Body is not valid JSON: NaN is not valid JSON"
+
+
 def test_depth_limit_counts_the_body_as_level_one(client):
     def nested(levels):  # {"a": {"a": … {} …}} with `levels` objects
         return "{" + '"a":{' * (levels - 1) + "}" * levels
@@ -130,6 +148,29 @@ def test_request_id_is_accepted_or_generated(client):
     response = post_run(client, {}, **{"X-Request-ID": "bad id!"})
     assert response.headers["X-Request-ID"] not in ("", "bad id!")
     assert response.json["requestId"] == response.headers["X-Request-ID"]
+    generated = {post_run(client, {}).headers["X-Request-ID"] for _ in range(20)}
+    assert len(generated) == 20
+    for request_id in generated:  # a random UUID's 32 hex digits, as uuid4().hex writes it
+        assert uuid.UUID(hex=request_id).hex == request_id
+        assert uuid.UUID(request_id).version == 4
+        assert uuid.UUID(request_id).variant == uuid.RFC_4122
+
+
+def test_large_json_answers_are_gzipped_only_for_clients_that_accept_it(client):
+    big = {**TWO_NODES, "payload": {"items": [{"sku": f"item-{n}", "qty": n}
+                                              for n in range(200)]}}
+    for accept, gzipped in ((None, False), ("", False), ("identity", False),
+                            ("gzip;q=0", False), ("gzip", True), ("br, gzip;q=0.5", True),
+                            ("*", True)):
+        headers = {} if accept is None else {"Accept-Encoding": accept}
+        response = post_run(client, big, **headers)
+        assert response.status_code == 200
+        assert response.headers["Vary"] == "Accept-Encoding"
+        assert (response.headers.get("Content-Encoding") == "gzip") is gzipped, accept
+        data = gzip.decompress(response.data) if gzipped else response.data
+        assert json.loads(data)["status"] == "success"
+    small = post_run(client, TWO_NODES, **{"Accept-Encoding": "gzip"})
+    assert "Vary" not in small.headers and "Content-Encoding" not in small.headers
 
 
 def test_unexpected_errors_are_500000_without_traceback(app):

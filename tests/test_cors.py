@@ -53,6 +53,9 @@ def test_answers_carry_the_allowed_origin_and_expose_the_request_id(cors_client)
         exposed = answer.headers["Access-Control-Expose-Headers"]
         assert "X-Request-ID" in exposed and "Retry-After" in exposed
         assert "Origin" in answer.headers["Vary"]
+    big = {"definition": RUN["definition"], "payload": {"items": list(range(1000))}}
+    answer = cors_client.post("/v1/runs/sync", json=big, headers={**DEV_AUTH, "Origin": APP})
+    assert answer.headers["Vary"] == "Origin, Accept-Encoding"  # gzip's adds to CORS's
     local = cors_client.get("/v1/balance", headers={**DEV_AUTH, "Origin": "http://localhost:3000"})
     assert local.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
 

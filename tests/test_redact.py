@@ -6,6 +6,8 @@ import json
 from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app import redact
 from app.engine import Run
@@ -13,6 +15,7 @@ from app.jstext import stringify
 from app.redact import REDACTED, Redactor, clip, is_secret_key
 from app.ticks import CHECK_EVERY
 from app.validation import Limits, check_request
+from tests.fuzz_strategies import json_values
 from tests.helpers import DEV_AUTH, definition, post_run, run_engine
 
 
@@ -267,3 +270,28 @@ def test_value_calls_check_while_it_walks_and_stops_when_check_raises(sensitive)
 
     with pytest.raises(TimeoutError):
         redactor.value(value, check=deadline)
+
+
+def _redacted_copy(value):
+    """Secret keys only, as SPEC §9 says: every value under a secret key replaced, at any
+    depth; everything else as it is."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_key(k) else _redacted_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted_copy(v) for v in value]
+    return value
+
+
+SOME_KEYS = st.sampled_from(["name", "token", "x-api-key", "Authorization", "author", "items",
+                             "passwordHint", "db_password", "é", ""])
+KEYED_VALUES = st.recursive(json_values, lambda children: st.lists(children, max_size=3)
+                            | st.dictionaries(SOME_KEYS, children, max_size=3), max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(KEYED_VALUES)
+def test_without_sensitive_values_only_secret_keys_are_redacted(value):
+    before = json.dumps(value)
+    redacted = Redactor().value(value, check=lambda: None)
+    assert json.dumps(redacted) == json.dumps(_redacted_copy(value))
+    assert json.dumps(value) == before  # the value itself is never changed

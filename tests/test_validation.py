@@ -1,10 +1,15 @@
 """Every rule of SPEC §1–§2 that is checked before anything runs."""
 from __future__ import annotations
 
-import pytest
+import json
 
-from app.validation import Invalid, Limits, check_request
-from tests.helpers import definition
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.validation import Invalid, Limits, _cache_key_text, check_request
+from tests.fuzz_strategies import json_values
+from tests.helpers import DEV_AUTH, definition
 
 
 def problems(body: dict, limits: Limits | None = None) -> tuple[int, dict]:
@@ -539,3 +544,46 @@ def test_the_known_types_are_listed_once():
     _, errors = problems({"definition": bad_nodes(3)})
     listed = [m for k, ms in errors.items() if k.endswith(".type") for m in ms]
     assert len(listed) == 3 and sum("Known types" in m for m in listed) == 1
+
+
+# -- the plan cache's key ------------------------------------------------------------
+
+# Values that one key could mix up: equal in Python, or written alike by one encoder.
+LOOKALIKES = st.sampled_from([
+    1, 1.0, True, 0, 0.0, -0.0, False, None, "1", "true", 2 ** 64 - 1, 2 ** 64, 2 ** 70,
+    -(2 ** 63) - 1, float(2 ** 64), 1e16, 1e-05, "\ud800", "\udfff", "é", "\\u00e9", "\x7f",
+    "\u2028", "null", ""])
+LOOKALIKE_VALUES = st.recursive(LOOKALIKES, lambda children: st.lists(children, max_size=2)
+                                | st.dictionaries(st.sampled_from(["a", "é", "\ud800"]),
+                                                  children, max_size=2), max_leaves=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(LOOKALIKE_VALUES, LOOKALIKE_VALUES)
+def test_the_plan_cache_key_tells_definitions_apart_as_their_json_does(one, other):
+    def json_text(value):
+        return json.dumps(value, separators=(",", ":"))
+    same_key = _cache_key_text({"nodes": one}) == _cache_key_text({"nodes": other})
+    assert same_key == (json_text(one) == json_text(other))
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_plan_cache_key_is_one_per_value(value):
+    assert _cache_key_text({"v": value}) == _cache_key_text(json.loads(json.dumps({"v": value})))
+
+
+def test_definitions_alike_but_for_a_value_each_run_their_own(client):
+    """The plan cache never hands one definition's plan to another that differs only by
+    a number's type, a number beyond 64 bits or a lone surrogate."""
+    texts = ["1", "1.0", "true", "18446744073709551616", "18446744073709551617",
+             '"\\ud800"', '"\\udfff"', '"\\u00e9"', "1e-05", "0.00001"]
+    for _ in range(2):  # the second time, from the cache
+        for text in texts:
+            body = json.dumps({"definition": definition("root>a", a={
+                "type": "log", "payload": {"message": "m", "n": "N"}})}).replace('"N"', text)
+            answer = client.post("/v1/runs/sync", data=body, headers={
+                **DEV_AUTH, "Content-Type": "application/json"})
+            assert answer.status_code == 200
+            node_input = answer.get_data(as_text=True).split('"input":')[1]
+            assert node_input.startswith('{"message":"m","n":' + json.dumps(json.loads(text)))
