@@ -128,9 +128,6 @@ class Run:
         self.wake_at = 0.0
         self.ended = False  # passes() is over: pool threads leave the state alone
         self.failed: BaseException | None = None  # raised on a pool thread, for passes()
-        # Cancel flags of attempts whose handlers returned unset: as good as new, and a
-        # new one costs as much as the rest of a pooled attempt's start (_apply).
-        self.flags: list[Cancel] = []
         self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
         self.ready: list[str] = []
@@ -242,8 +239,8 @@ class Run:
         current = self.running.get(node_id)
         if current is not None and current[0] == attempt and ended < self.deadline:
             del self.running[node_id]
-            if not current[2].is_set():  # (no handler looks at it again)
-                self.flags.append(current[2])
+            if not current[2].is_set() and len(_spare_flags) < MAX_POOLED:
+                _spare_flags.append(current[2])  # no handler looks at it again
             if ended >= current[1]:
                 outcome = self._timeout_error(node_id, current[1])
             self._finish_attempt(node_id, outcome, text)
@@ -353,11 +350,11 @@ class Run:
                 self.on_progress(self.started_attempts)
             if keep is not None and not inline:
                 keep.append(pooled.pop())
+            submit = pool().submit
             for node_id, data, ctx in pooled:
-                node = self.nodes[node_id]
-                pool().submit(run_pooled, node, data, ctx, self.states[node_id].attempts,
-                              self._ended_on_pool, self._result_text,
-                              cancelled=ctx.cancelled)
+                submit(run_pooled, self.nodes[node_id], data, ctx,
+                       self.states[node_id].attempts, self._ended_on_pool, self._result_text,
+                       cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
             if time.monotonic() < self.deadline:
                 outcome, text = call(self.nodes[node_id], data, ctx, self._result_text)
@@ -414,8 +411,7 @@ class Run:
         inline = node.node_type.runs_inline(data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler is bounded by ctx.check() against its limit
-                          cancelled=_NEVER_CANCELLED if inline else
-                          self.flags.pop() if self.flags else Cancel(),
+                          cancelled=_NEVER_CANCELLED if inline else _new_flag(),
                           settings=self.settings, resolve=keys,
                           logger=node_logger(node.type))
         if not inline:
@@ -734,6 +730,17 @@ class Run:
 
 
 _NEVER_CANCELLED = Cancel()
+# Cancel flags of pooled attempts whose handlers returned with the flag unset: as good
+# as new, and a new one (a threading.Event) costs as much as the rest of a pooled
+# attempt's start. Shared by this process's runs (list.append and pop are atomic).
+_spare_flags: list[Cancel] = []
+
+
+def _new_flag() -> Cancel:
+    try:
+        return _spare_flags.pop()
+    except IndexError:
+        return Cancel()
 
 
 def _as_written(key: str) -> str:
