@@ -85,7 +85,7 @@ STOPS = {  # why a run stopped before its end → its error, and why nodes not s
 
 
 class Run:
-    """The state of one run; only the thread that calls ``run`` mutates it."""
+    """The state of one run; only the thread that holds its ``lock`` mutates it."""
 
     def __init__(self, request: RunRequest, run_id: str, settings: dict | None = None,
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
