@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import time
 from collections.abc import Callable
 from typing import Any
@@ -107,9 +106,10 @@ def call(node: PlanNode, data: dict, ctx: NodeContext, text_of: TextOf
 
 
 def run_pooled(node: PlanNode, data: dict, ctx: NodeContext, attempt: int,
-               outcomes: queue.SimpleQueue, text_of: TextOf) -> None:
-    """``call`` on a pool thread: the outcome goes back through ``outcomes``, named by
-    the instance it is for (``ctx.node_id``), with the time it ended, by which the
-    engine judges it."""
+               ended: Callable[[str, int, Any, str | None, float], Any], text_of: TextOf
+               ) -> Any:
+    """``call`` on a pool thread: the outcome goes back to the engine through ``ended``,
+    named by the instance it is for (``ctx.node_id``), with the time it ended, by which
+    the engine judges it; what ``ended`` returns is this thread's next task (pool.py)."""
     outcome, text = call(node, data, ctx, text_of)
-    outcomes.put((ctx.node_id, attempt, outcome, text, time.monotonic()))
+    return ended(ctx.node_id, attempt, outcome, text, time.monotonic())

@@ -1,9 +1,13 @@
 """Running a checked ``RunRequest`` (SPEC §3): the design of scheduling.
 
-One scheduling thread (the request's) owns every piece of run state. Handlers
-run on pool threads and hand back ``(node_id, attempt, outcome)`` through a
-queue; they never touch state and never raise across threads (the dask/local.py
-model). The loop:
+One scheduling thread (the request's) drives the run, and only the thread that
+holds the run's ``lock`` touches its state: the scheduling thread holds it except
+while it waits. Handlers run on pool threads and never raise across threads (the
+dask/local.py model); a handler's thread hands back ``(node_id, attempt, outcome)``
+through a queue, or, when the scheduling thread is waiting (the lock is free), does
+its work in its place: applies the outcome, starts what became ready and runs one
+ready pooled node itself, so a chain of pooled nodes pays no hand-off between
+threads per node (``_ended_on_pool``). The loop:
 
     start every ready node  →  wait for the next event  →  apply it  →  repeat
 
@@ -13,12 +17,14 @@ timer firing, or the run deadline. Invariants:
 - a node becomes *ready* when its last parent reaches a final state; it then
   runs or is skipped at once (``_settle``), so no node waits for a whole level;
 - every ready node starts immediately: pooled handlers each get a thread of
-  their own, and pure ``inline`` handlers run on this thread after the pooled
+  their own (a pool thread that started them keeps one for itself), and pure
+  ``inline`` handlers run on the thread that holds the lock after the pooled
   ones have been started (within a run's bounds, which only loops reach: at
   most ``MAX_POOLED`` attempts on pool threads, ``PREPARED_CHARS`` of inputs
   prepared in one pass; see ``_start_ready``);
-- the wait never extends past the earliest attempt limit or the run deadline,
-  so a handler that never returns delays nothing: its attempt is failed with
+- the wait never extends past the earliest attempt limit or the run deadline (a
+  pool thread that starts an attempt with an earlier limit wakes it), so a
+  handler that never returns delays nothing: its attempt is failed with
   ``TIMEOUT`` when its limit passes and its late outcome is ignored;
 - at the run deadline the response is built from the state as it stands; so it is
   when the run is cancelled (SPEC §12), which ``tick`` reports: the caller's look
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import heapq
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -78,7 +85,7 @@ STOPS = {  # why a run stopped before its end → its error, and why nodes not s
 
 
 class Run:
-    """The state of one run; only the thread that calls ``run`` mutates it."""
+    """The state of one run; only the thread that holds its ``lock`` mutates it."""
 
     def __init__(self, request: RunRequest, run_id: str, settings: dict | None = None,
                  deadline_ms: int = 60_000, redactor: Redactor | None = None,
@@ -113,7 +120,14 @@ class Run:
         self.started_cu = 0  # what the attempts started so far cost (counted as they start)
         self.open_loops = 0  # loops started and not finished
         self.held = 0  # characters of the inputs and results iterations in flight hold
+        # Outcomes for the scheduling thread, and None: "look again" (_ended_on_pool).
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
+        # Held by the thread that touches the state: the scheduling thread, except while
+        # it waits (until ``wake_at``, monotonic), and for good once the run has ended.
+        self.lock = threading.Lock()
+        self.wake_at = 0.0
+        self.ended = False  # passes() is over: pool threads leave the state alone
+        self.failed: BaseException | None = None  # raised on a pool thread, for passes()
         self.running: dict[str, tuple[int, float, Cancel]] = {}
         self.timers: list[tuple[float, str]] = []  # (monotonic start time, node id)
         self.ready: list[str] = []
@@ -123,6 +137,7 @@ class Run:
         started = now if started is None else min(started, now)
         self.started_at = time.time() - (now - started)
         self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
+        self.check = until(self.deadline)  # raises TIMEOUT once the deadline has passed
         self.stopped: str | None = None  # a key of STOPS once the run stopped early
         # SPEC §3's size limits, in characters of JSON: a node's resolved input,
         # condition keys included (a short payload could otherwise copy a large result
@@ -154,62 +169,125 @@ class Run:
         """The scheduling loop, pausing whenever it is about to wait (a streaming caller
         writes the ``events`` so far meanwhile), and at least every ``PAUSE_S`` while it
         has work to do without waiting; ``outcome`` once it is exhausted. A run that
-        never waits (inline nodes only) pauses once, at its end: one write of its events."""
-        self._run_root()
-        paused = time.monotonic()
-        next_tick = paused + TICK_S
-        while self.ready or self.running or self.timers or self.open_loops:
-            now = time.monotonic()
-            if now >= self.deadline:
-                self._stop("run_timeout")
-                break
-            if self.tick is not None and now >= next_tick:
-                next_tick = now + TICK_S
-                if self.tick(self):
-                    self._stop("cancelled")
+        never waits (inline nodes only) pauses once, at its end: one write of its events.
+        The run's ``lock`` is held throughout (pauses included), but for the waits, and
+        is kept once it is over (however it ended): late outcomes then only queue up."""
+        self.lock.acquire()
+        try:
+            self._run_root()
+            paused = time.monotonic()
+            next_tick = paused + TICK_S
+            while self.ready or self.running or self.timers or self.open_loops:
+                now = time.monotonic()
+                if now >= self.deadline:
+                    self._stop("run_timeout")
                     break
-            if self.ready and self._start_ready():
-                if now - paused >= PAUSE_S:
-                    yield
-                    paused = time.monotonic()
-                continue
+                if self.tick is not None and now >= next_tick:
+                    next_tick = now + TICK_S
+                    if self.tick(self):
+                        self._stop("cancelled")
+                        break
+                if self.ready and self._start_ready():
+                    if now - paused >= PAUSE_S:
+                        yield
+                        paused = time.monotonic()
+                    continue
+                yield
+                paused = time.monotonic()
+                wake = [self.deadline] + [d for _, d, _ in self.running.values()] + \
+                    [t for t, _ in self.timers[:1]]
+                if self.tick is not None:
+                    wake.append(next_tick)
+                self._wait(min(wake))
+                self._expire(time.monotonic())
             yield
-            paused = now = time.monotonic()
-            wake = [self.deadline] + [d for _, d, _ in self.running.values()] + \
-                [t for t, _ in self.timers[:1]]
-            if self.tick is not None:
-                wake.append(next_tick)
-            self._wait(min(wake) - now)
-            self._expire(time.monotonic())
-        yield
+        finally:
+            self.ended = True
 
     def _emit(self, name: str, data: str) -> None:
         """An event for the stream (callers check that the run is streamed: the text of
         an event is made only then)."""
         self.events.append((name, data))
 
-    def _wait(self, seconds: float) -> None:
-        """Apply the outcomes that arrive within ``seconds``, judged by when they ended."""
+    def _wait(self, wake_at: float) -> None:
+        """Apply the outcomes that arrive until ``wake_at`` (monotonic), judged by when
+        they ended; meanwhile pool threads may work on the run (the lock is theirs)."""
+        self.wake_at, item = wake_at, None
+        self.lock.release()
         try:
-            item = self.outcomes.get(timeout=max(0.0, seconds))
+            item = self.outcomes.get(timeout=max(0.0, wake_at - time.monotonic()))
         except queue.Empty:
-            return
+            pass
+        finally:
+            self.lock.acquire()
         while True:
-            node_id, attempt, outcome, text, ended = item
-            current = self.running.get(node_id)
-            # An outcome of an attempt already given up is ignored; one that ended
-            # after the run deadline is left for _stop (the run timed out,
-            # however soon after the handler returned), and one that ended after its
-            # attempt's limit is that attempt's TIMEOUT.
-            if current is not None and current[0] == attempt and ended < self.deadline:
-                del self.running[node_id]
-                if ended >= current[1]:
-                    outcome = self._timeout_error(node_id, current[1])
-                self._finish_attempt(node_id, outcome, text)
+            if self.failed is not None:  # a pool thread doing this thread's work raised
+                raise self.failed
+            if item is not None:
+                self._apply(*item)
             try:
                 item = self.outcomes.get_nowait()
             except queue.Empty:
                 return
+
+    def _apply(self, node_id: str, attempt: int, outcome: Any, text: str | None,
+               ended: float) -> None:
+        """A pooled attempt's outcome. One of an attempt already given up is ignored;
+        one that ended after the run deadline is left for _stop (the run timed out,
+        however soon after the handler returned), and one that ended after its
+        attempt's limit is that attempt's TIMEOUT."""
+        current = self.running.get(node_id)
+        if current is not None and current[0] == attempt and ended < self.deadline:
+            del self.running[node_id]
+            if not current[2].is_set() and len(_spare_flags) < MAX_POOLED:
+                _spare_flags.append(current[2])  # no handler looks at it again
+            if ended >= current[1]:
+                outcome = self._timeout_error(node_id, current[1])
+            self._finish_attempt(node_id, outcome, text)
+
+    def _ended_on_pool(self, node_id: str, attempt: int, outcome: Any, text: str | None,
+                       ended: float) -> tuple | None:
+        """A pooled attempt ended, on its pool thread (``run_pooled``). While the
+        scheduling thread waits, this thread does its work: applies the outcome and
+        starts what became ready, keeping one pooled attempt to run itself (returned:
+        the pool's next task for this thread); it wakes the scheduling thread only when
+        that must look again — the run is over, a stream has events to write, nodes
+        still wait to start, or an attempt's limit or a retry comes before its wake.
+        Else (the scheduling thread is busy, or the run has ended) the outcome is queued
+        for it. The lock is never waited for here: a pool thread never blocks on a run.
+        What this work raises (the store away, a bug) is the scheduling thread's to
+        raise, as if it had done the work itself."""
+        if not self.lock.acquire(blocking=False):
+            self.outcomes.put((node_id, attempt, outcome, text, ended))
+            return None
+        keep: list = []
+        try:
+            if self.ended or self.failed is not None:
+                self.outcomes.put((node_id, attempt, outcome, text, ended))
+                return None
+            self._apply(node_id, attempt, outcome, text, ended)
+            began = time.monotonic()
+            # Passes until one keeps a pooled attempt here (inline nodes run on this
+            # thread meanwhile), for at most PAUSE_S: a stream waits for no longer.
+            while self.ready and not keep and time.monotonic() - began < PAUSE_S:
+                if not self._start_ready(keep):
+                    break
+            earliest = min([d for _, d, _ in self.running.values()] +
+                           [t for t, _ in self.timers[:1]], default=self.deadline)
+            if self.events or self.ready or earliest < self.wake_at or \
+                    not (self.running or self.timers or self.open_loops):
+                self.outcomes.put(None)
+        except BaseException as error:
+            self.failed = error
+            keep.clear()
+            self.outcomes.put(None)
+        finally:
+            self.lock.release()
+        if not keep:
+            return None
+        node_id, data, ctx = keep[0]
+        return run_pooled, (self.nodes[node_id], data, ctx, self.states[node_id].attempts,
+                            self._ended_on_pool, self._result_text), ctx.cancelled
 
     def _expire(self, now: float) -> None:
         for node_id, (_, limit, cancelled) in list(self.running.items()):
@@ -235,14 +313,17 @@ class Run:
                         "triggeredAt": iso(state.started)}
         state.status = "success"
         try:
-            state.result_text = self._text(state.result, until(self.deadline))
+            state.result_text = self._text(state.result, self.check)
         except NodeError:  # the deadline passed already: the payload is not shown
             state.result_text = None
         self._settled("root")
         self._settle_children("root")
 
-    def _start_ready(self) -> bool:
-        """Start the ready nodes: pooled handlers first, then inline ones on this thread.
+    def _start_ready(self, keep: list | None = None) -> bool:
+        """Start the ready nodes: pooled handlers first, then inline ones on this thread;
+        given ``keep`` (on a pool thread), one pooled attempt goes there, for this
+        thread to run, instead of to the pool — only when no inline node is to run
+        first, so it does not wait for them.
 
         Nothing starts once the run deadline has passed (those nodes are skipped, and
         cost nothing). Resolved inputs wait here until their handler runs, so a pass
@@ -267,10 +348,13 @@ class Run:
         if pooled:
             if self.on_progress is not None:
                 self.on_progress(self.started_attempts)
+            if keep is not None and not inline:
+                keep.append(pooled.pop())
+            submit = pool().submit
             for node_id, data, ctx in pooled:
-                node = self.nodes[node_id]
-                pool().submit(run_pooled, node, data, ctx, self.states[node_id].attempts,
-                              self.outcomes, self._result_text, cancelled=ctx.cancelled)
+                submit(run_pooled, self.nodes[node_id], data, ctx,
+                       self.states[node_id].attempts, self._ended_on_pool, self._result_text,
+                       cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
             if time.monotonic() < self.deadline:
                 outcome, text = call(self.nodes[node_id], data, ctx, self._result_text)
@@ -295,7 +379,7 @@ class Run:
         if self.events is not None:
             self._emit("node.started", f'{{"nodeId":"{node_id}","attempt":{state.attempts},'
                        f'"startedAt":"{iso(epoch)}"}}')
-        check = until(self.deadline)
+        check = self.check
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
             budget = Budget(self.max_input, check)
@@ -308,7 +392,8 @@ class Run:
             if node.body:  # a for-each node: the engine runs it
                 self._start_loop(node_id, node, frame, data)
                 return None
-            keys = condition_keys(node, data, self.scope.key_resolver(frame), budget)
+            keys = condition_keys(node, data, self.scope.key_resolver(frame), budget) \
+                if node.node_type.condition_fields else _as_written
         except ExpressionError as error:
             self._finish_attempt(node_id, NodeError("INVALID_INPUT", str(error)))
             return None
@@ -326,7 +411,7 @@ class Run:
         inline = node.node_type.runs_inline(data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler is bounded by ctx.check() against its limit
-                          cancelled=_NEVER_CANCELLED if inline else Cancel(),
+                          cancelled=_NEVER_CANCELLED if inline else _new_flag(),
                           settings=self.settings, resolve=keys,
                           logger=node_logger(node.type))
         if not inline:
@@ -603,7 +688,7 @@ class Run:
             return
         result = loop.result()
         try:
-            text = self._result_text(result, until(self.deadline))
+            text = self._result_text(result, self.check)
         except NodeError as error:
             self._finish_attempt(loop.instance, error)
             return
@@ -645,3 +730,19 @@ class Run:
 
 
 _NEVER_CANCELLED = Cancel()
+# Cancel flags of pooled attempts whose handlers returned with the flag unset: as good
+# as new, and a new one (a threading.Event) costs as much as the rest of a pooled
+# attempt's start. Shared by this process's runs (list.append and pop are atomic).
+_spare_flags: list[Cancel] = []
+
+
+def _new_flag() -> Cancel:
+    try:
+        return _spare_flags.pop()
+    except IndexError:
+        return Cancel()
+
+
+def _as_written(key: str) -> str:
+    """The condition keys of a type that has none: each as written."""
+    return key

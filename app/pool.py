@@ -6,6 +6,10 @@ a fixed size a stuck thread takes a seat that a ready node then queues for.
 Here every submitted task starts at once (an idle thread takes it, or a new one
 is started), idle threads retire after a while, and all are daemons.
 
+A task may hand its thread the next task of its own (it returns ``(fn, args,
+cancelled)``): the engine's pool thread that finishes a node takes a ready
+successor itself rather than waking another thread to run it.
+
 Handlers stop themselves when their attempt is cancelled (``ctx.check()`` in
 their loops), but Python cannot stop a thread from outside. So a watchdog looks
 at the busy threads twice a second: one still running more than
@@ -51,7 +55,9 @@ class ElasticPool:
         self.stuck = False  # a thread outlived its cancelled task; on_stuck was called
 
     def submit(self, fn: Callable[..., Any], *args: Any, cancelled: Any = None) -> None:
-        """Run ``fn(*args)`` now on a pool thread, in a copy of the caller's context.
+        """Run ``fn(*args)`` now on a pool thread, in a copy of the caller's context;
+        what it returns, ``(fn, args, cancelled)`` or None, is the next task of that
+        thread (in that context).
 
         ``cancelled``: the task's cancel flag (``nodes.base.Cancel``), for the watchdog.
         """
@@ -76,8 +82,11 @@ class ElasticPool:
                         self._idle -= 1
                         return
                 continue  # a task was promised to us as we timed out: take it
-            self._busy[me] = cancelled
-            context.run(fn, *args)  # fn never raises: the engine wraps handlers
+            # fn never raises (the engine wraps handlers); it may return the next task
+            # to run here, in the same context: the watchdog then watches that one.
+            while fn is not None:
+                self._busy[me] = cancelled
+                fn, args, cancelled = context.run(fn, *args) or (None, None, None)
             del context, fn, args, cancelled
             with self._lock:
                 self._busy.pop(me, None)
