@@ -2,7 +2,9 @@
 
 ``batched()`` wraps a run; ``Batching`` wraps each of the app's handlers (its
 sink) and, inside ``batched``, holds the lines it is handed instead of writing
-them. A run's lines reach a sink in writes of at most ``flush_bytes(sink)``.
+them. A run's lines reach a sink in writes of at most ``flush_bytes(sink)``:
+formatted once, joined, and handed to the sink's ``write_text`` (``logsinks``),
+which writes them as they are, with no record made for them.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class _Batch:
             if held is None:
                 held = self._held[handler] = _Lines()
             elif held.size + size > handler.flush_bytes:  # it holds a line at least
-                handler.sink.handle(held.record("\n".join(held.lines)))
+                handler.write(held)
                 self._held[handler] = held = _Lines()
             held.lines.append(line)
             held.size += size
@@ -53,12 +55,8 @@ class _Batch:
         """Write what is held, and the lines logged from now on at once."""
         with self._lock:
             held, self._held = self._held or {}, None
-            batches: dict[str, logging.LogRecord] = {}  # the sinks share a formatter: one each
             for handler, lines in held.items():
-                text = "\n".join(lines.lines)
-                if text not in batches:
-                    batches[text] = lines.record(text)
-                handler.sink.handle(batches[text])
+                handler.write(lines)
 
 
 class _Lines:
@@ -71,7 +69,8 @@ class _Lines:
         self.size = self.level = 0
 
     def record(self, text: str) -> logging.LogRecord:
-        """One record whose formatted text is ``text``, these lines joined."""
+        """One record whose formatted text is ``text``, these lines joined (for a sink
+        without ``write_text``)."""
         return logging.makeLogRecord({
             "name": "app", "msg": text, "levelno": self.level,
             "levelname": logging.getLevelName(self.level),
@@ -118,4 +117,13 @@ class Batching(logging.Handler):
         # Formatted now, in the logging thread: the run's redactor applies to it.
         if not batch.add(self, record, self.sink.format(record)):
             self.sink.handle(record)
+
+    def write(self, held: _Lines) -> None:
+        """Write ``held`` to the sink: the joined lines in one write where it can."""
+        text = "\n".join(held.lines)
+        write_text = getattr(self.sink, "write_text", None)
+        if write_text is not None:
+            write_text(text)
+        else:
+            self.sink.handle(held.record(text))
 

@@ -4,7 +4,7 @@ Handlers are created in the process that uses them, after gunicorn's fork:
 concurrent-log-handler locks the shared file so lines from several workers
 never interleave. Each of the app's handlers writes JSON lines
 (``logformat``) and is wrapped so that a run's lines are written together
-(``logbatch``).
+(``logbatch``), in one write to each sink (``logsinks``).
 
 The rest of the app reaches logging through this module: ``request_id`` and
 ``redactor`` (what a line carries), ``batched`` (a run's lines in one write).
@@ -30,16 +30,16 @@ def config_dict(settings: Mapping[str, Any], command: bool = False) -> dict:
     log file may belong to the service's user, whom the command needs not be)."""
     if command:
         handlers: dict[str, dict] = {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
+            "stderr": {"class": "app.logsinks.StreamHandler", "formatter": "json",
                        "stream": "ext://sys.stderr"}}
     else:
-        handlers = {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+        handlers = {"stdout": {"class": "app.logsinks.StreamHandler", "formatter": "json",
                                "stream": "ext://sys.stdout"}}
     path = None if command else settings.get("LOG_FILE")
     rotation = settings.get("LOG_MAX_BYTES", config.default("LOG_MAX_BYTES")) if path else 0
     if path:
         handlers["file"] = {
-            "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
+            "class": "app.logsinks.ConcurrentRotatingFileHandler",
             "formatter": "json", "filename": path, "encoding": "utf-8",
             "maxBytes": rotation,
             "backupCount": settings.get("LOG_BACKUPS", config.default("LOG_BACKUPS")),

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app import redact
-from app.logformat import TRUNCATED, JsonFormatter, request_id
+from app.logformat import TRUNCATED, JsonFormatter, _dumps, request_id
 
 
 def record(message: str, **extra) -> logging.LogRecord:
@@ -98,3 +103,44 @@ def test_the_formatter_redacts_with_redact_current():
         redact.current.reset(token)
     assert (json.loads(line)["message"], json.loads(line)["note"]) == (
         "key [redacted]", "[redacted]!")
+
+
+# A line's text is json.dumps's, made more cheaply (_dumps), and its ts is the record's.
+
+class Text(str):
+    """A str subclass: json writes it as the string it is."""
+
+
+scalars = (st.text() | st.integers() | st.floats() | st.booleans() | st.none()
+           | st.builds(Text, st.text()) | st.builds(Decimal, st.integers()))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(), inner, max_size=3), max_leaves=8)
+
+
+@given(st.dictionaries(st.text(), values, max_size=8))
+def test_a_lines_text_is_what_json_dumps_writes(entry):
+    assert _dumps(entry) == json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def test_ts_is_the_records_time_in_utc_to_the_millisecond():
+    formatter = JsonFormatter()
+    # The same second twice, the next, one long before (the second's text is reused
+    # only within its second).
+    for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0, 1_600_000_000.5,
+                    1_700_000_001.125):
+        entry = record("at")
+        entry.created, entry.msecs = created, int((created - int(created)) * 1000) + 0.0
+        expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        ts = json.loads(formatter.format(entry))["ts"]
+        assert ts == f"{expected}.{int(entry.msecs):03d}Z"
+
+
+def test_extras_keep_the_order_they_were_given_in():
+    names = ["zeta", "runId", "alpha", "nodeId", "status", "b"]
+    token = request_id.set("req-9")
+    try:
+        line = JsonFormatter().format(record("x", **{name: name for name in names}))
+    finally:
+        request_id.reset(token)
+    assert list(json.loads(line)) == ["ts", "level", "logger", "message", "pid", "requestId",
+                                      *names]
