@@ -54,7 +54,7 @@ TOKEN = "dev-token"
 
 # Components by module path, first match wins; "…" is a function of no component.
 COMPONENTS = [
-    ("logging", r"(^|/)logging/|app/log(batch|format|config)\.py|concurrent_log_handler|"
+    ("logging", r"(^|/)logging/|app/log(batch|format|config|sinks)\.py|concurrent_log_handler|"
                 r"portalocker|app/nodes/log\.py"),
     ("metrics", r"prometheus_client|app/metrics\.py"),
     ("store", r"app/store/|sqlite3/"),

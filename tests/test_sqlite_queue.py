@@ -131,3 +131,22 @@ def test_commits_do_not_checkpoint_a_thread_of_the_process_does_every_64(path):
     assert os.path.getsize(path) > size
     with Connection(path).reading() as db:
         assert db.execute("SELECT COUNT(*) FROM pad").fetchone()[0] == CHECKPOINT_EVERY - 2
+
+
+def test_the_lock_file_is_readable_by_the_service_user_and_writes_go_on_without_it(tmp_path):
+    """Made readable by all (flock needs no more), so a store root made and gave to the
+    service's user still queues; a lock file that cannot be opened at all leaves the
+    writers to SQLite's busy timeout, as before the queue."""
+    path = str(tmp_path / "a.sqlite3")
+    with Connection(path).transaction() as db:
+        db.execute("CREATE TABLE t (v INTEGER)")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(f"{path}-writer").st_mode & 0o777 == 0o644 & ~umask
+    other = str(tmp_path / "b.sqlite3")
+    os.mkdir(f"{other}-writer")  # a lock file no one can open
+    with Connection(other).transaction() as db:
+        db.execute("CREATE TABLE t (v INTEGER)")
+    _write(Connection(other), 1)
+    with Connection(other).reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1

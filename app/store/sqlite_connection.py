@@ -65,7 +65,7 @@ class Connection:
     def _forget(self) -> None:
         """In a forked child: the connection is the parent's; open one of its own (and its
         own descriptor of the lock file: a lock taken through a shared one is shared)."""
-        if self._writer is not None:
+        if self._writer is not None and self._writer >= 0:
             os.close(self._writer)
         self._conn, self._writer, self._lock = None, None, threading.RLock()
         self._checkpointer = self._checkpointing = None
@@ -88,12 +88,19 @@ class Connection:
             self._conn = conn
         return self._conn
 
-    def _queue(self) -> int:
-        """This process's descriptor of the writers' lock file, opened on first use."""
+    def _queue(self) -> int | None:
+        """This process's descriptor of the writers' lock file, opened on first use; None
+        when it cannot be opened (SQLite's busy timeout alone then orders the writers).
+
+        Opened for reading (``flock`` needs no more) and made readable by all: a store
+        made by root and then given to the service's user leaves it root's."""
         if self._writer is None:
-            self._writer = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                   0o600)
-        return self._writer
+            try:
+                self._writer = os.open(f"{self.path}-writer",
+                                       os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                self._writer = -1
+        return None if self._writer < 0 else self._writer
 
     def transaction(self) -> _Transaction:
         """``with connection.transaction() as db:`` a write, committed at the end."""
@@ -187,9 +194,11 @@ class _Transaction:
         self.shortened = False
         try:
             self.db = connection._open()
-            self.queued = connection._queue()
+            queue = connection._queue()
             queued_at = time.monotonic()
-            fcntl.flock(self.queued, fcntl.LOCK_EX)
+            if queue is not None:
+                fcntl.flock(queue, fcntl.LOCK_EX)
+                self.queued = queue
             waited = time.monotonic() - queued_at
             if waited > QUEUE_SLACK_S:  # a busy timeout in all, queue and SQLite's lock
                 left_ms = max(0, int((connection.busy_seconds - waited) * 1000))
