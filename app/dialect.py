@@ -12,11 +12,17 @@ holds it to that), quicker: most of marshmallow's cost is general machinery
 (an error store, partial loading, hooks) that a schema of plain fields never
 uses, and a request can hold tens of thousands of nodes, each loaded at
 validation and again before every attempt.
+
+A node's payload is loaded before every attempt of every run, its keys always
+the same and most of its values as written: ``compile_load`` works out once per
+payload what ``load`` would do with its keys (defaults, the schema's rules on
+which keys are present, the checks its literal values passed at validation)
+and leaves only the values that hold expressions to check on each load.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, missing
@@ -138,6 +144,89 @@ def load(schema_class: type[Schema], data: Any) -> Any:
     return out
 
 
+def compile_load(schema_class: type[Schema], payload: Mapping[str, Any],
+                 fixed: Collection[str]) -> Callable[[Any], Any]:
+    """``load(schema_class, ·)`` for ``payload`` resolved, worked out once: a function of
+    the resolved payload (its keys are ``payload``'s; under the keys in ``fixed`` its
+    values equal the payload's, which passed their checks at validation) that gives
+    what ``load`` gives, the same errors included.
+
+    A value that holds expressions is loaded as ``load`` loads it; a fixed one of a
+    type its field keeps as it is is taken as it is; a key that is absent gets its
+    default. A schema's hooks must all be ``presence_rule``s, judged here on the
+    payload's keys: when one refuses them, or a required key is absent, every load is
+    ``load``'s, which reports every problem.
+    """
+    steps, schema = _steps(schema_class), schema_of(schema_class)
+    if steps is None or not isinstance(payload, dict) or not _keys_pass(schema_class,
+                                                                        payload) or (
+            schema.unknown == RAISE and not {key for key, *_ in steps}.issuperset(payload)):
+        return functools.partial(load, schema_class)
+    compiled: list[_Step] = []
+    for key, name, as_is, items_as_is, validators, absent, field_ in steps:
+        if key not in payload:
+            if absent is _missing_required:
+                return functools.partial(load, schema_class)
+            if absent is not None:
+                compiled.append((key, name, _NONE, _NONE, (), absent, field_))
+            continue
+        if key in fixed and type(payload[key]) in as_is:
+            validators = ()  # the value as written passed them at validation
+        compiled.append((key, name, as_is, items_as_is, validators, None, field_))
+    plan = tuple(compiled)
+
+    def load_payload(data: Any) -> Any:
+        out = {}
+        try:
+            for key, name, as_is, items_as_is, validators, absent, field_ in plan:
+                if absent is not None:
+                    out[name] = absent()
+                    continue
+                value = data[key]
+                if type(value) in as_is:
+                    for validator in validators:
+                        validator(value)
+                elif items_as_is and type(value) is list and all(
+                        type(item) in items_as_is for item in value):
+                    value = list(value)  # the field gives a new list
+                    for validator in validators:
+                        validator(value)
+                else:
+                    value = field_.deserialize(value, key, data)
+                    if value is missing:
+                        continue
+                out[name] = value
+        except ValidationError:
+            return schema.load(data)  # raises, naming every problem
+        return out
+    return load_payload
+
+
+def presence_rule(hook: Callable) -> Callable:
+    """Mark a schema validator (``validates_schema(pass_original=True)``) that reads only
+    which keys the original data holds: ``compile_load`` judges it once per payload."""
+    hook.__presence_rule__ = True
+    return hook
+
+
+def _keys_pass(schema_class: type[Schema], payload: dict) -> bool:
+    """Whether the schema's hooks, all presence rules, accept the keys of ``payload``
+    (False when one refuses them or a hook is not a presence rule)."""
+    schema = schema_of(schema_class)
+    keys = dict.fromkeys(payload)
+    for name in dir(schema_class):
+        hook = getattr(schema_class, name, None)
+        if not hasattr(hook, "__marshmallow_hook__"):
+            continue
+        if not getattr(hook, "__presence_rule__", False):
+            return False
+        try:
+            getattr(schema, name)({}, keys, partial=None, many=False, unknown=schema.unknown)
+        except ValidationError:
+            return False
+    return True
+
+
 def errors_of(schema_class: type[Schema], data: Any) -> dict:
     """What ``schema_of(schema_class).validate(data)`` returns: the error messages,
     ``{}`` when ``data`` is valid."""
@@ -168,15 +257,27 @@ def _field_plan(schema_class: type[Schema]) -> tuple[tuple[_Step, ...], frozense
     collects them by); or one that keeps unknown keys, loads many, partially,
     into another dict class, or into dotted attributes.
     """
+    steps = _steps(schema_class)
+    if steps is None or _has_hooks(schema_class):
+        return None
+    known = frozenset(key for key, *_ in steps) if schema_of(schema_class).unknown == RAISE \
+        else None
+    return steps, known
+
+
+@functools.cache
+def _steps(schema_class: type[Schema]) -> tuple[_Step, ...] | None:
+    """How each field is loaded, hooks aside (see ``_field_plan``); None for a schema that
+    keeps unknown keys, loads many, partially, into another dict class, or into dotted
+    attributes."""
     schema = schema_of(schema_class)
-    if _has_hooks(schema_class) or schema.unknown == INCLUDE or schema.many or \
-            schema.partial or schema.dict_class is not dict:
+    if schema.unknown == INCLUDE or schema.many or schema.partial or \
+            schema.dict_class is not dict:
         return None
     steps = tuple(_step(name, field_) for name, field_ in schema.load_fields.items())
     if any("." in name for _, name, *_ in steps):
         return None
-    known = frozenset(key for key, *_ in steps) if schema.unknown == RAISE else None
-    return steps, known
+    return steps
 
 
 def _has_hooks(schema_class: type[Schema]) -> bool:

@@ -57,7 +57,7 @@ from marshmallow import ValidationError
 
 from . import config, metrics
 from .attempts import call, condition_keys, limit_ms, node_logger, retry_wait_ms, run_pooled, until
-from .dialect import flatten, load
+from .dialect import flatten
 from .expressions import MISSING, Budget, ExpressionError, resolve
 from .jstext import iso
 from .loops import MAX_INSTANCES, Frame, Loop
@@ -383,12 +383,12 @@ class Run:
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
             budget = Budget(self.max_input, check)
-            value = resolve(node.payload, self.scope.lookup_in(frame), budget)
+            value = node.resolve_input(self.scope.lookup_in(frame), budget)
             state.input_text, state.input = self._text(value, check), value
             if frame is not None:
                 frame.held += len(state.input_text)
                 self.held += len(state.input_text)
-            data = load(node.node_type.payload, state.input)
+            data = node.load_input(state.input)
             if node.body:  # a for-each node: the engine runs it
                 self._start_loop(node_id, node, frame, data)
                 return None

@@ -15,6 +15,11 @@ Three pure operations, all over plain JSON values:
 - ``resolve(value, lookup)`` replaces every hole in every string of a JSON
   value, keeping the type of a string that is one hole and nothing else.
 
+A node's payload is resolved before every attempt of every run, the same
+payload again and again: ``compile_payload`` works out once what ``resolve``
+would do with it (which strings hold holes, each parsed, each container's
+fixed parts) and gives a resolver that only looks values up.
+
 A numeric segment is an ``int`` only when it is a canonical index (``0``, or
 digits without a leading zero); ``01`` stays the text ``"01"``, so on an object
 every segment names the key exactly as written and only canonical indexes read
@@ -27,9 +32,10 @@ anywhere else).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +57,15 @@ class Path:
 
     segments: tuple[Segment, ...]
 
-    @property
+    # Kept once worked out: a path is parsed once and read in every run.
+    @functools.cached_property
     def head(self) -> str:
         return str(self.segments[0])
+
+    @functools.cached_property
+    def rest(self) -> tuple[Segment, ...]:
+        """The segments after the head."""
+        return self.segments[1:]
 
     def __str__(self) -> str:
         return ".".join(str(s) for s in self.segments)
@@ -366,13 +378,22 @@ class Budget:
             return 5 if value is None or isinstance(value, bool) else len(str(value))
         known = self._sizes.get(id(value))
         if known is None:
-            known = self._sizes[id(value)] = len(_JSON.encode(value))
+            known = self._sizes[id(value)] = len(_json_text(value))
         return known
 
 
 # Any value a handler returns is measured: keys JSON cannot hold are skipped, odd types
 # written as text, rather than failing the run.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, skipkeys=True)
+
+
+def _json_text(value: dict | list) -> str:
+    """``_JSON.encode(value)``, calling the C encoder directly (as ``encode`` does, less
+    the Python around it); a new one each time, for its own circular-reference marks."""
+    if json.encoder.c_make_encoder is None:
+        return _JSON.encode(value)
+    return "".join(json.encoder.c_make_encoder(
+        {}, str, json.encoder.encode_basestring, None, ":", ",", False, True, True)(value, 0))
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
@@ -436,3 +457,159 @@ def walk(value: Any, segments: tuple[Segment, ...]) -> Any:
         if value is MISSING:
             return MISSING
     return value
+
+
+# -- compiled payloads ----------------------------------------------------------------
+
+Resolver = Callable[[Lookup, Budget | None], Any]  # (lookup, budget) → the resolved value
+
+
+def compile_payload(payload: Mapping[str, Any]) -> tuple[Resolver, frozenset[str]]:
+    """``payload``'s resolution worked out once: a resolver that gives what
+    ``resolve(payload, lookup, budget)`` gives (the same values, the same budget spent
+    in the same order, the same errors), and the keys whose values hold no hole (they
+    resolve to a copy of the value as written)."""
+    if not isinstance(payload, dict):
+        return (lambda lookup, budget=None: resolve(payload, lookup, budget)), frozenset()
+    children = [(key, _compile(value)) for key, value in payload.items()]
+    resolver = _compile_container(payload, children, dict)[0]
+    return resolver, frozenset(key for key, (_, fixed, _) in children if fixed)
+
+
+# What ``_compile`` gives for a value: a resolver (None: the value itself is the
+# answer, an immutable scalar or a string without "{{"), whether the value holds no
+# hole (it resolves to an equal value), and whether it holds no "{{" at all (resolving
+# it only copies its containers; nothing is spent from the budget).
+_Compiled = tuple[Resolver | None, bool, bool]
+
+
+def _compile(value: Any) -> _Compiled:
+    if isinstance(value, str):
+        return _compile_string(value) if is_template(value) else (None, True, True)
+    if isinstance(value, (dict, list)) and not _holds_braces(value):
+        return _copier(value), True, True  # large literal data: one quick look, no more
+    if isinstance(value, dict):
+        return _compile_container(value, [(k, _compile(v)) for k, v in value.items()],
+                                  dict)
+    if isinstance(value, list):
+        return _compile_container(value, [(i, _compile(v)) for i, v in enumerate(value)],
+                                  list)
+    return None, True, True
+
+
+def _compile_container(value: dict | list, children: list[tuple[Any, _Compiled]],
+                       kind: type) -> _Compiled:
+    """A dict or list (``children``: each key or index, compiled): a new one in every
+    resolution, its fixed items copied, the rest resolved in order (object keys are
+    never resolved)."""
+    fixed = all(child[1] for _, child in children)
+    if all(child[2] for _, child in children):  # nothing to resolve: a copy
+        return _copier(value), True, True
+    base = kind(value)
+    for key, (resolver, _, _) in children:
+        if resolver is not None:
+            base[key] = None  # a placeholder, so the copy keeps every key's position
+    steps = tuple((key, resolver) for key, (resolver, _, _) in children
+                  if resolver is not None)
+
+    def resolve_container(lookup: Lookup, budget: Budget | None = None) -> Any:
+        out = base.copy()
+        for key, resolver in steps:
+            out[key] = resolver(lookup, budget)
+        return out
+    return resolve_container, fixed, False
+
+
+def _holds_braces(value: dict | list) -> bool:
+    """Whether "{{" is anywhere in ``value`` (a key's counts too), read from its JSON text:
+    much quicker than a walk over it."""
+    try:
+        return "{{" in _json_text(value)
+    except (ValueError, TypeError, RecursionError):
+        return True  # compiled part by part
+
+
+def _copier(value: dict | list) -> Resolver:
+    """A resolver of a container without "{{": a copy, shallow when nothing is nested."""
+    if any(isinstance(item, (dict, list))
+           for item in (value.values() if isinstance(value, dict) else value)):
+        return lambda lookup, budget=None: _copy(value)
+    kind = dict if isinstance(value, dict) else list
+    return lambda lookup, budget=None: kind(value)
+
+
+def _copy(value: Any) -> Any:
+    """A JSON value with new containers (a fixed part of a payload, resolved)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _compile_string(text: str) -> _Compiled:
+    try:
+        template = parse(text)
+    except ExpressionError:  # never in a checked plan: fails as resolve would, each time
+        return (lambda lookup, budget=None: resolve_string(text, lookup, budget)), False, \
+            False
+    if not template.holes:  # text, {{@field}} holes and "{{" that never close
+        def spend_text(lookup: Lookup, budget: Budget | None = None) -> str:
+            if budget is not None:
+                budget.spend(len(text))
+            return text
+        return spend_text, True, False
+    single = template.single
+    if single is not None:
+        return _compile_single(single), False, False
+    return _compile_text(template.parts), False, False
+
+
+def _term_reader(hole: Hole) -> Callable[[Lookup], Any]:
+    """``evaluate(hole, lookup)`` as a function of ``lookup``: for the usual hole, one
+    path and no fallback, the lookup itself."""
+    if len(hole.terms) == 1 and isinstance(hole.terms[0], Path):
+        path = hole.terms[0]
+        return lambda lookup: lookup(path)
+    return lambda lookup: evaluate(hole, lookup)
+
+
+def _compile_single(hole: Hole) -> Resolver:
+    """A string that is one hole: its value, of its own type."""
+    if len(hole.terms) == 1 and isinstance(hole.terms[0], Path):
+        path = hole.terms[0]
+
+        def resolve_path(lookup: Lookup, budget: Budget | None = None) -> Any:
+            value = lookup(path)
+            if budget is not None:
+                budget.spend(budget.size(value))
+            return None if value is MISSING else value
+        return resolve_path
+
+    def resolve_hole(lookup: Lookup, budget: Budget | None = None) -> Any:
+        value = evaluate(hole, lookup)
+        if budget is not None:
+            budget.spend(budget.size(value))
+        return None if value is MISSING else value
+    return resolve_hole
+
+
+def _compile_text(parts: tuple[str | Hole, ...]) -> Resolver:
+    """Text with holes: each hole's value written as text (``resolve_string``)."""
+    steps = tuple(part if isinstance(part, str) else _term_reader(part) for part in parts)
+
+    def resolve_text(lookup: Lookup, budget: Budget | None = None) -> str:
+        out = []
+        for step in steps:
+            if step.__class__ is str:
+                piece = step
+            else:
+                value = step(lookup)
+                if budget is not None:
+                    budget.afford(value)
+                piece = to_text(None if value is MISSING else value)
+            if budget is not None:
+                budget.spend(len(piece))
+            out.append(piece)
+        return "".join(out)
+    return resolve_text

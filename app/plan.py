@@ -5,15 +5,22 @@ property values, run id, time limit).
 
 The engine reads the plan and never the raw definition. Nothing here is
 mutated after validation; the payload dicts are shared between runs and are
-only ever read (expressions resolve into new values).
+only ever read (expressions resolve into new values). What a node does with
+its payload before each attempt — resolve its expressions, check the result —
+is worked out once per plan (``PlanNode.resolve_input``, ``PlanNode.load_input``),
+the first time a run needs it: a cached plan serves every request that sends
+the same definition.
 """
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .dialect import compile_load
+from .expressions import Resolver, compile_payload
 
 if TYPE_CHECKING:
     from .nodes.base import NodeType
@@ -52,6 +59,23 @@ class PlanNode:
     def worst_case_cu(self) -> int:
         """Every attempt started, at its type's cost (SPEC §8)."""
         return self.max_attempts * self.node_type.cu_per_attempt
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[Resolver, frozenset[str]]:
+        return compile_payload(self.payload)
+
+    @functools.cached_property
+    def resolve_input(self) -> Resolver:
+        """``resolve(self.payload, lookup, budget)`` as a function of ``(lookup, budget)``,
+        its templates parsed once (expressions.compile_payload)."""
+        return self._compiled[0]
+
+    @functools.cached_property
+    def load_input(self) -> Callable[[Any], Any]:
+        """``dialect.load`` of this node's payload type, for the payload resolved: what
+        the literal values passed at validation is not checked again
+        (dialect.compile_load)."""
+        return compile_load(self.node_type.payload, self.payload, self._compiled[1])
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,6 +7,7 @@ body node reads that node's instance in the same iteration (``check[3]``).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,18 +23,54 @@ class Scope:
     """What expressions can read (SPEC §4), built from the run's state."""
 
     def __init__(self, request: RunRequest, run_id: str, states: dict[str, NodeState]):
-        plan = request.plan
-        self.nodes, self.payload, self.states = plan.nodes, request.payload, states
-        self.namespaces = {
+        self.request, self.run_id = request, run_id
+        self.nodes, self.payload, self.states = request.plan.nodes, request.payload, states
+
+    @functools.cached_property
+    def namespaces(self) -> dict[str, Any]:
+        """``$props``, ``$inputs``, ``$vars``, ``$run``, ``$workflow``: made when a run first
+        reads one (most read only node results)."""
+        plan, request = self.request.plan, self.request
+        return {
             "$props": {**plan.props, **request.prop_values},
             "$inputs": {k: v for k, v in request.payload.items() if k in plan.input_keys},
             "$vars": plan.variables,
-            "$run": {"id": run_id},
+            "$run": {"id": self.run_id},
             "$workflow": {"id": ""},
         }
 
     def lookup(self, path: Path, frame: Frame | None = None) -> Any:
-        head, rest = path.head, path.segments[1:]
+        head, rest = path.head, path.rest
+        node = self.nodes.get(head)  # node ids never start with "$": a namespace's do
+        if node is None:
+            if head != "$nodes":
+                return self._namespace(head, rest, frame)
+            if not rest:
+                return MISSING
+            head, rest = str(rest[0]), rest[1:]
+            node = self.nodes.get(head)
+            if node is None:
+                return MISSING
+        if node.loop is not None:  # a body node: its instance in this iteration
+            outer = frame.find(node.loop) if frame is not None else None
+            if outer is None:
+                return MISSING
+            state = self.states.get(head + outer.suffix)
+        else:
+            state = self.states.get(head)
+        if state is None:
+            return MISSING
+        if not rest:
+            return state.view(node.payload)
+        # Most paths read one field (``node.result.x``): no need to build the view.
+        key = rest[0]
+        value = state.result if key == "result" else state.field(str(key), node.payload)
+        if value is MISSING:
+            return MISSING
+        return walk(value, rest[1:])
+
+    def _namespace(self, head: str, rest: tuple, frame: Frame | None) -> Any:
+        """``lookup`` of a path whose head is a ``$`` namespace (``$nodes`` aside)."""
         if head == "$trigger":
             root = self.states["root"].result or {}
             value = {**root, "body": self.payload, "headers": {}, "source": "manual"}
@@ -42,28 +79,7 @@ class Scope:
         elif head in LOOP_VARIABLES:
             value, rest = _loop_variable(head, rest, frame)
         else:
-            if head == "$nodes":
-                if not rest:
-                    return MISSING
-                head, rest = str(rest[0]), rest[1:]
-            node = self.nodes.get(head)
-            if node is None:
-                return MISSING
-            if node.loop is not None:  # a body node: its instance in this iteration
-                outer = frame.find(node.loop) if frame is not None else None
-                if outer is None:
-                    return MISSING
-                state = self.states.get(head + outer.suffix)
-            else:
-                state = self.states.get(head)
-            if state is None:
-                return MISSING
-            if not rest:
-                return state.view(node.payload)
-            # Most paths read one field (``node.result.x``): no need to build the view.
-            value, rest = state.field(str(rest[0]), node.payload), rest[1:]
-            if value is MISSING:
-                return MISSING
+            return MISSING
         return walk(value, rest)
 
     def lookup_in(self, frame: Frame | None) -> Lookup:
@@ -75,8 +91,14 @@ class Scope:
     def key_resolver(self, frame: Frame | None) -> Callable[[str, Budget | None], Any]:
         """A condition key's resolver in ``frame``: one whole-value expression, or the
         text as written."""
+        if frame is None:
+            return self.resolve_key
         lookup = self.lookup_in(frame)
         return lambda text, budget=None: resolve_string(text, lookup, budget)
+
+    def resolve_key(self, text: str, budget: Budget | None = None) -> Any:
+        """A condition key outside every loop (``key_resolver(None)``)."""
+        return resolve_string(text, self.lookup, budget)
 
 
 def _loop_variable(head: str, rest: tuple, frame: Frame | None) -> tuple[Any, tuple]:

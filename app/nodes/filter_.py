@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError, validates_schema
 
-from ..dialect import Arr
+from ..dialect import Arr, presence_rule
 from ..expressions import ExpressionError, parse
 from . import conditions
 from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
@@ -28,6 +28,7 @@ class Payload(PayloadSchema):
     filter = conditions.Condition()
     condition = conditions.Condition()
 
+    @presence_rule
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_condition(self, data: dict, original: dict, **kwargs) -> None:
         # The raw keys: a present but ill-typed value is reported by its own field.

@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ..dialect import Any_, Str
-from ..expressions import Segment
+from ..expressions import MISSING, Segment, walk
 from ..jstext import to_text
 from ..textcache import cache_short_texts
 from ..ticks import CHECK_EVERY
@@ -27,7 +27,7 @@ from .base import (
     PayloadSchema,
     result_object,
 )
-from .values import ITEM_HOLE, at_path, parse_path, present
+from .values import ITEM_HOLE, parse_path
 
 Part = str | tuple[Segment, ...]  # literal text, or the path of one {{@path}}
 
@@ -80,20 +80,23 @@ def run(data: dict, ctx: NodeContext) -> dict:
     items = value if isinstance(value, list) else [value]
     pieces: list[str] = []
     length = 0
+    check = ctx.check
     for index, item in enumerate(items):
-        ctx.check()
+        check()
         if index:
             length += len(separator)
             pieces.append(separator)
         for count, part in enumerate(parts, 1):
-            if not isinstance(part, str):
-                part = to_text(present(at_path(item, part)), ctx.check)
+            if part.__class__ is not str:  # an item path: its value as text
+                found = walk(item, part)
+                part = found if found.__class__ is str else to_text(
+                    None if found is MISSING else found, check)
             length += len(part)
             if length > MAX_TEXT_CHARS:
                 break
             pieces.append(part)
             if not count % CHECK_EVERY:  # a template of many holes
-                ctx.check()
+                check()
         if length > MAX_TEXT_CHARS:  # also when separators alone are too long
             raise NodeError("INVALID_INPUT",
                             f"The formatted text would exceed {MAX_TEXT_CHARS} characters.")

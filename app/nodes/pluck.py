@@ -10,7 +10,8 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from .. import config
-from ..dialect import Arr, Str
+from ..dialect import Arr, Str, presence_rule
+from ..expressions import MISSING, walk
 from ..jstext import json_length
 from ..ticks import CHECK_EVERY
 from .base import SMALL_ARRAY, NodeContext, NodeError, NodeType, PayloadSchema, result_object
@@ -24,6 +25,7 @@ class Payload(PayloadSchema):
     field = Str(validate=check_path)
     fields = fields.List(Str(validate=check_path), validate=validate.Length(min=1))
 
+    @presence_rule
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_of_field_or_fields(self, data: dict, original: dict, **kwargs) -> None:
         # The raw keys: a present but ill-typed value is reported by its own field.
@@ -68,7 +70,9 @@ def run(data: dict, ctx: NodeContext) -> dict:
         for index, item in enumerate(array):
             if not index % CHECK_EVERY:
                 ctx.check()
-            value = present(at_path(item, path))
+            value = walk(item, path)
+            if value is MISSING:
+                value = None
             length += json_length(value, None) + 1
             if length > limit:
                 raise _too_large(limit)

@@ -22,7 +22,7 @@ import re2
 from marshmallow import ValidationError, validates_schema
 from marshmallow.validate import Length
 
-from ..dialect import Bool, Str
+from ..dialect import Bool, Str, presence_rule
 from .base import NodeContext, NodeError, NodeType, PayloadSchema, result_object
 
 MAX_PATTERN_CHARS = 1024
@@ -39,6 +39,7 @@ class Payload(PayloadSchema):
     pattern = Str(required=True, validate=Length(max=MAX_PATTERN_CHARS))
     global_ = Bool(data_key="global", load_default=False)
 
+    @presence_rule
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _needs_text(self, data: dict, original: dict, **kwargs) -> None:
         if isinstance(original, dict) and "text" not in original and "input" not in original:
