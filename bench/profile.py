@@ -82,7 +82,7 @@ def build_app(root: Path, which: str = "workflow"):
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the stdout sink writes to nothing, as cheaply as to a pipe
-    if which == "floor":
+    if which == "floor":  # (the streamed workflow is the service's app)
         from bench.floor import app
         return app, saved
     if which == "bare":
@@ -108,10 +108,14 @@ def request_environ(body: bytes) -> dict:
     }
 
 
-def runner(app, checked=lambda answer: b'"status":"success"' in answer):
-    """A function that makes one request to the WSGI callable, its answer ``checked``."""
+def runner(app, checked=lambda answer: b'"status":"success"' in answer,
+           accept: str | None = None):
+    """A function that makes one request to the WSGI callable, its answer ``checked``
+    (``accept``: its Accept header)."""
     body = json.dumps(WORKFLOW).encode()
     base = request_environ(body)
+    if accept:
+        base["HTTP_ACCEPT"] = accept
 
     def run() -> None:
         environ = dict(base, **{"wsgi.input": io.BytesIO(body)})
@@ -187,9 +191,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="only make this many runs (for callgrind)")
     parser.add_argument("--instructions", action="store_true",
                         help="only the instructions per run, under callgrind")
-    parser.add_argument("--app", choices=("workflow", "floor", "bare"), default="workflow",
+    parser.add_argument("--app", choices=("workflow", "streamed", "floor", "bare"),
+                        default="workflow",
                         help="with --runs or --instructions: the service (default), the "
-                             "durable floor or the bare endpoint")
+                             "service streaming the run (Server-Sent Events), the durable "
+                             "floor or the bare endpoint")
     args = parser.parse_args()
     if args.instructions:
         instructions = instructions_per_run(args.app)
@@ -199,8 +205,13 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         app, stdout = build_app(Path(tmp), args.app)
-        run = (runner(app) if args.app == "workflow"
-               else runner(app, lambda answer: b'"nodes":' in answer))
+        if args.app == "workflow":
+            run = runner(app)
+        elif args.app == "streamed":
+            run = runner(app, lambda answer: b'"status":"success"' in answer.rpartition(
+                b"event: run.finished")[2], accept="text/event-stream")
+        else:
+            run = runner(app, lambda answer: b'"nodes":' in answer)
         for _ in range(WARMUP if args.runs is None else 20):
             run()
         if args.runs is not None:
