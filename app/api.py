@@ -158,10 +158,19 @@ def _finish_unanswered(life: runs.Life) -> None:
 
 
 def _wants_stream() -> bool:
-    if not request.environ.get("HTTP_ACCEPT"):  # (no Accept header matches nothing)
+    accept = request.environ.get("HTTP_ACCEPT")
+    if not accept:  # (no Accept header matches nothing)
         return False
+    # The headers clients send, answered without parsing them (best_match's answers).
+    if accept in _PLAIN_ACCEPTS:
+        return False
+    if accept == "text/event-stream":
+        return True
     return request.accept_mimetypes.best_match(
         ("application/json", "text/event-stream")) == "text/event-stream"
+
+
+_PLAIN_ACCEPTS = frozenset({"application/json", "*/*"})
 
 
 def _reserved(run_request, app, state, stream: bool = False) -> runs.Life:

@@ -519,3 +519,22 @@ def test_every_json_answer_ends_at_its_closing_bracket(client):
         assert answer.mimetype == "application/json", answer.request.path
         text = answer.get_data(as_text=True)
         assert text.endswith("}") and json.loads(text), (answer.request.path, text[-40:])
+
+
+@pytest.mark.parametrize(("accept", "streamed"), [
+    (None, False), ("", False), ("application/json", False), ("*/*", False),
+    ("text/event-stream", True), ("text/*", True),
+    ("text/event-stream;q=0, application/json", False),
+    ("application/json;q=0.5, text/event-stream", True),
+    ("application/json, text/event-stream", False),  # equal: the first asked for
+    ("image/png", False),
+])
+def test_a_run_is_streamed_when_its_accept_header_prefers_event_streams(client, accept,
+                                                                        streamed):
+    headers = {**DEV_AUTH, **({"Accept": accept} if accept is not None else {})}
+    response = client.post("/v1/runs/sync", json={"definition": definition()},
+                           headers=headers)
+    assert response.status_code == 200
+    assert response.mimetype == ("text/event-stream" if streamed else "application/json")
+    body = response.get_data(as_text=True)
+    assert ("event: run.finished" in body) is streamed
