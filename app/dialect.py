@@ -125,23 +125,29 @@ def load(schema_class: type[Schema], data: Any) -> Any:
                 if absent is not None:
                     out[name] = absent()
                 continue
-            value = data[key]
-            if type(value) in as_is:
-                for validator in validators:
-                    validator(value)
-            elif items_as_is and type(value) is list and all(
-                    type(item) in items_as_is for item in value):
-                value = list(value)  # the field gives a new list
-                for validator in validators:
-                    validator(value)
-            else:
-                value = field_.deserialize(value, key, data)
-                if value is missing:
-                    continue
-            out[name] = value
+            value = _loaded(data[key], key, data, as_is, items_as_is, validators, field_)
+            if value is not missing:
+                out[name] = value
     except ValidationError:
         return schema_of(schema_class).load(data)  # raises, naming every problem
     return out
+
+
+def _loaded(value: Any, key: str, data: Any, as_is: frozenset, items_as_is: frozenset,
+            validators: tuple, field_: fields.Field) -> Any:
+    """One field's value loaded as its field loads it (``missing``: left out); a value of
+    a type the field keeps as it is, or a list of such items, only validated."""
+    if type(value) in as_is:
+        for validator in validators:
+            validator(value)
+        return value
+    if items_as_is and type(value) is list and all(
+            type(item) in items_as_is for item in value):
+        value = list(value)  # the field gives a new list
+        for validator in validators:
+            validator(value)
+        return value
+    return field_.deserialize(value, key, data)
 
 
 def compile_load(schema_class: type[Schema], payload: Mapping[str, Any],
@@ -182,20 +188,9 @@ def compile_load(schema_class: type[Schema], payload: Mapping[str, Any],
                 if absent is not None:
                     out[name] = absent()
                     continue
-                value = data[key]
-                if type(value) in as_is:
-                    for validator in validators:
-                        validator(value)
-                elif items_as_is and type(value) is list and all(
-                        type(item) in items_as_is for item in value):
-                    value = list(value)  # the field gives a new list
-                    for validator in validators:
-                        validator(value)
-                else:
-                    value = field_.deserialize(value, key, data)
-                    if value is missing:
-                        continue
-                out[name] = value
+                value = _loaded(data[key], key, data, as_is, items_as_is, validators, field_)
+                if value is not missing:
+                    out[name] = value
         except ValidationError:
             return schema.load(data)  # raises, naming every problem
         return out
