@@ -7,7 +7,8 @@ never interleave. Each of the app's handlers writes JSON lines
 (``logbatch``), in one write to each sink (``logsinks``).
 
 The rest of the app reaches logging through this module: ``request_id`` and
-``redactor`` (what a line carries), ``batched`` (a run's lines in one write).
+``redactor`` (what a line carries), ``batched`` (a run's lines in one write), ``info``
+(``Logger.info`` for a run's own lines: held without a record inside ``batched``).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import config
-from .logbatch import Batching, batched
+from .logbatch import Batching, batched, info
 from .logformat import LINE_MAX_BYTES, JsonFormatter, redactor, request_id
 
-__all__ = ["JsonFormatter", "batched", "config_dict", "configure", "redactor", "request_id"]
+__all__ = ["JsonFormatter", "batched", "config_dict", "configure", "info", "redactor",
+           "request_id"]
 
 
 def config_dict(settings: Mapping[str, Any], command: bool = False) -> dict:

@@ -55,27 +55,37 @@ class JsonFormatter(logging.Formatter):
         return cached
 
     def _format(self, record: logging.LogRecord) -> str:
+        return self.line(record.created, record.msecs, record.levelname, record.name,
+                         record.getMessage(), record.process,
+                         getattr(record, "requestId", None), vars(record), record.exc_info)
+
+    def line(self, created: float, msecs: float, level: str, name: str, message: str,
+             pid: int | None, rid: str | None, fields: dict[str, Any],
+             exc_info: Any = None) -> str:
+        """The line of a record with these attributes (``fields``: all of them, or only a
+        log call's ``extra``; the standard ones are skipped): the one implementation of
+        a line, for a record and for a line held without one (``logbatch.log``)."""
         redact = redactor.get() or _NO_SECRETS
         second, second_text = self._second
-        if second != int(record.created):  # most lines fall in the second of the last one
-            second = int(record.created)
+        if second != int(created):  # most lines fall in the second of the last one
+            second = int(created)
             second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second, second_text
         entry: dict[str, Any] = {
-            "ts": f"{second_text}.{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": redact.text(record.getMessage()),
-            "pid": record.process,
+            "ts": f"{second_text}.{int(msecs):03d}Z",
+            "level": level,
+            "logger": name,
+            "message": redact.text(message),
+            "pid": pid,
         }
-        rid = getattr(record, "requestId", None) or request_id.get()
+        rid = rid or request_id.get()
         if rid:
             entry["requestId"] = rid
-        for key, value in vars(record).items():
+        for key, value in fields.items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
                 entry[key] = REDACTED if is_secret_key(key) else redact.value(value)
-        if record.exc_info:
-            entry["exception"] = redact.text(self.formatException(record.exc_info))
+        if exc_info:
+            entry["exception"] = redact.text(self.formatException(exc_info))
         # The bound is in bytes of the UTF-8 line, what the file receives.
         line = _dumps(entry)
         escaped = False

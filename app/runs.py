@@ -184,7 +184,7 @@ class Life:
                 finish()
             metrics.record_run(outcome)
             _upkeep(store, self.settings["RUN_RETENTION_DAYS"])
-            log.info("run finished", extra={
+            logconfig.info(log, "run finished", {
                 "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
                 "nodeCount": len(self.request.plan.nodes), "totalCu": outcome.total_cu,
                 "errorCode": (outcome.error or {}).get("code")})

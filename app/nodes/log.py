@@ -5,6 +5,7 @@ written as text by the expression language's rules rather than refused.
 """
 from __future__ import annotations
 
+from .. import logconfig
 from ..dialect import Any_
 from ..jstext import iso_now, to_text
 from .base import NodeContext, NodeType, PayloadSchema, result_object
@@ -17,7 +18,7 @@ class Payload(PayloadSchema):
 def run(data: dict, ctx: NodeContext) -> dict:
     """Log ``message`` with the run and node ids."""
     message = to_text(data["message"], ctx.check)
-    ctx.logger.info(message, extra={"runId": ctx.run_id, "nodeId": ctx.node_id})
+    logconfig.info(ctx.logger, message, {"runId": ctx.run_id, "nodeId": ctx.node_id})
     return {"message": message, "loggedAt": iso_now()}
 
 
