@@ -14,14 +14,12 @@ no record made and no handler called; else it calls ``Logger.info``.
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from .logformat import _STANDARD, JsonFormatter
@@ -38,12 +36,21 @@ def flush_bytes(sink: logging.Handler) -> int:
 
 class _Batch:
     """The lines of one run per sink, written when they reach the sink's
-    ``flush_bytes`` and when the run ends (``batched``)."""
+    ``flush_bytes`` and when the run ends: ``batched``'s context manager (a class's
+    ``__enter__`` and ``__exit__`` cost a run less than a ``contextlib`` generator's)."""
 
     def __init__(self):
         # Held while writing too: the writes of one sink keep the lines' order.
         self._lock = threading.Lock()
         self._held: dict[Batching, _Lines] | None = {}
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> None:
+        self._token = _batch.set(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _batch.reset(self._token)
+        self.write()
 
     def add(self, handlers: tuple[Batching, ...] | list[Batching], level: int, line: str
             ) -> bool:
@@ -96,8 +103,7 @@ _batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("log_batc
                                                                        default=None)
 
 
-@contextlib.contextmanager
-def batched() -> Iterator[None]:
+def batched() -> _Batch:
     """Write the lines logged meanwhile (node threads' too) in one go at the end.
 
     A run logs a line per ``log`` node and its summary line; written together,
@@ -107,13 +113,7 @@ def batched() -> Iterator[None]:
     lines. A line logged after the end (a node thread that outlived its run) is
     written at once.
     """
-    batch = _Batch()
-    token = _batch.set(batch)
-    try:
-        yield
-    finally:
-        _batch.reset(token)
-        batch.write()
+    return _Batch()
 
 
 class Batching(logging.Handler):

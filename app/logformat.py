@@ -23,6 +23,7 @@ from .redact import current as redactor  # the name the API sets it by
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                         default=None)
 _NO_SECRETS = Redactor()
+_SCALARS = frozenset((str, int, float, bool, type(None)))  # a keys-only redactor keeps
 
 LINE_MAX_BYTES = config.default("LOG_LINE_MAX_BYTES")
 TRUNCATED = "…[truncated]"
@@ -64,8 +65,11 @@ class JsonFormatter(logging.Formatter):
              exc_info: Any = None) -> str:
         """The line of a record with these attributes (``fields``: all of them, or only a
         log call's ``extra``; the standard ones are skipped): the one implementation of
-        a line, for a record and for a line held without one (``logbatch.log``)."""
+        a line, for a record and for a line held without one (``logbatch.info``)."""
         redact = redactor.get() or _NO_SECRETS
+        # Most runs have no sensitive values, and a line outside a run (a run's summary)
+        # none: only secret keys are redacted, a scalar and the message are kept as is.
+        kept = _SCALARS if redact.keys_only else ()
         second, second_text = self._second
         if second != int(created):  # most lines fall in the second of the last one
             second = int(created)
@@ -75,7 +79,7 @@ class JsonFormatter(logging.Formatter):
             "ts": f"{second_text}.{int(msecs):03d}Z",
             "level": level,
             "logger": name,
-            "message": redact.text(message),
+            "message": message if kept else redact.text(message),
             "pid": pid,
         }
         rid = rid or request_id.get()
@@ -83,7 +87,8 @@ class JsonFormatter(logging.Formatter):
             entry["requestId"] = rid
         for key, value in fields.items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
-                entry[key] = REDACTED if is_secret_key(key) else redact.value(value)
+                entry[key] = (REDACTED if is_secret_key(key) else
+                              value if type(value) in kept else redact.value(value))
         if exc_info:
             entry["exception"] = redact.text(self.formatException(exc_info))
         # The bound is in bytes of the UTF-8 line, what the file receives.

@@ -30,8 +30,10 @@ class StreamHandler(logging.StreamHandler):
         """Write ``text`` (whole formatted lines) and a terminator, and flush."""
         try:
             with self.lock:
-                self.stream.write(text + self.terminator)
-                self.flush()  # once per run's lines, not once per line
+                stream = self.stream
+                stream.write(text + self.terminator)
+                if hasattr(stream, "flush"):  # once per run's lines: flush()'s, in its lock
+                    stream.flush()
         except RecursionError:  # as emit: see logging.StreamHandler.emit
             raise
         except Exception:

@@ -82,6 +82,7 @@ class Redactor:
         sensitive_values = list(sensitive_values)
         if not sensitive_values:  # most runs: secret keys only, nothing to build
             self.numbers, self._replaced, self._matcher = frozenset(), 0, None
+            self.keys_only = True  # only secret keys: text and scalars are kept as they are
             return
         patterns, numbers = _patterns(sensitive_values)
         self.numbers = frozenset(numbers)  # whole JSON numbers to replace
@@ -92,6 +93,7 @@ class Redactor:
             [*replace, *keep], matchkind=ahocorasick_rs.MatchKind.LeftmostLongest,
             implementation=ahocorasick_rs.Implementation.NoncontiguousNFA,  # builds fastest
         ) if replace else None
+        self.keys_only = self._matcher is None
 
     @classmethod
     def for_request(cls, request: RunRequest) -> Redactor:

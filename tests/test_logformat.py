@@ -6,10 +6,11 @@ import logging
 import time
 from decimal import Decimal
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app import redact
+from app import logformat, redact
 from app.logformat import TRUNCATED, JsonFormatter, _dumps, request_id
 
 
@@ -144,3 +145,38 @@ def test_extras_keep_the_order_they_were_given_in():
         request_id.reset(token)
     assert list(json.loads(line)) == ["ts", "level", "logger", "message", "pid", "requestId",
                                       *names]
+
+
+# Without sensitive values (outside a run, or a run that has none) a scalar and the
+# message are kept without a call to the redactor: the same line as through it.
+
+@given(st.text(), st.dictionaries(st.text().filter(lambda key: not key.startswith("_")),
+                                  values, max_size=6), st.booleans())
+@example("m", {"data": {"apiKey": "k", "list": [{"password": "p"}]}, "n": 1}, True)
+@example("m", {"data": {"apiKey": "k"}}, False)
+def test_a_keys_only_redactor_is_skipped_for_scalars_with_the_same_line(message, extra, run):
+    extra.pop("requestId", None)
+    entry, lines = record(message, **extra), []
+    for skipped in (True, False):
+        token = redact.current.set(redact.Redactor() if run else None)
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                if not skipped:  # every value through the redactor
+                    patch.setattr(logformat, "_SCALARS", frozenset())
+                lines.append(JsonFormatter()._format(entry))
+        finally:
+            redact.current.reset(token)
+    assert lines[0] == lines[1]
+
+
+def test_a_redactor_is_keys_only_without_sensitive_text():
+    assert redact.Redactor().keys_only and redact.Redactor([]).keys_only
+    assert not redact.Redactor(["s3cr3t-value"]).keys_only
+    token = redact.current.set(redact.Redactor(["s3cr3t-value", 123456789]))
+    try:
+        entry = json.loads(JsonFormatter().format(record("s3cr3t-value", n=123456789,
+                                                         note="a s3cr3t-value")))
+    finally:
+        redact.current.reset(token)
+    assert (entry["message"], entry["n"], entry["note"]) == (
+        "[redacted]", "[redacted]", "a [redacted]")
