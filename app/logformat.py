@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from . import config
 from .redact import REDACTED, Redactor, is_secret_key
 from .redact import current as redactor  # the name the API sets it by
@@ -24,6 +26,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
                                                                         default=None)
 _NO_SECRETS = Redactor()
 _SCALARS = frozenset((str, int, float, bool, type(None)))  # a keys-only redactor keeps
+_FLAT = frozenset((str, int, bool, type(None)))  # values orjson writes as json does (_dumps)
 
 LINE_MAX_BYTES = config.default("LOG_LINE_MAX_BYTES")
 TRUNCATED = "…[truncated]"
@@ -108,7 +111,21 @@ class JsonFormatter(logging.Formatter):
 
 
 def _dumps(entry: dict[str, Any]) -> str:
-    """``json.dumps(entry, default=str, ensure_ascii=False)``: the same text."""
+    """``json.dumps(entry, default=str, ensure_ascii=False)``: the same text.
+
+    A line whose values are all strings, ints, booleans or None (a run's own lines) is
+    orjson's, in a third of the C encoder's instructions: indented, its items are one a
+    line, ``"key": value``, and a JSON string holds no raw newline, so joining them with
+    ", " gives json's text. orjson refuses a lone surrogate and an int past 64 bits:
+    those lines are json's. A float is left to json (orjson writes a small one
+    differently), and so is any container (indented on more lines) or other type."""
+    if _FLAT.issuperset(map(type, entry.values())):
+        try:
+            text = orjson.dumps(entry, option=orjson.OPT_INDENT_2)
+        except orjson.JSONEncodeError:
+            pass
+        else:  # b'{\n  "ts": "…",\n  "level": "INFO"\n}'; an entry is never empty
+            return "{" + text[4:-2].decode().replace(",\n  ", ", ") + "}"
     if _C_ENCODER is None:  # a Python without json's C part
         return json.dumps(entry, default=str, ensure_ascii=False)
     return "".join(_C_ENCODER(entry, 0))

@@ -123,6 +123,19 @@ def test_a_lines_text_is_what_json_dumps_writes(entry):
     assert _dumps(entry) == json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# A line of strings, ints, booleans and None (a run's own lines) is orjson's, made to be
+# json's text: every character (control ones, quotes, lone surrogates), any int.
+flat = (st.text(st.characters(exclude_categories=())) | st.integers() | st.booleans()
+        | st.none() | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63 - 1]))
+
+
+@given(st.dictionaries(st.text(st.characters(exclude_categories=())), flat, max_size=12))
+@example({"ts": "2026-01-01T00:00:00.000Z", "message": 'a,\n  "b": 1', "n": 2**70})
+@example({"a": "\x00\x1f\x7f\u2028\"\\\n\t\b\f\r\ud800"})
+def test_a_flat_lines_text_is_what_json_dumps_writes(entry):
+    assert _dumps(entry) == json.dumps(entry, default=str, ensure_ascii=False)
+
+
 def test_ts_is_the_records_time_in_utc_to_the_millisecond():
     formatter = JsonFormatter()
     # The same second twice, the next, one long before (the second's text is reused
