@@ -143,7 +143,6 @@ class Batching(logging.Handler):
             self.sink.handle(held.record(text))
 
 
-
 def info(logger: logging.Logger, message: str, extra: dict[str, Any]) -> None:
     """``logger.info(message, extra=extra)``: the same line, held without a record where
     it can be (see the module's docstring)."""

@@ -180,6 +180,7 @@ def test_info_holds_the_line_logger_info_would_without_a_record(sinks, monkeypat
     assert fast[0] == slow[0] and len(fast[0]) == 2  # both sinks, the same text
     entry = json.loads(fast[0][0][1])
     assert entry["message"] == "said [redacted] é 😀 \ud800" and entry["apiKey"] == "[redacted]"
+    assert "_private" not in entry and (entry["n"], entry["x"]) == (3, None)
     assert (entry["requestId"], entry["ts"]) == ("req-9", "2023-11-14T22:13:20.987Z")
 
 
