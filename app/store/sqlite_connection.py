@@ -63,6 +63,8 @@ class Connection:
         self._checkpointer: sqlite3.Connection | None = None  # the checkpoints' connection
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
+        # Transactions of a process take turns under its lock: one object serves them all.
+        self._transaction = _Transaction(self)
         _connections.add(self)
 
     def _forget(self) -> None:
@@ -109,7 +111,7 @@ class Connection:
     def transaction(self) -> _Transaction:
         """``with connection.transaction() as db:`` a write (``db``: a cursor), committed
         at the end."""
-        return _Transaction(self)
+        return self._transaction
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
