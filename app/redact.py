@@ -59,6 +59,7 @@ MAX_PLAIN_KEYS = 4096
 # keys that is_secret_key found plain go in, so a key in it is never secret.
 _plain_keys: set[str] = set()
 # Exact classes of the scalars a JSON value holds: nothing in them to look through.
+# (A value's class is told by ``type()`` first: one isinstance of a tuple costs more.)
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
@@ -141,10 +142,12 @@ class Redactor:
         ``ticks.CHECK_EVERY`` values visited (it raises to stop at the run's deadline).
         Without sensitive values, a value with no secret key is returned as it is."""
         if self._matcher is None:  # most runs: only secret keys to redact
-            if value.__class__ in _SCALARS or not isinstance(value, (dict, list)) \
-                    or _secret_key_in(value, check, CHECK_EVERY) >= 0:
-                return value  # most: looked through, kept as it is
-            return _without_secret_keys(value, ticks(check) if check is not None else None)
+            kind = type(value)
+            if (kind is dict or kind is list or (kind not in _SCALARS
+                                                 and isinstance(value, (dict, list)))) \
+                    and _secret_key_in(value, check, CHECK_EVERY) < 0:
+                return _without_secret_keys(value, ticks(check) if check is not None else None)
+            return value  # most: looked through, kept as it is
         return self._value(value, ticks(check) if check is not None else idle)
 
     def _value(self, value: Any, tick: Tick) -> Any:
@@ -177,8 +180,10 @@ def _secret_key_in(value: dict | list, check: Callable[[], None] | None, left: i
         if not _plain_keys.issuperset(value) and not _all_plain(value):
             return -1
         value = value.values()
-    for item in value:  # (scalars, by their exact class, need no isinstance each)
-        if item.__class__ not in _SCALARS and isinstance(item, (dict, list)):
+    for item in value:
+        kind = type(item)
+        if kind is dict or kind is list or (kind not in _SCALARS
+                                            and isinstance(item, (dict, list))):
             left = _secret_key_in(item, check, left)
             if left < 0:
                 return -1
@@ -234,14 +239,14 @@ def _under_secret_keys(value: Any, found: list) -> None:
             for key, item in value.items():
                 if isinstance(key, str) and is_secret_key(key):
                     found.append(item)
-                elif item.__class__ not in _SCALARS and isinstance(item, (dict, list)):
+                elif type(item) not in _SCALARS and isinstance(item, (dict, list)):
                     _under_secret_keys(item, found)
             return
         value = value.values()
     elif not isinstance(value, list):
         return
     for item in value:  # (scalars need no call each)
-        if item.__class__ not in _SCALARS and isinstance(item, (dict, list)):
+        if type(item) not in _SCALARS and isinstance(item, (dict, list)):
             _under_secret_keys(item, found)
 
 
