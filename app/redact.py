@@ -28,7 +28,7 @@ from urllib.parse import quote, quote_plus
 import ahocorasick_rs
 
 from .jstext import stringify, to_text
-from .ticks import Tick, idle, ticks
+from .ticks import CHECK_EVERY, Tick, idle, ticks
 
 if TYPE_CHECKING:
     from .plan import RunRequest
@@ -52,6 +52,15 @@ _JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 # the whole run; node threads inherit it with the rest of the context.
 current: contextvars.ContextVar[Redactor | None] = contextvars.ContextVar("redactor",
                                                                           default=None)
+
+
+MAX_PLAIN_KEYS = 4096
+# Keys known not to be secret: a dict's keys are checked against it in one step. Only
+# keys that is_secret_key found plain go in, so a key in it is never secret.
+_plain_keys: set[str] = set()
+# Exact classes of the scalars a JSON value holds: nothing in them to look through.
+# (A value's class is told by ``type()`` first: one isinstance of a tuple costs more.)
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 @functools.lru_cache(maxsize=4096)  # the same keys come back in every run
@@ -102,11 +111,13 @@ class Redactor:
         and the values of the ``sensitivePropKeys`` props."""
         plan = request.plan
         found: list[Any] = []
-        for source in (request.payload, request.prop_values):
-            _under_secret_keys(source, found)
+        _under_secret_keys(request.payload, found)
+        if request.prop_values:
+            _under_secret_keys(request.prop_values, found)
         found += plan.secrets
-        merged = {**plan.props, **request.prop_values}
-        found += [merged[k] for k in plan.sensitive_prop_keys if k in merged]
+        if plan.sensitive_prop_keys:
+            merged = {**plan.props, **request.prop_values}
+            found += [merged[k] for k in plan.sensitive_prop_keys if k in merged]
         return cls(found)
 
     def text(self, text: str) -> str:
@@ -130,11 +141,16 @@ class Redactor:
 
     def value(self, value: Any, check: Callable[[], None] | None = None) -> Any:
         """A redacted copy of a JSON value; ``check()``, when given, is called every
-        ``ticks.CHECK_EVERY`` values visited (it raises to stop at the run's deadline)."""
-        tick = ticks(check) if check is not None else None
-        if self._matcher is None:
-            return _secret_keys_only(value, tick)  # most runs: no sensitive values
-        return self._value(value, tick or idle)
+        ``ticks.CHECK_EVERY`` values visited (it raises to stop at the run's deadline).
+        Without sensitive values, a value with no secret key is returned as it is."""
+        if self._matcher is None:  # most runs: only secret keys to redact
+            kind = type(value)
+            if (kind is dict or kind is list or (kind not in _SCALARS
+                                                 and isinstance(value, (dict, list)))) \
+                    and _secret_key_in(value, check, CHECK_EVERY) < 0:
+                return _without_secret_keys(value, ticks(check) if check is not None else None)
+            return value  # most: looked through, kept as it is
+        return self._value(value, ticks(check) if check is not None else idle)
 
     def _value(self, value: Any, tick: Tick) -> Any:
         tick()
@@ -152,29 +168,41 @@ class Redactor:
 
 
 
-def _secret_keys_only(value: Any, tick: Tick | None = None) -> Any:
-    """``value()`` with only secret keys to redact. This runs over every node's input and
-    result, and most hold no secret key: those are looked through first and kept as they
-    are, only a value with one is copied. Ticks per container."""
-    if isinstance(value, (dict, list)) and _has_secret_key(value, tick):
-        return _without_secret_keys(value, tick)
-    return value
-
-
-def _has_secret_key(value: dict | list, tick: Tick | None) -> bool:
-    """True when a key at any depth of ``value`` is secret (scalars need no call each)."""
-    if tick is not None:
-        tick()
+def _secret_key_in(value: dict | list, check: Callable[[], None] | None, left: int) -> int:
+    """-1 when a key at any depth of ``value`` is secret, else how many containers are
+    left before the next ``check()`` (called every ``CHECK_EVERY`` containers visited;
+    ``left``: how many were left when this one was reached). This runs over every node's
+    input and result, and most hold no secret key: it is written for the fewest steps."""
+    left -= 1
+    if not left:
+        if check is not None:
+            check()
+        left = CHECK_EVERY
     if isinstance(value, dict):
-        for key, item in value.items():
-            if is_secret_key(key) or (isinstance(item, (dict, list))
-                                      and _has_secret_key(item, tick)):
-                return True
-        return False
-    for item in value:  # noqa: SIM110 - a loop: any() over a generator costs more
-        if isinstance(item, (dict, list)) and _has_secret_key(item, tick):
-            return True
-    return False
+        if not _plain_keys.issuperset(value) and not _all_plain(value):
+            return -1
+        value = value.values()
+    for item in value:
+        kind = type(item)
+        if kind is dict or kind is list or (kind not in _SCALARS
+                                            and isinstance(item, (dict, list))):
+            left = _secret_key_in(item, check, left)
+            if left < 0:
+                return -1
+    return left
+
+
+def _all_plain(keys: dict) -> bool:
+    """True when no key of ``keys`` is secret; they are then remembered as plain (a
+    bounded set: made-up keys of many requests cannot grow it past ``MAX_PLAIN_KEYS``)."""
+    for key in keys:
+        if is_secret_key(key):
+            return False
+    if len(keys) <= MAX_PLAIN_KEYS:
+        if len(_plain_keys) + len(keys) > MAX_PLAIN_KEYS:
+            _plain_keys.clear()
+        _plain_keys.update(keys)
+    return True
 
 
 def _without_secret_keys(value: Any, tick: Tick | None) -> Any:
@@ -209,15 +237,19 @@ def definition_values(definition: dict) -> list:
 def _under_secret_keys(value: Any, found: list) -> None:
     """Appends to ``found`` the value of every secret key at any depth of ``value``."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and is_secret_key(key):
-                found.append(item)
-            elif isinstance(item, (dict, list)):  # (scalars need no call each)
-                _under_secret_keys(item, found)
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, (dict, list)):
-                _under_secret_keys(item, found)
+        if not _plain_keys.issuperset(value):  # (most requests' keys are known plain)
+            for key, item in value.items():
+                if isinstance(key, str) and is_secret_key(key):
+                    found.append(item)
+                elif type(item) not in _SCALARS and isinstance(item, (dict, list)):
+                    _under_secret_keys(item, found)
+            return
+        value = value.values()
+    elif not isinstance(value, list):
+        return
+    for item in value:  # (scalars need no call each)
+        if type(item) not in _SCALARS and isinstance(item, (dict, list)):
+            _under_secret_keys(item, found)
 
 
 def _patterns(sensitive_values: Iterable[Any]) -> tuple[list[str], set[int | float]]:

@@ -231,8 +231,10 @@ def summary(run_id: str, status: str, duration_ms: int, total_cu: int,
 
 def running_text(run_id: str) -> str:
     """The stored body of a run in flight until its first partial state: the answer's
-    shape (SPEC §12), nothing run yet."""
-    return body_text(summary(run_id, "running", 0, 0, None), ())
+    shape (SPEC §12), nothing run yet. (What ``body_text`` writes for it, written at
+    once: every run stores it.)"""
+    return (f'{{"runId":{json.encoder.encode_basestring_ascii(run_id)},"status":"running",'
+            f'"durationMs":0,"totalCu":0,"error":null,"executionState":{{}}}}')
 
 
 def aborted_text(run_id: str, duration_ms: int, total_cu: int) -> str:

@@ -1,6 +1,7 @@
 """Secrets never leave the process: response, stored run, log file (SPEC §9)."""
 from __future__ import annotations
 
+import collections
 import functools
 import json
 from urllib.parse import quote, quote_plus
@@ -295,3 +296,42 @@ def test_without_sensitive_values_only_secret_keys_are_redacted(value):
     redacted = Redactor().value(value, check=lambda: None)
     assert json.dumps(redacted) == json.dumps(_redacted_copy(value))
     assert json.dumps(value) == before  # the value itself is never changed
+
+
+def test_keys_of_a_dict_with_a_secret_key_are_never_taken_for_plain():
+    # Keys found plain are remembered: a dict that holds a secret key must not be
+    # remembered as plain, or its secret would leave the next time.
+    for _ in range(2):
+        assert Redactor().value({"zz-plain": 1, "zz-token": "t"}) == {
+            "zz-plain": 1, "zz-token": REDACTED}
+        assert Redactor().value([{"zz-token": "t"}]) == [{"zz-token": REDACTED}]
+
+
+def test_secret_keys_under_keys_known_plain_are_still_found(monkeypatch):
+    monkeypatch.setattr(redact, "_plain_keys", set())
+    plain = {"items": [{"name": "tea"}], "note": {"text": "x"}}
+    assert Redactor().value(plain) is plain  # kept as it is: its keys are now known plain
+    secret = {"items": [{"name": "tea", "apiKey": "k"}], "note": {"text": {"password": 1}}}
+    assert Redactor().value(secret) == {"items": [{"name": "tea", "apiKey": REDACTED}],
+                                        "note": {"text": {"password": REDACTED}}}
+    redactor = redactor_of({}, {"items": [{"name": "tea", "session_token": "tok-in-items"}]})
+    assert redactor.text("sent tok-in-items") == f"sent {REDACTED}"
+
+
+def test_the_keys_remembered_as_plain_stay_bounded(monkeypatch):
+    monkeypatch.setattr(redact, "_plain_keys", set())
+    for batch in range(5):
+        made_up = {f"k{batch}-{i}": i for i in range(redact.MAX_PLAIN_KEYS // 3)}
+        assert Redactor().value(made_up) is made_up
+        assert len(redact._plain_keys) <= redact.MAX_PLAIN_KEYS
+    assert Redactor().value({"k0-1": 1, "token": 2}) == {"k0-1": 1, "token": REDACTED}
+
+
+def test_secret_keys_in_dict_and_list_subclasses_are_redacted():
+    value = {"a": collections.OrderedDict(token="t"), "b": UserList([{"password": "p"}])}
+    assert json.dumps(Redactor().value(value)) == json.dumps(
+        {"a": {"token": REDACTED}, "b": [{"password": REDACTED}]})
+
+
+class UserList(list):
+    """A list of a class of its own, as a handler might return."""

@@ -150,3 +150,32 @@ def test_the_lock_file_is_readable_by_the_service_user_and_writes_go_on_without_
     _write(Connection(other), 1)
     with Connection(other).reading() as db:
         assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+def test_threads_of_a_process_take_turns_with_its_transactions(path):
+    """A process's threads share its connection (one transaction object, one cursor):
+    each transaction is whole, its statements and its commit or rollback its own."""
+    connection = Connection(path)
+    failures = []
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            try:
+                with connection.transaction() as db:
+                    db.execute("INSERT INTO t VALUES (?)", (n * 1000 + i,))
+                    time.sleep(0)  # let another thread try to come in
+                    assert db.execute("SELECT COUNT(*) FROM t WHERE v = ?",
+                                      (n * 1000 + i,)).fetchone()[0] == 1
+                    if i % 5 == 0:
+                        raise ZeroDivisionError  # rolled back: its row is not kept
+            except ZeroDivisionError:
+                pass
+            except Exception as error:  # reported below
+                failures.append(error)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    assert failures == []
+    with connection.reading() as db:
+        kept = {row[0] for row in db.execute("SELECT v FROM t")}
+    assert kept == {n * 1000 + i for n in range(8) for i in range(50) if i % 5}

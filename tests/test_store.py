@@ -12,6 +12,7 @@ import pytest
 
 from app.store import (
     SCHEMA,
+    Balance,
     DuplicateRun,
     InsufficientBalance,
     NotSupported,
@@ -22,6 +23,7 @@ from app.store import (
     open_store,
     token_hash,
 )
+from app.store import sqlite as sqlite_store
 
 LATER = 10**9  # seconds to expiry: far in the future
 DEAD = -1  # seconds to expiry: certainly dead already
@@ -185,6 +187,65 @@ def test_runs_of_a_dead_worker_are_aborted_and_released(store):
     # the worker finishing after all changes nothing
     store.finish_run("run_a", token.id, "success", 4, answer("run_a", 4))
     assert store.token_by_name("t").balance == 10
+
+
+def test_a_run_aborted_by_another_worker_is_left_as_it_is_by_its_own_finish(store, backend):
+    """The worker that started a run finishes it from what it noted at the start; another
+    worker may have aborted it meanwhile (taken for dead): the abort stands."""
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 4, LATER)
+    other = backend.open()
+    assert other.abort_run("run_a", token.id, 1)  # charged 1, the rest released
+    other.close()
+    store.finish_run("run_a", token.id, "success", 4, answer("run_a", 4))
+    assert store.balance(token.id) == Balance(9, 0, 1)
+    assert stored(store, "run_a", token.id)["error"]["code"] == "ABORTED"
+
+
+def test_a_run_started_by_another_worker_is_finished_and_charged_here(store, backend):
+    token = store.token(store.create_token("t", 10))
+    other = backend.open()
+    other.start_run("run_a", token.id, None, 4, LATER)
+    assert other.reserve_more("run_a", token.id, 2)
+    other.close()
+    store.finish_run("run_a", token.id, "success", 5, answer("run_a", 5))
+    assert store.balance(token.id) == Balance(5, 0, 5)
+    assert stored(store, "run_a", token.id)["totalCu"] == 5
+
+
+def test_a_finish_never_touches_a_run_that_took_the_place_of_its_pruned_row(store, backend):
+    """Aborted and pruned meanwhile, a run's row may be taken by another run's (SQLite
+    hands out the largest row id again): its finish must change neither."""
+    token = store.token(store.create_token("t", 10))
+    store.start_run("run_a", token.id, None, 4, LATER)
+    other = backend.open()
+    assert other.abort_run("run_a", token.id, 0)
+    with other._db.transaction() as db:
+        db.execute(f"UPDATE runs SET created_at = created_at - {backend.seconds(7200)}")
+    assert other.prune(3600) == 1
+    other.start_run("run_b", token.id, None, 3, LATER)
+    store.finish_run("run_a", token.id, "success", 4, answer("run_a", 4))
+    assert store.balance(token.id) == Balance(7, 3, 0)
+    assert stored(store, "run_b", token.id)["status"] == "running"
+    other.finish_run("run_b", token.id, "success", 2, answer("run_b", 2))
+    assert store.balance(token.id) == Balance(8, 0, 2)
+    other.close()
+
+
+def test_runs_never_finished_here_leave_no_notes_past_a_bound(tmp_path, monkeypatch):
+    """The SQLite store notes the runs its process started, to finish them without
+    reading their rows; runs it never finishes cannot make the notes grow for ever."""
+    monkeypatch.setattr(sqlite_store, "MAX_HELD", 3)
+    store = SQLiteStore(str(tmp_path / "store.sqlite3"))
+    store.migrate()
+    token = store.token(store.create_token("t", 100))
+    for i in range(8):
+        store.start_run(f"run_{i}", token.id, None, 5, LATER)
+        assert len(store._held) <= 3
+    for i in range(8):
+        store.finish_run(f"run_{i}", token.id, "success", i % 3, answer(f"run_{i}", i % 3))
+    assert store.balance(token.id) == Balance(100 - 7, 0, 7)  # 0 + 1 + 2 + 0 + 1 + 2 + 0 + 1
+    store.close()
 
 
 def test_a_lookup_aborts_a_dead_workers_run_charging_its_started_attempts(store):

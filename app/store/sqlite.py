@@ -35,6 +35,7 @@ from .sqlite_schema import upgrade
 # A run's final commit of a text this large skips SQLite's automatic checkpoint (see
 # finish_run): copying that much of the WAL would delay an answer due at its deadline.
 LARGE_TEXT = 1024 * 1024
+MAX_HELD = 1024  # runs a process notes as started by it and not yet finished
 
 
 class SQLiteStore:
@@ -42,6 +43,9 @@ class SQLiteStore:
 
     def __init__(self, path: str, busy_ms: int = 5000, synchronous: str = "NORMAL"):
         self._db = Connection(path, busy_ms, synchronous)
+        # The runs this process started and has not finished: (token id, runId) → their
+        # row and what they hold reserved, so finishing one need not read its row (_finish).
+        self._held: dict[tuple[int, str], list[int]] = {}
 
     @property
     def path(self) -> str:
@@ -125,11 +129,12 @@ class SQLiteStore:
         expires_at = now + expires_in
         with self._db.transaction() as db:
             try:
-                db.execute("INSERT INTO runs (id, token_id, request_id, status, reserved, "
-                           "created_at, worker_pid, expires_at, body, graph) "
-                           "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                           (run_id, token_id, request_id, reserve, now, os.getpid(),
-                            expires_at, running_text(run_id), graph))
+                row_id = db.execute(
+                    "INSERT INTO runs (id, token_id, request_id, status, reserved, "
+                    "created_at, worker_pid, expires_at, body, graph) "
+                    "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                    (run_id, token_id, request_id, reserve, now, os.getpid(), expires_at,
+                     running_text(run_id), graph)).lastrowid
             except sqlite3.IntegrityError:
                 raise DuplicateRun(run_id) from None
             if not db.execute("UPDATE tokens SET balance = balance - ? "
@@ -147,6 +152,7 @@ class SQLiteStore:
                     "WHERE token_id = ?1 AND expires_at > ?2)", (token_id, now)).fetchone()[0]
                 if running > max_concurrent:  # this run is one of them
                     raise TooManyRuns(running - 1)
+        self._hold(token_id, run_id, row_id, reserve)  # committed
 
     def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
         """Reserve ``amount`` more CU for a running run (a loop starting, SPEC §11); False,
@@ -163,6 +169,9 @@ class SQLiteStore:
                     raise _Refused  # aborted meanwhile: the balance is rolled back too
         except _Refused:
             return False
+        held = self._held.get((token_id, run_id))
+        if held is not None:
+            held[1] += amount
         return True
 
     def record_attempts(self, run_id: str, token_id: int, attempts: int) -> None:
@@ -184,16 +193,34 @@ class SQLiteStore:
 
     def _finish(self, run_id: str, token_id: int, status: str, total_cu: int,
                 text: str) -> None:
+        held = self._held.pop((token_id, run_id), None)
         with self._db.transaction() as db:
-            row = db.execute("SELECT row_id, reserved, status FROM runs "
-                             "WHERE token_id = ? AND id = ?", (token_id, run_id)).fetchone()
-            if row is None or row["status"] != "running":
-                return  # aborted meanwhile (taken for dead): its reservation is released
-            db.execute("UPDATE tokens SET balance = balance + ?, used = used + ? WHERE id = ?",
-                       (row["reserved"] - total_cu, total_cu, token_id))
-            db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
-                       "finished_at = ?, body = ?, progress = progress + 1 WHERE row_id = ?",
-                       (status, total_cu, time.time(), text, row["row_id"]))
+            if held is None:  # started by another process or store (or a retry)
+                held = db.execute("SELECT row_id, reserved FROM runs WHERE token_id = ? "
+                                  "AND id = ? AND status = 'running'",
+                                  (token_id, run_id)).fetchone()
+                if held is None:
+                    return  # aborted meanwhile (taken for dead): its reservation is released
+            row_id, reserved = held
+            # A running run's reservation changes only in the process running it (start_run,
+            # reserve_more), so the note is the row's unless another process aborted the run
+            # meanwhile: then it is not running. (Its ids are checked with its row_id: a run
+            # aborted and pruned meanwhile could have left its row_id to another run.)
+            if db.execute("UPDATE runs SET status = ?, total_cu = ?, reserved = 0, "
+                          "finished_at = ?, body = ?, progress = progress + 1 WHERE row_id = ? "
+                          "AND token_id = ? AND id = ? AND status = 'running'",
+                          (status, total_cu, time.time(), text, row_id, token_id,
+                           run_id)).rowcount:
+                db.execute("UPDATE tokens SET balance = balance + ?, used = used + ? "
+                           "WHERE id = ?", (reserved - total_cu, total_cu, token_id))
+
+    def _hold(self, token_id: int, run_id: str, row_id: int, reserved: int) -> None:
+        """Note a run this process started. Notes of runs never finished here (a bug in
+        the engine, the store away meanwhile) are dropped when they reach ``MAX_HELD``:
+        finishing a run without its note reads its row."""
+        if len(self._held) >= MAX_HELD:
+            self._held.clear()
+        self._held[token_id, run_id] = [row_id, reserved]
 
     def run_text(self, run_id: str, token_id: int) -> str | None:
         """A stored run as the JSON text stored (never parsed), only for the token that made it.
@@ -337,6 +364,7 @@ class SQLiteStore:
                              (row_id,)).fetchone()
             if row is None:
                 return False  # finished meanwhile
+            self._held.pop((row["token_id"], row["id"]), None)
             now = time.time()
             charged = min(row["reserved"], max(row["attempts"], attempts or 0))
             text = aborted_text(row["id"], round((now - row["created_at"]) * 1000), charged)

@@ -53,6 +53,9 @@ class Connection:
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path, self.busy_seconds, self.synchronous = path, busy_ms / 1000, synchronous
         self._conn: sqlite3.Connection | None = None
+        # The transactions' cursor: every write statement goes through it (a cursor made
+        # per statement, as sqlite3.Connection.execute does, costs more than the statement).
+        self._cursor: sqlite3.Cursor | None = None
         self._writer: int | None = None  # the descriptor of the writers' lock file
         self._lock = threading.RLock()
         self._commits = 0  # since the last checkpoint
@@ -60,6 +63,8 @@ class Connection:
         self._checkpointer: sqlite3.Connection | None = None  # the checkpoints' connection
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
+        # Transactions of a process take turns under its lock: one object serves them all.
+        self._transaction = _Transaction(self)
         _connections.add(self)
 
     def _forget(self) -> None:
@@ -67,7 +72,8 @@ class Connection:
         own descriptor of the lock file: a lock taken through a shared one is shared)."""
         if self._writer is not None and self._writer >= 0:
             os.close(self._writer)
-        self._conn, self._writer, self._lock = None, None, threading.RLock()
+        self._conn, self._cursor, self._writer = None, None, None
+        self._lock = threading.RLock()
         self._checkpointer = self._checkpointing = None
         self._checkpoint_lock = threading.Lock()
 
@@ -85,11 +91,11 @@ class Connection:
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # see "checkpoints" below
             except (OSError, sqlite3.Error) as error:
                 raise StoreUnavailable(str(error)) from error
-            self._conn = conn
+            self._conn, self._cursor = conn, conn.cursor()
         return self._conn
 
-    def _queue(self) -> int | None:
-        """This process's descriptor of the writers' lock file, opened on first use; None
+    def _queue(self) -> int:
+        """This process's descriptor of the writers' lock file, opened on first use; -1
         when it cannot be opened (SQLite's busy timeout alone then orders the writers).
 
         Opened for reading (``flock`` needs no more) and made readable by all: a store
@@ -100,11 +106,12 @@ class Connection:
                                        os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError:
                 self._writer = -1
-        return None if self._writer < 0 else self._writer
+        return self._writer
 
     def transaction(self) -> _Transaction:
-        """``with connection.transaction() as db:`` a write, committed at the end."""
-        return _Transaction(self)
+        """``with connection.transaction() as db:`` a write (``db``: a cursor), committed
+        at the end."""
+        return self._transaction
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -169,7 +176,7 @@ class Connection:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-            self._conn = None
+            self._conn = self._cursor = None
 
 
 CHECKPOINT_EVERY = 64  # commits of a process between two of its checkpoints
@@ -187,31 +194,32 @@ class _Transaction:
     def __init__(self, connection: Connection):
         self.connection = connection
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> sqlite3.Cursor:
         connection = self.connection
         connection._lock.acquire()
         self.queued: int | None = None
         self.shortened = False
         try:
-            self.db = connection._open()
-            queue = connection._queue()
-            queued_at = time.monotonic()
-            if queue is not None:
+            self.db = connection._conn or connection._open()
+            queue = connection._queue() if connection._writer is None else connection._writer
+            if queue >= 0:
+                queued_at = time.monotonic()
                 fcntl.flock(queue, fcntl.LOCK_EX)
                 self.queued = queue
-            waited = time.monotonic() - queued_at
-            if waited > QUEUE_SLACK_S:  # a busy timeout in all, queue and SQLite's lock
-                left_ms = max(0, int((connection.busy_seconds - waited) * 1000))
-                self.db.execute(f"PRAGMA busy_timeout={left_ms}")
-                self.shortened = True
-            self.db.execute("BEGIN IMMEDIATE")
+                waited = time.monotonic() - queued_at
+                if waited > QUEUE_SLACK_S:  # a busy timeout in all, queue and SQLite's lock
+                    left_ms = max(0, int((connection.busy_seconds - waited) * 1000))
+                    self.db.execute(f"PRAGMA busy_timeout={left_ms}")
+                    self.shortened = True
+            self.cursor = cursor = connection._cursor
+            cursor.execute("BEGIN IMMEDIATE")
         except (sqlite3.Error, OSError) as error:
             self._leave()
             raise StoreUnavailable(str(error)) from error
         except BaseException:
             self._leave()
             raise
-        return self.db
+        return cursor
 
     def _leave(self) -> None:
         """Out of the writers' queue and the process lock."""
@@ -226,11 +234,9 @@ class _Transaction:
             self.connection._lock.release()
 
     def __exit__(self, kind, error, trace) -> None:
-        committed = False
         try:
             if kind is None:
-                self.db.execute("COMMIT")
-                committed = True
+                self.cursor.execute("COMMIT")
             elif self.db.in_transaction:
                 self.db.execute("ROLLBACK")
         except sqlite3.Error as failure:
@@ -240,7 +246,7 @@ class _Transaction:
                 raise StoreUnavailable(str(failure)) from failure
         finally:
             self._leave()
-        if committed:
+        if kind is None:  # committed
             self.connection._committed()
-        if kind is not None and issubclass(kind, sqlite3.Error):
+        elif issubclass(kind, sqlite3.Error):
             raise StoreUnavailable(str(error)) from error
