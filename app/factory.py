@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, g, request
+from flask.ctx import RequestContext
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
@@ -107,6 +108,28 @@ class _Sessions(SecureCookieSessionInterface):
         return null
 
 
+class _RequestContext(RequestContext):
+    """Flask's request context, with the route of a path without arguments remembered
+    once Werkzeug has matched it: the same path, method, scheme and subdomain always
+    match the same rule (the app's routes are fixed once it has served a request)."""
+
+    def match_request(self) -> None:
+        adapter, request = self.url_adapter, self.request
+        key = (adapter.path_info, adapter.default_method, adapter.url_scheme,
+               adapter.subdomain)
+        routes = self.app.extensions["routes"]
+        rule = routes.get(key)
+        if rule is not None:
+            request.url_rule, request.view_args = rule, {}
+            return
+        super().match_request()
+        rule = request.url_rule
+        # Only rules without arguments: a run's own paths (/v1/runs/<id>) are endless.
+        if (rule is not None and not rule.arguments and not request.view_args
+                and len(routes) < 256):
+            routes[key] = rule
+
+
 class _Flask(Flask):
     """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
     each hook and view of every request, and it never changes; and its URL adapter made
@@ -120,6 +143,11 @@ class _Flask(Flask):
         super().__init__(*args, **kwargs)
         self._synced: dict[Callable, Callable] = {}
         self._hosts: dict[tuple[str, str], tuple[str, str]] = {}
+        self.extensions["routes"] = {}
+
+    def request_context(self, environ: dict) -> RequestContext:
+        """Flask's request context, its routes remembered (``_RequestContext``)."""
+        return _RequestContext(self, environ)
 
     def ensure_sync(self, func: Callable) -> Callable:
         try:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from flask import Flask
+from flask.ctx import RequestContext
 from werkzeug.exceptions import BadHost
+from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from tests.helpers import DEV_AUTH, definition
+from tests.server import raw_exchange
 
 TWO_NODES = {"definition": definition("root>greet", greet={
     "type": "log", "payload": {"message": "Hi"}})}
@@ -36,6 +40,26 @@ def test_the_url_adapter_is_flasks(app, base_url, host, path):
         assert adapter_fields(app.create_url_adapter(ours)) == adapter_fields(
             Flask.create_url_adapter(app, flasks))
         assert ours.host == flasks.host
+
+
+def matched(context) -> tuple:
+    context.match_request()
+    request, error = context.request, context.request.routing_exception
+    return (request.url_rule, request.view_args, type(error),
+            getattr(error, "valid_methods", None), getattr(error, "new_url", None))
+
+
+def test_routes_are_werkzeugs(app):
+    paths = [rule.rule for rule in app.url_map.iter_rules() if not rule.arguments]
+    paths += ["/v1/runs/sync/", "/v1/runs/x", "/nothing", "/b3os/v1/balance", "/"]
+    for path in paths:
+        for method in ("GET", "POST", "HEAD", "OPTIONS", "DELETE"):
+            for _ in range(2):  # matched, then remembered (when it can be)
+                environ = EnvironBuilder(path=path, method=method).get_environ()
+                assert matched(app.request_context(environ)) == matched(
+                    RequestContext(app, environ)), (method, path)
+    assert app.extensions["routes"]  # (some were remembered)
+    assert all(not rule.arguments for rule in app.extensions["routes"].values())
 
 
 def test_a_host_idna_refuses_is_refused_every_time(app, client):
@@ -121,3 +145,31 @@ def test_a_head_request_has_the_get_answers_headers_and_no_body(app):
 def test_a_given_request_id_is_echoed_once(app):
     status, _, headers = call(app, BODY, len(BODY), HTTP_X_REQUEST_ID="abc-1")
     assert status == 200 and headers.getlist("X-Request-ID") == ["abc-1"]
+
+
+def exchange(port: int, headers: str, body: bytes) -> tuple[int, bytes]:
+    status, _, answer = raw_exchange(port, (
+        f"POST /v1/runs/sync HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: {DEV_AUTH['Authorization']}\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\n{headers}\r\n").encode() + body)
+    return status, answer
+
+
+def chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))\
+        + b"0\r\n\r\n"
+
+
+def test_werkzeugs_development_server_reads_bodies_of_either_kind(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for headers, body in ((f"Content-Length: {len(BODY)}\r\n", BODY),
+                              ("Transfer-Encoding: chunked\r\n", chunked(BODY))):
+            status, answer = exchange(server.port, headers, body)
+            assert status == 200 and json.loads(answer)["status"] == "success", answer
+    finally:
+        server.shutdown()
+        thread.join()
