@@ -19,11 +19,12 @@ import logging
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.wsgi import LimitedStream, get_content_length
 
 from . import config as config_module
 from . import follow, openapi, runs, sse
 from .errors import STORE_UNAVAILABLE, ApiError, error_response
-from .jsonbody import parse_json, read_body
+from .jsonbody import parse_json, read_body, read_exactly
 from .jstext import iso
 from .payload_checks import unknown_keys
 from .problems import CODE_MESSAGES, DUPLICATE_RUN_ID, Invalid
@@ -50,15 +51,49 @@ def admit() -> None:
     req, state, app = (request._get_current_object(), g._get_current_object(),
                        current_app._get_current_object())
     config = app.config
-    raw = read_body(req.stream, req.content_length, config["MAX_BODY_BYTES"])
+    raw = _body(req, config)
     state.received = time.monotonic()  # a run's deadline counts from here
     state.token = _authenticate(req, state, app.extensions)
     if req.method in BODY_METHODS and _view_name(req) not in NO_BODY_VIEWS:
-        if not _is_json(req.mimetype):
+        if not _is_json(_mimetype(req)):
             raise ApiError(415)
         state.body = body = parse_json(raw, config["MAX_JSON_DEPTH"])
         if not isinstance(body, dict):
             raise ApiError(400, message="Body must be a JSON object")
+
+
+def _body(req, config) -> bytes:
+    """The body as Werkzeug's ``req.stream`` gives it, within MAX_BODY_BYTES (413 past
+    it), the stream made here from the environ: Flask's ``req.stream`` looks the app up
+    twice for its MAX_CONTENT_LENGTH, and wraps a body of known length in a
+    ``LimitedStream`` whose every read is Python code."""
+    limit, environ = config["MAX_BODY_BYTES"], req.environ
+    if config["MAX_CONTENT_LENGTH"] is not None:  # (Flask's own limit: its stream)
+        return read_body(req.stream, req.content_length, limit)
+    length = _content_length(environ)
+    if "wsgi.input_terminated" in environ:  # the server ends the body (gunicorn, chunked)
+        return read_body(environ["wsgi.input"], length, limit)
+    if length is None:  # nothing ends the body: Werkzeug reads none of it
+        return b""
+    if length > limit:  # (drained as Werkzeug would read it: to its length at most)
+        return read_body(LimitedStream(environ["wsgi.input"], length), length, limit)
+    return read_exactly(environ["wsgi.input"], length)
+
+
+def _content_length(environ: dict) -> int | None:
+    """The body's length as Werkzeug reads it (``get_content_length``): None when chunked
+    or not given; the usual plain number read directly."""
+    given = environ.get("CONTENT_LENGTH")
+    if given is not None and given.isdigit() and given.isascii() and (
+            "HTTP_TRANSFER_ENCODING" not in environ):
+        return int(given)
+    return get_content_length(environ)
+
+
+def _mimetype(req) -> str:
+    """``req.mimetype``, without parsing the Content-Type clients send."""
+    given = req.environ.get("CONTENT_TYPE")
+    return "application/json" if given == "application/json" else req.mimetype
 
 
 def _view_name(req) -> str:
@@ -130,7 +165,7 @@ def run_sync():
         return _event_stream(life.passes())
     with _refusals():
         outcome = life.finish()
-    return app.response_class(outcome.text, mimetype="application/json")
+    return app.response_class(outcome.text, content_type="application/json")
 
 
 @bp.post("/runs")

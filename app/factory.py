@@ -8,9 +8,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
+from flask.ctx import RequestContext
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.wsgi import ClosingIterator
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 from . import api, cli, config, cors, errors, health, logconfig, openapi, pages
 from .store import StoreUnavailable, open_store
@@ -54,13 +57,97 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class _Request(Request):
+    """Flask's request."""
+
+    def close(self) -> None:
+        """Werkzeug's, which closes the files of a form it parsed: none when it parsed no
+        form (the API reads JSON)."""
+        if "files" in self.__dict__:
+            super().close()
+
+
+class _Response(Response):
+    """Flask's response, without Werkzeug's last steps where they would change nothing."""
+
+    def get_wsgi_headers(self, environ):
+        """The headers themselves, not a copy fixed for the environ, when there is nothing
+        to fix: a status with a body, its Content-Length set, no Location or
+        Content-Location to make a URL of."""
+        status = self.status_code
+        if status < 200 or status == 204 or status == 304:
+            return super().get_wsgi_headers(environ)
+        length = False
+        for name, _value in self.headers:
+            name = name.lower()
+            if name == "content-length":
+                length = True
+            elif name == "location" or name == "content-location":
+                return super().get_wsgi_headers(environ)
+        return self.headers if length else super().get_wsgi_headers(environ)
+
+    def get_app_iter(self, environ):
+        """The body's list of bytes itself, rather than a generator over it in an iterator
+        that closes the response, when closing it has nothing to do."""
+        body, status = self.response, self.status_code
+        if (type(body) is list and len(body) == 1 and type(body[0]) is bytes
+                and not self._on_close and status >= 200 and status != 204 and status != 304
+                and environ["REQUEST_METHOD"] != "HEAD"):
+            return body
+        return super().get_app_iter(environ)
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's sessions; without a secret key (the API has no sessions) one empty session
+    that refuses writes, shared by every request, rather than one made for each."""
+
+    def make_null_session(self, app: Flask):
+        null = app.extensions.get("null_session")
+        if null is None:
+            null = app.extensions["null_session"] = super().make_null_session(app)
+        return null
+
+
+class _RequestContext(RequestContext):
+    """Flask's request context, with the route of a path without arguments remembered
+    once Werkzeug has matched it: the same path, method, scheme and subdomain always
+    match the same rule (the app's routes are fixed once it has served a request)."""
+
+    def match_request(self) -> None:
+        adapter, request = self.url_adapter, self.request
+        key = (adapter.path_info, adapter.default_method, adapter.url_scheme,
+               adapter.subdomain)
+        routes = self.app.extensions["routes"]
+        rule = routes.get(key)
+        if rule is not None:
+            request.url_rule, request.view_args = rule, {}
+            return
+        super().match_request()
+        rule = request.url_rule
+        # Only rules without arguments: a run's own paths (/v1/runs/<id>) are endless.
+        if (rule is not None and not rule.arguments and not request.view_args
+                and len(routes) < 256):
+            routes[key] = rule
+
+
 class _Flask(Flask):
     """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
-    each hook and view of every request, and it never changes."""
+    each hook and view of every request, and it never changes; and its URL adapter made
+    with the request's host found once."""
+
+    request_class = _Request
+    response_class = _Response
+    session_interface = _Sessions()
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._synced: dict[Callable, Callable] = {}
+        self._hosts: dict[tuple[str, str], tuple[str, str]] = {}
+        self.extensions["routes"] = {}
+
+    def request_context(self, environ: dict) -> RequestContext:
+        """Flask's request context, its routes remembered (``_RequestContext``)."""
+        return _RequestContext(self, environ)
 
     def ensure_sync(self, func: Callable) -> Callable:
         try:
@@ -72,6 +159,45 @@ class _Flask(Flask):
             return synced
         except TypeError:  # not hashable
             return super().ensure_sync(func)
+
+    def create_url_adapter(self, request):
+        """Flask's adapter, for a request as this app serves them (no SERVER_NAME,
+        TRUSTED_HOSTS, host or subdomain matching, WebSocket upgrade), with the request's
+        host as Werkzeug checks it and its IDNA form remembered by Host header: Flask
+        checks it, then Werkzeug's ``bind_to_environ`` again, on every request."""
+        config, environ = self.config, request.environ if request is not None else {}
+        given = environ.get("HTTP_HOST")
+        if (given is None or config["SERVER_NAME"] is not None
+                or config["TRUSTED_HOSTS"] is not None or request.trusted_hosts is not None
+                or self.url_map.host_matching or self.subdomain_matching
+                or "HTTP_UPGRADE" in environ):
+            return super().create_url_adapter(request)
+        scheme, method = environ["wsgi.url_scheme"], environ["REQUEST_METHOD"]
+        subdomain = self.url_map.default_subdomain or ""
+        script_name, path_info, query = (
+            _wsgi_text(environ.get("SCRIPT_NAME")), _wsgi_text(environ.get("PATH_INFO")),
+            _wsgi_text(environ.get("QUERY_STRING")))
+        hosts = self._hosts
+        known = hosts.get((scheme, given))
+        if known is None:  # Werkzeug's checks: the host's characters; lower case, IDNA
+            request.host = host = get_host(environ)
+            adapter = self.url_map.bind(host, script_name, subdomain, scheme, method,
+                                        path_info, query)  # (or BadHost)
+            if len(hosts) >= 256:  # (any client may send any Host)
+                hosts.clear()
+            hosts[scheme, given] = host, adapter.server_name
+            return adapter
+        request.host = known[0]
+        return MapAdapter(self.url_map, known[1], script_name or "/", subdomain, scheme,
+                          path_info or "/", method, query)
+
+
+def _wsgi_text(value: str | None) -> str | None:
+    """A WSGI string as text (Werkzeug's ``_wsgi_decoding_dance``): its bytes, read as
+    UTF-8."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("latin1").decode(errors="replace")
 
 
 class _JSONProvider(DefaultJSONProvider):
@@ -93,9 +219,27 @@ def _forgetting_the_request_id(wsgi_app):
     it (a stream's events, a run started without waiting): a line logged between two
     requests (gunicorn's "Worker exiting") carries no request's id."""
     def wsgi(environ, start_response):
-        return ClosingIterator(wsgi_app(environ, start_response),
-                               lambda: logconfig.request_id.set(None))
+        return _Forgetting(wsgi_app(environ, start_response))
     return wsgi
+
+
+class _Forgetting:
+    """An answer whose ``close`` closes it, then clears the request id: Werkzeug's
+    ``ClosingIterator`` with that one callback, lighter to make."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, answer):
+        self._answer = answer
+
+    def __iter__(self):
+        return iter(self._answer)
+
+    def close(self) -> None:
+        close = getattr(self._answer, "close", None)
+        if close is not None:
+            close()
+        logconfig.request_id.set(None)
 
 
 def _assign_request_id() -> None:
@@ -118,20 +262,22 @@ def _new_request_id() -> str:
 GZIP_LEVEL = 1
 
 
-def _compress(response, req):
-    """A JSON answer of at least ``GZIP_MIN_BYTES``, gzipped for a client that accepts
-    it. Never a stream (Server-Sent Events go out event by event)."""
-    minimum = current_app.config["GZIP_MIN_BYTES"]
-    length = response.content_length
-    if (not minimum or length is None or length < minimum or response.is_streamed
-            or response.direct_passthrough or response.mimetype != "application/json"
-            or "Content-Encoding" in response.headers):
+def _compress(response, req, seen: dict[str, str], minimum: int):
+    """A JSON answer of at least ``minimum`` bytes, gzipped for a client that accepts
+    it. Never a stream (Server-Sent Events go out event by event). ``seen``: the
+    answer's headers, each name's first value by its lower-case name."""
+    if not minimum or response.is_streamed or response.direct_passthrough:
         return response
-    # Most answers have no Vary yet (CORS off): written directly, not parsed and written back.
-    if "Vary" in response.headers:
+    length, kind = seen.get("content-length"), seen.get("content-type")
+    if (not length or not length.isdigit() or int(length) < minimum or not kind
+            or kind.split(";")[0].strip() != "application/json"
+            or "content-encoding" in seen):
+        return response
+    # Most answers have no Vary yet (CORS off): added directly, not parsed and written back.
+    if "vary" in seen:
         response.vary.add("Accept-Encoding")
     else:
-        response.headers["Vary"] = "Accept-Encoding"
+        response.headers.add("Vary", "Accept-Encoding")
     # No Accept-Encoding accepts no gzip: its header is parsed only when there is one.
     if req.environ.get("HTTP_ACCEPT_ENCODING") and req.accept_encodings["gzip"] > 0:
         response.set_data(gzip.compress(response.get_data(), GZIP_LEVEL, mtime=0))
@@ -143,13 +289,20 @@ def _finish_response(response):
     """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
     data, requestId}``; then gzip it (``_compress``)."""
     request_id = g.get("request_id")
-    response.headers["X-Request-ID"] = request_id or ""
-    req = request._get_current_object()
+    req, app = request._get_current_object(), current_app._get_current_object()
     if (req.blueprint == "b3os" and 200 <= response.status_code < 300
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
         response.set_data(b"".join((
             b'{"code":0,"message":"success","data":', data, b',"requestId":',
-            current_app.json.dumps(request_id).encode(), b"}")))
-    return _compress(response, req)
+            app.json.dumps(request_id).encode(), b"}")))
+    # The headers read once here (each lookup by name reads them all, case-insensitively).
+    headers, seen = response.headers, {}
+    for name, value in headers:
+        seen.setdefault(name.lower(), value)
+    if "x-request-id" in seen:
+        headers["X-Request-ID"] = request_id or ""
+    else:
+        headers.add("X-Request-ID", request_id or "")
+    return _compress(response, req, seen, app.config["GZIP_MIN_BYTES"])

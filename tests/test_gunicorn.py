@@ -306,6 +306,20 @@ def test_by_default_one_token_cannot_occupy_every_worker(tmp_path):
         server.stop()
 
 
+def test_bodies_chunked_or_of_known_length_are_read_whole(server):
+    body = json.dumps(ONE_CU).encode()
+    half = len(body) // 2
+    for headers, data in ((f"Content-Length: {len(body)}\r\n", body), (
+            "Transfer-Encoding: chunked\r\n", b"".join(
+                b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+            + b"0\r\n\r\n")):
+        status, _, answer = raw_exchange(server.port, (
+            "POST /v1/runs/sync HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Authorization: Bearer dev-token\r\nContent-Type: application/json\r\n"
+            f"Connection: close\r\n{headers}\r\n").encode() + data)
+        assert status == 200 and json.loads(answer)["status"] == "success", answer
+
+
 @pytest.mark.parametrize(("request_head", "status"), [
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
