@@ -139,11 +139,12 @@ def node_view_text(node, state: NodeState, frame=None, bare: bool = False) -> st
     if state.reason:
         parts += (',"reason":"', state.reason, '"')
     if state.started is not None:
-        parts += (',"startedAt":"', iso(state.started), '"')
+        started = iso(state.started)
+        parts += (',"startedAt":"', started, '"')
         if state.finished is not None and state.status != "running":
             duration = max(0, round((state.finished - state.started) * 1000))
-            parts += (',"finishedAt":"', iso(state.finished), '","durationMs":',
-                      str(duration))
+            parts += (',"finishedAt":"', started if state.finished == state.started else
+                      iso(state.finished), '","durationMs":', str(duration))
     if node.id != "root" and state.attempts:
         parts += (',"attempts":', str(state.attempts))
     if state.attempt_log is not None:
