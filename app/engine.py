@@ -53,7 +53,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import ahocorasick_rs
 from marshmallow import ValidationError
 
 from . import config, metrics
@@ -65,10 +64,9 @@ from .loops import MAX_INSTANCES, Frame, Loop
 from .nodes.base import Cancel, NodeContext, NodeError
 from .plan import PlanNode, RunRequest
 from .pool import pool
-from .redact import SECRET_SUFFIXES, Redactor
+from .redact import Redactor
 from .scope import Scope
 from .state import NodeState, Outcome, RunBody, dumps, node_view_text, skip_reason, summary
-from .ticks import CHECK_EVERY
 
 NAMED = 20  # failed nodes named in a failed run's message
 PREPARED_CHARS = 16 * 1024 * 1024  # resolved inputs (as JSON) waiting in one pass, at most
@@ -99,7 +97,6 @@ class Run:
         self.request, self.plan, self.run_id = request, plan, run_id
         self.settings = settings or {}
         self.redactor = redactor or Redactor()
-        self.keys_only = _keys_only(self.redactor)
         # Told the started attempts before attempts that can act outside the process
         # start, so a worker killed mid-run is still charged for them (SPEC §3).
         self.on_progress = on_progress
@@ -424,20 +421,8 @@ class Run:
     # -- what leaves the process ---------------------------------------------
 
     def _text(self, value: Any, check: Callable[[], None]) -> str:
-        """``value`` redacted and written as JSON; ``check`` stops the walk in time.
-
-        With only secret keys to redact (most runs), the text is written first: when it
-        names no secret word, the redactor's walk over the value is saved."""
-        if not self.keys_only:
-            return dumps(self.redactor.value(value, check))
-        text = dumps(value)
-        if _may_name_secret_key(text):
-            redacted = self.redactor.value(value, check)
-            if redacted is not value:  # else unchanged: written already
-                return dumps(redacted)
-        elif len(text) >= _WALKED_CHARS:  # where the walk would have checked
-            check()
-        return text
+        """``value`` redacted and written as JSON; ``check`` stops the walk in time."""
+        return dumps(self.redactor.value(value, check))
 
     def _result_text(self, result: Any, check: Callable[[], None]) -> str:
         """A result as it leaves the process; OUTPUT_TOO_LARGE past the cap (SPEC §3)."""
@@ -756,32 +741,6 @@ def _new_flag() -> Cancel:
         return _spare_flags.pop()
     except IndexError:
         return Cancel()
-
-
-def _keys_only(redactor: Redactor) -> bool:
-    """Whether ``redactor`` has only secret keys to redact, no sensitive values (its
-    ``value`` then only looks for secret keys)."""
-    return getattr(redactor, "_matcher", True) is None
-
-
-# The words a secret key ends with (redact.SECRET_SUFFIXES) less those holding another,
-# found in one pass over a text.
-_SECRET_WORDS = ahocorasick_rs.AhoCorasick([
-    word for word in SECRET_SUFFIXES
-    if not any(other != word and other in word for other in SECRET_SUFFIXES)])
-# A walk over a value checks the deadline once per 1000 containers: text shorter than
-# this is of a value too small for one check.
-_WALKED_CHARS = 2 * CHECK_EVERY
-
-
-def _may_name_secret_key(text: str) -> bool:
-    """False when JSON text as ``dumps`` writes it (ASCII) holds no secret key
-    (redact.is_secret_key): no secret word in it, once lowercased without "-" and "_".
-    A key is written as it is but for quotes, backslashes and control characters, so a
-    secret key's last letters are in the text; one with non-ASCII characters (a
-    \\u escape: a Kelvin sign lowercases to "k") is left to the redactor."""
-    return "\\u" in text or bool(_SECRET_WORDS.find_matches_as_indexes(
-        text.lower().replace("-", "").replace("_", "")))
 
 
 def _as_written(key: str) -> str:
