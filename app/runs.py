@@ -106,30 +106,41 @@ class Life:
         ``InsufficientBalance`` or ``TooManyRuns`` when that is refused
         (``StoreUnavailable`` when it cannot be asked)."""
         settle()
-        # A reservation whose commit was cut off may be stored all the same: abort it
-        # (nothing ran, nothing is charged) once the store is back — only if this process
-        # made it: a client that retries with the same runId may have started it anew
-        # through another worker meanwhile.
         settings = self.settings
-        with _unless_written(functools.partial(self.store.abort_run, self.run_id,
-                                               self.token_id, 0, mine=True)):
+        try:
             self.store.start_run(self.run_id, self.token_id, self.request_id,
                                  self.request.plan.worst_case_cu,
                                  config.run_expiry_s(settings),
                                  settings["MAX_CONCURRENT_RUNS"], graph=self.graph_text())
+        except StoreUnavailable:
+            # A reservation whose commit was cut off may be stored all the same: abort it
+            # (nothing ran, nothing is charged) once the store is back — only if this
+            # process made it: a client that retries with the same runId may have started
+            # it anew through another worker meanwhile.
+            _keep(functools.partial(self.store.abort_run, self.run_id, self.token_id, 0,
+                                    mine=True))
+            raise
 
     def graph_text(self) -> str:
         """The run's graph (SPEC §14), as JSON text: its definition's shape (no payloads),
         when the run started (its deadline counts from there) and its deadline."""
         started = time.time() - (time.monotonic() - self.received)
-        head = dumps({"runId": self.run_id, "startedAt": iso(started),
-                      "deadlineMs": self.request.timeout_ms or self.settings["RUN_DEADLINE_MS"]})
-        return f'{head[:-1]},"nodes":{self.request.plan.shape_text}}}'
+        run_id, deadline = self.run_id, self.request.timeout_ms or self.settings["RUN_DEADLINE_MS"]
+        if not (run_id.isascii() and run_id.isidentifier() and type(deadline) is int):
+            head = dumps({"runId": run_id, "startedAt": iso(started), "deadlineMs": deadline})
+            return f'{head[:-1]},"nodes":{self.request.plan.shape_text}}}'
+        # What dumps writes for them: letters, digits and "_" need no escape, nor the time.
+        return (f'{{"runId":"{run_id}","startedAt":"{iso(started)}","deadlineMs":{deadline},'
+                f'"nodes":{self.request.plan.shape_text}}}')
 
     def finish(self) -> Outcome:
-        """Run it to the end: the outcome, stored, charged, counted and logged."""
-        for _ in self.passes():
-            pass
+        """Run it to the end: the outcome, stored, charged, counted and logged (as
+        ``passes`` does, without pausing: the engine's own loop, one generator less)."""
+        with logconfig.batched():  # the run's log lines, written together at its end
+            engine = self._engine()
+            with _Running(self, engine):
+                self.outcome = engine.run()
+            self._books()
         return self.outcome
 
     def passes(self) -> Iterator[list[tuple[str, str]]]:
@@ -138,58 +149,91 @@ class Life:
         answer is stored; else nothing). A pass without events yields an empty batch
         (at least every ``engine.TICK_S``), so the stream's keep-alive is written while a
         node waits. Closed early (the client left), the run goes on to its end unseen."""
-        store, run_id, token_id = self.store, self.run_id, self.token_id
         with logconfig.batched():  # the run's log lines, written together at its end
-            redactor = Redactor.for_request(self.request)
-            engine = Run(self.request, run_id, settings=self.settings,
-                         deadline_ms=self.settings["RUN_DEADLINE_MS"], redactor=redactor,
-                         on_progress=lambda attempts: store.record_attempts(
-                             run_id, token_id, attempts),
-                         reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
-                         started=self.received, tick=_watch(store, run_id, token_id),
-                         stream=self.stream)
+            engine = self._engine()
             listening = self.stream
             if listening:
                 try:
-                    yield [("run.started", dumps({"runId": run_id}))]
+                    yield [("run.started", dumps({"runId": self.run_id}))]
                 except GeneratorExit:  # the client left: run on, unseen
                     listening = False
-            redacting = logconfig.redactor.set(redactor)
-            try:
-                with metrics.RUN_IN_PROGRESS:
-                    for _ in engine.passes():
-                        if listening:
-                            events, engine.events = engine.events, []
-                            try:
-                                yield events
-                            except GeneratorExit:  # the client left: run on, unseen
-                                listening = False
-                    self.outcome = outcome = engine.outcome()
-            except BaseException as error:  # a bug, gunicorn stopping the worker, the store
-                # Charged for the attempts it started (SPEC §3); the rest is released. The
-                # first error is the one to report.
-                abort = functools.partial(store.abort_run, run_id, token_id,
-                                          engine.started_attempts)
-                with contextlib.suppress(StoreUnavailable), _unless_written(abort):
-                    abort()
-                if isinstance(error, SystemExit):
-                    # gunicorn's hard timeout: the caller answers; the worker exits after.
-                    raise HardStop(run_id) from None
-                raise
-            finally:
-                logconfig.redactor.reset(redacting)
-            finish = functools.partial(store.finish_run, run_id, token_id, outcome.status,
-                                       outcome.total_cu, outcome.text)
-            with _unless_written(finish):
-                finish()
-            metrics.record_run(outcome)
-            _upkeep(store, self.settings["RUN_RETENTION_DAYS"])
-            logconfig.info(log, "run finished", {
-                "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
-                "nodeCount": len(self.request.plan.nodes), "totalCu": outcome.total_cu,
-                "errorCode": (outcome.error or {}).get("code")})
+            with _Running(self, engine):
+                for _ in engine.passes():
+                    if listening:
+                        events, engine.events = engine.events, []
+                        try:
+                            yield events
+                        except GeneratorExit:  # the client left: run on, unseen
+                            listening = False
+                self.outcome = engine.outcome()
+            self._books()
         if listening:
-            yield [("run.finished", outcome.text)]
+            yield [("run.finished", self.outcome.text)]
+
+    def _engine(self) -> Run:
+        """The run's engine, its progress and cancels going through the store."""
+        store, run_id, token_id = self.store, self.run_id, self.token_id
+        return Run(self.request, run_id, settings=self.settings,
+                   deadline_ms=self.settings["RUN_DEADLINE_MS"],
+                   redactor=Redactor.for_request(self.request),
+                   on_progress=lambda attempts: store.record_attempts(
+                       run_id, token_id, attempts),
+                   reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
+                   started=self.received, tick=_watch(store, run_id, token_id),
+                   stream=self.stream)
+
+    def _books(self) -> None:
+        """The outcome stored and charged (before it is answered), counted and logged."""
+        store, run_id, token_id, outcome = self.store, self.run_id, self.token_id, self.outcome
+        try:
+            store.finish_run(run_id, token_id, outcome.status, outcome.total_cu, outcome.text)
+        except StoreUnavailable:
+            _keep(functools.partial(store.finish_run, run_id, token_id, outcome.status,
+                                    outcome.total_cu, outcome.text))
+            raise
+        metrics.record_run(outcome)
+        _upkeep(store, self.settings["RUN_RETENTION_DAYS"])
+        logconfig.info(log, "run finished", {
+            "runId": run_id, "status": outcome.status, "durationMs": outcome.duration_ms,
+            "nodeCount": len(self.request.plan.nodes), "totalCu": outcome.total_cu,
+            "errorCode": (outcome.error or {}).get("code")})
+
+
+class _Running:
+    """Around the engine's loop: its redactor for the run's log lines, the run counted
+    in progress; a run stopped before its end (a bug, gunicorn stopping the worker, the
+    store) is charged for the attempts it started (SPEC §3), the rest released. (A
+    class: its ``__enter__`` and ``__exit__`` cost a run less than a generator's.)"""
+
+    __slots__ = ("engine", "life", "redacting")
+
+    def __init__(self, life: Life, engine: Run):
+        self.life, self.engine = life, engine
+
+    def __enter__(self) -> None:
+        self.redacting = logconfig.redactor.set(self.engine.redactor)
+        metrics.RUN_IN_PROGRESS.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> bool:
+        try:
+            metrics.RUN_IN_PROGRESS.__exit__(kind, error, traceback)
+            if kind is None:
+                return False
+            life, engine = self.life, self.engine
+            # The first error is the one to report.
+            abort = functools.partial(life.store.abort_run, life.run_id, life.token_id,
+                                      engine.started_attempts)
+            try:
+                abort()
+            except StoreUnavailable:
+                _keep(abort)
+            if issubclass(kind, SystemExit):
+                # gunicorn's hard timeout: the caller answers; the worker exits after.
+                raise HardStop(life.run_id) from None
+            return False
+        finally:
+            logconfig.redactor.reset(self.redacting)
 
 
 def _watch(store: Store, run_id: str, token_id: int) -> Callable[[Run], bool]:
@@ -214,16 +258,10 @@ def _watch(store: Store, run_id: str, token_id: int) -> Callable[[Run], bool]:
 _unwritten: list[Callable[[], object]] = []
 
 
-@contextlib.contextmanager
-def _unless_written(again: Callable[[], object]):
-    """On ``StoreUnavailable`` inside, keep ``again`` for ``settle`` (and re-raise)."""
-    try:
-        yield
-    except StoreUnavailable:
-        _unwritten.append(again)
-        log.warning("store unavailable: a run's books wait for it (%d waiting)",
-                    len(_unwritten))
-        raise
+def _keep(again: Callable[[], object]) -> None:
+    """Keep ``again``, a store call that met ``StoreUnavailable``, for ``settle``."""
+    _unwritten.append(again)
+    log.warning("store unavailable: a run's books wait for it (%d waiting)", len(_unwritten))
 
 
 def settle() -> None:

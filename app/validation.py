@@ -73,7 +73,8 @@ def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Ru
 # is at most CACHEABLE_CHARS long are kept, so the cache holds at most a few MiB.
 CACHEABLE_CHARS = 64 * 1024
 PLAN_CACHE_SIZE = 256
-_plans: OrderedDict[tuple, tuple[dict, Plan]] = OrderedDict()  # → (definition, plan)
+# (text, *limits' values) → (definition, plan)
+_plans: OrderedDict[tuple, tuple[dict, Plan]] = OrderedDict()
 _plans_lock = threading.Lock()
 
 
@@ -94,7 +95,8 @@ def _checked_definition(raw: Any, limits: Limits, problems: Invalid
     if isinstance(raw, dict):
         text = _cache_key_text(raw)
         if len(text) <= CACHEABLE_CHARS:
-            key = (text, limits)
+            # The limits' values rather than the dataclass: hashed and compared in C.
+            key = (text, *limits.__dict__.values())
             with _plans_lock:
                 found = _plans.get(key)
                 if found is not None:

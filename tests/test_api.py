@@ -6,6 +6,7 @@ import io
 import json
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -538,3 +539,16 @@ def test_a_run_is_streamed_when_its_accept_header_prefers_event_streams(client, 
     assert response.mimetype == ("text/event-stream" if streamed else "application/json")
     body = response.get_data(as_text=True)
     assert ("event: run.finished" in body) is streamed
+
+
+def test_a_runs_graph_is_json_whatever_its_client_run_id(client):
+    """The graph's head is written as dumps writes it: a runId that needs an escape (the
+    pattern's ``$`` lets a final newline through) is escaped too."""
+    for run_id in ("run_Mine_9", "run_line\n"):
+        ran = post_run(client, {**TWO_NODES, "runId": run_id, "timeoutMs": 700})
+        assert ran.status_code == 200 and ran.json["runId"] == run_id
+        answer = client.get(f"/v1/runs/{quote(run_id)}/graph", headers=DEV_AUTH)
+        assert answer.status_code == 200
+        graph = json.loads(answer.get_data(as_text=True))
+        assert graph["runId"] == run_id and graph["deadlineMs"] == 700
+        assert graph["startedAt"] <= ran.json["executionState"]["root"]["startedAt"]
