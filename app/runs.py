@@ -22,7 +22,6 @@ store is back. A process that exits first leaves them to its master's sweep.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -293,10 +292,12 @@ def _upkeep(store: Store, retention_days: int) -> None:
     ``SWEEP_EVERY_S``), delete runs past their retention (every ``PRUNE_EVERY_S``)."""
     now = time.monotonic()
     # The run is answered and its books written: a store gone meanwhile can wait.
-    with contextlib.suppress(StoreUnavailable):
+    try:
         if now >= _due["sweep"]:
             _due["sweep"] = now + SWEEP_EVERY_S
             store.abort_orphans()
         if now >= _due["prune"]:
             _due["prune"] = now + PRUNE_EVERY_S
             store.prune(retention_days * 86400)
+    except StoreUnavailable:
+        pass
