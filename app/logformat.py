@@ -78,8 +78,9 @@ class JsonFormatter(logging.Formatter):
             second = int(created)
             second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second, second_text
+        millis = int(msecs)
         entry: dict[str, Any] = {
-            "ts": f"{second_text}.{int(msecs):03d}Z",
+            "ts": second_text + (_MILLIS[millis] if 0 <= millis < 1000 else f".{millis:03d}Z"),
             "level": level,
             "logger": name,
             "message": message if kept else redact.text(message),
@@ -113,6 +114,8 @@ class JsonFormatter(logging.Formatter):
             line = _cut_line(entry, self.line_max_bytes, escaped)
         return line
 
+
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))  # a ts's end, looked up
 
 # What a line does with a record's attribute, by its name: _SKIPPED (a standard or
 # private one), _SECRET (its value redacted) or _FIELD; the same names in every line.

@@ -147,6 +147,11 @@ def test_ts_is_the_records_time_in_utc_to_the_millisecond():
         expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
         ts = json.loads(formatter.format(entry))["ts"]
         assert ts == f"{expected}.{int(entry.msecs):03d}Z"
+    # A record made by hand may carry any msecs: written as before, not looked up.
+    for msecs in (0.0, 7.0, 999.0, 1234.0, -5.0):
+        entry = record("at")
+        entry.created, entry.msecs = 1_700_000_000.0, msecs
+        assert json.loads(formatter.format(entry))["ts"].endswith(f".{int(msecs):03d}Z")
 
 
 def test_extras_keep_the_order_they_were_given_in():
