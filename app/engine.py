@@ -406,7 +406,8 @@ class Run:
             budget = Budget(self.max_input, check)
             value = node.resolve_input(
                 self.scope.lookup if frame is None else self.scope.lookup_in(frame), budget)
-            state.input_text, state.input = self._text(value, check), value
+            state.input_text = dumps(self.redactor.value(value, check))  # self._text
+            state.input = value
             if frame is not None:
                 frame.held += len(state.input_text)
                 self.held += len(state.input_text)
@@ -452,7 +453,7 @@ class Run:
     def _result_text(self, result: Any, check: Callable[[], None]) -> str:
         """A result as it leaves the process; OUTPUT_TOO_LARGE past the cap (SPEC §3)."""
         try:
-            text = self._text(result, check)
+            text = dumps(self.redactor.value(result, check))  # self._text
         except (ValueError, TypeError, RecursionError):
             raise NodeError("INTERNAL", "The node's result is not a JSON value.") from None
         if len(text) > self.max_result:
@@ -540,7 +541,11 @@ class Run:
         that ran no iteration lists its body as skipped; an iteration whose last instance
         this was ends."""
         node, state, frame = self.nodes[node_id], self.states[node_id], self.frames.get(node_id)
-        self._write_entry(node_id, node, state, frame)
+        if self.events is None:  # _write_entry's work, when nothing is streamed
+            self.body.settle(node_id, node, state, frame)
+            self.changes += 1
+        else:
+            self._write_entry(node_id, node, state, frame)
         state.input_text = state.result_text = None  # in the entry now
         if node.body and (node_id not in self.loops or not self.loops[node_id].next):
             self._skip_body(node_id, node, state)
