@@ -317,7 +317,8 @@ class Run:
     def _run_root(self) -> None:
         state = self.states["root"]
         state.started = state.finished = time.time()
-        root_payload = resolve(self.nodes["root"].payload, self.scope.lookup)
+        payload = self.nodes["root"].payload
+        root_payload = resolve(payload, self.scope.lookup) if payload else {}
         state.result = {**root_payload, **self.request.payload,
                         "triggeredAt": iso(state.started)}
         state.status = "success"
