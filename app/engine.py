@@ -138,9 +138,11 @@ class Run:
         if started is None or started > now:
             started = now
         self.started_at = time.time() - (now - started)
-        # Epoch seconds of a monotonic reading (``_epoch``): one reading of the clock
-        # serves an attempt's start (or end) and its deadline check.
+        # A monotonic reading plus this is epoch seconds: one reading of the clock serves
+        # an attempt's start (or end) and its deadline check, and a run's times all come
+        # from one clock (a step of the wall clock mid-run bends none of them).
         self.epoch_offset = self.started_at - started
+        self.began = started  # monotonic
         self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
         self.check = until(self.deadline)  # raises TIMEOUT once the deadline has passed
         self.stopped: str | None = None  # a key of STOPS once the run stopped early
@@ -316,7 +318,7 @@ class Run:
 
     def _run_root(self) -> None:
         state = self.states["root"]
-        state.started = state.finished = time.time()
+        state.started = state.finished = time.monotonic() + self.epoch_offset
         payload = self.nodes["root"].payload
         root_payload = resolve(payload, self.scope.lookup) if payload else {}
         state.result = {**root_payload, **self.request.payload,
@@ -469,8 +471,8 @@ class Run:
         """An attempt's outcome, ``ended`` (monotonic) when the caller just read it."""
         node, state = self.nodes[node_id], self.states[node_id]
         if not isinstance(outcome, NodeError):
-            state.end_attempt(time.time() if ended is None else ended + self.epoch_offset,
-                              None)
+            state.end_attempt((time.monotonic() if ended is None else ended)
+                              + self.epoch_offset, None)
             state.status, state.result, state.error = "success", outcome, None
             state.result_text = text
             if text is not None and node_id in self.frames:  # what the loop's result holds
@@ -483,7 +485,8 @@ class Run:
             return
         error = outcome.as_dict()
         error["message"] = self.redactor.text(error["message"])
-        state.end_attempt(time.time() if ended is None else ended + self.epoch_offset, error)
+        state.end_attempt((time.monotonic() if ended is None else ended) + self.epoch_offset,
+                          error)
         state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
             metrics.count(metrics.BLOCKED)
@@ -577,7 +580,7 @@ class Run:
         self.stopped = why
         code, message = STOPS[why]
         error = NodeError("TIMEOUT" if why == "run_timeout" else code, message, True).as_dict()
-        now = time.time()
+        now = time.monotonic() + self.epoch_offset
         for node_id, state in list(self.states.items()):
             if node_id in self.running:
                 self.running[node_id][2].set()
@@ -613,7 +616,7 @@ class Run:
                                   bare)
 
         return self.body.partial_text(
-            summary(self.run_id, "running", round((time.time() - self.started_at) * 1000),
+            summary(self.run_id, "running", round((time.monotonic() - self.began) * 1000),
                     self.started_cu, None), self.plan.top, view)
 
     # -- the response ----------------------------------------------------------
@@ -641,7 +644,7 @@ class Run:
             error = {"code": "NODE_FAILED", "message": message}
         else:
             error = None
-        duration_ms = round((time.time() - self.started_at) * 1000)
+        duration_ms = round((time.monotonic() - self.began) * 1000)
         status = "cancelled" if self.stopped == "cancelled" else \
             "failure" if error else "success"
         total_cu = self.started_attempts
