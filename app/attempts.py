@@ -7,20 +7,23 @@ hands these functions what they need.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .expressions import Budget, ExpressionError, is_template
-from .nodes.base import NodeContext, NodeError
+from .nodes.base import Cancel, NodeContext, NodeError
 from .plan import PlanNode
 
 log = logging.getLogger("app.engine")
 
 # Errors that another attempt cannot fix, whatever the node's retryOn says.
 NEVER_RETRIED = {"BLOCKED_DESTINATION", "OUTPUT_TOO_LARGE"}
+
+# The cancel flag of every inline attempt: never set (an inline handler is bounded by
+# ctx.check() against its limit), so ``call`` need not look at it.
+NEVER_CANCELLED = Cancel()
 
 TextOf = Callable[[Any, Callable[[], None]], str]  # (result, check) → its JSON text
 
@@ -81,18 +84,14 @@ def condition_keys(node: PlanNode, data: dict, resolve_key: Callable[[str, Budge
     return lambda key: resolved.get(key, key)  # no holes: the text as written
 
 
-@functools.cache
-def node_logger(node_type: str) -> logging.Logger:
-    return logging.getLogger(f"app.nodes.{node_type}")
-
-
 def call(node: PlanNode, data: dict, ctx: NodeContext, text_of: TextOf
          ) -> tuple[Any, str | None]:
     """A handler's outcome as a value — its result, or a ``NodeError`` — and the result's
     text as it leaves the process (redacted, size-checked, within the attempt's limit)."""
     try:
         result = node.node_type.run(data, ctx)
-        if ctx.cancelled.is_set():
+        cancelled = ctx.cancelled
+        if cancelled is not NEVER_CANCELLED and cancelled.is_set():
             raise NodeError("TIMEOUT", "The attempt exceeded its time limit.", True)
         return result, text_of(result, ctx.check)
     except NodeError as error:

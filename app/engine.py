@@ -56,7 +56,8 @@ from typing import Any
 from marshmallow import ValidationError
 
 from . import config, metrics
-from .attempts import call, condition_keys, limit_ms, node_logger, retry_wait_ms, run_pooled, until
+from .attempts import NEVER_CANCELLED as _NEVER_CANCELLED
+from .attempts import call, condition_keys, limit_ms, retry_wait_ms, run_pooled, until
 from .dialect import flatten
 from .expressions import MISSING, Budget, ExpressionError, resolve
 from .jstext import iso
@@ -111,9 +112,9 @@ class Run:
         self.changes = 0  # attempts started, retries and entries written so far
         # Per instance (see the module docstring): its node, state, parents still running,
         # and for a body instance its iteration.
-        self.nodes = {node_id: plan.nodes[node_id] for node_id in plan.top}
+        self.nodes = dict(plan.top_nodes)
         self.states = {node_id: NodeState() for node_id in plan.top}
-        self.waiting = {node_id: len(plan.nodes[node_id].parents) for node_id in plan.top}
+        self.waiting = dict(plan.parent_counts)
         self.frames: dict[str, Frame] = {}
         self.loops: dict[str, Loop] = {}  # the running for-each instances
         self.instances = 0  # body instances the loops have made room for (MAX_INSTANCES)
@@ -134,19 +135,28 @@ class Run:
         # The run's clock starts when its request was read (``started``, monotonic), so
         # the time spent validating and reserving counts against its deadline too.
         now = time.monotonic()
-        started = now if started is None else min(started, now)
+        if started is None or started > now:
+            started = now
         self.started_at = time.time() - (now - started)
+        # A monotonic reading plus this is epoch seconds: one reading of the clock serves
+        # an attempt's start (or end) and its deadline check, and a run's times all come
+        # from one clock (a step of the wall clock mid-run bends none of them).
+        self.epoch_offset = self.started_at - started
+        self.began = started  # monotonic
         self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
         self.check = until(self.deadline)  # raises TIMEOUT once the deadline has passed
         self.stopped: str | None = None  # a key of STOPS once the run stopped early
         # SPEC §3's size limits, in characters of JSON: a node's resolved input,
         # condition keys included (a short payload could otherwise copy a large result
         # thousands of times into memory); a node's result; the run's whole answer.
-        self.max_input, self.max_result, max_run = (
-            self.settings.get(name, config.default(name))
-            for name in ("MAX_INPUT_CHARS", "MAX_RESULT_CHARS", "MAX_RUN_CHARS"))
-        self.body = RunBody(max_run)
+        self.max_input = self._setting("MAX_INPUT_CHARS")
+        self.max_result = self._setting("MAX_RESULT_CHARS")
+        self.body = RunBody(self._setting("MAX_RUN_CHARS"))
         self.scope = Scope(request, run_id, self.states)
+
+    def _setting(self, name: str) -> Any:
+        settings = self.settings
+        return settings[name] if name in settings else config.default(name)
 
     @property
     def started_attempts(self) -> int:
@@ -187,7 +197,8 @@ class Run:
                     if self.tick(self):
                         self._stop("cancelled")
                         break
-                if self.ready and self._start_ready():
+                    now = time.monotonic()  # the tick may have taken a while
+                if self.ready and self._start_ready(now=now):
                     if now - paused >= PAUSE_S:
                         yield
                         paused = time.monotonic()
@@ -307,8 +318,9 @@ class Run:
 
     def _run_root(self) -> None:
         state = self.states["root"]
-        state.started = state.finished = time.time()
-        root_payload = resolve(self.nodes["root"].payload, self.scope.lookup)
+        state.started = state.finished = time.monotonic() + self.epoch_offset
+        payload = self.nodes["root"].payload
+        root_payload = resolve(payload, self.scope.lookup) if payload else {}
         state.result = {**root_payload, **self.request.payload,
                         "triggeredAt": iso(state.started)}
         state.status = "success"
@@ -319,7 +331,7 @@ class Run:
         self._settled("root")
         self._settle_children("root")
 
-    def _start_ready(self, keep: list | None = None) -> bool:
+    def _start_ready(self, keep: list | None = None, now: float | None = None) -> bool:
         """Start the ready nodes: pooled handlers first, then inline ones on this thread;
         given ``keep`` (on a pool thread), one pooled attempt goes there, for this
         thread to run, instead of to the pool — only when no inline node is to run
@@ -331,17 +343,26 @@ class Run:
         can make hundreds ready at once); the rest wait for the next pass. At most
         ``MAX_POOLED`` attempts of a run hold a pool thread at once: nodes that may need
         one wait for a running attempt to end (only loops make that many ready).
-        False when every ready node waits so.
+        False when every ready node waits so. ``now``: the caller's reading of the
+        clock (monotonic), taken just before, serves the first deadline check.
         """
-        pooled, inline, prepared, waiting, taken = [], [], 0, [], 0
-        while self.ready and prepared < PREPARED_CHARS and time.monotonic() < self.deadline:
-            node_id = self.ready.pop(0)
+        pooled, inline, prepared, waiting, taken = [], [], 0, None, 0
+        ready, deadline = self.ready, self.deadline
+        while ready and prepared < PREPARED_CHARS:
+            if now is None:
+                now = time.monotonic()  # the deadline's check, and the attempt's start
+            if now >= deadline:
+                break
+            node_id = ready.pop(0)
             # (A pooled attempt is in self.running from its start.)
-            if not self.nodes[node_id].node_type.inline and len(self.running) >= MAX_POOLED:
+            if not self.nodes[node_id].always_inline and len(self.running) >= MAX_POOLED:
+                if waiting is None:
+                    waiting = []
                 waiting.append(node_id)
                 continue
             taken += 1
-            started = self._start_attempt(node_id)
+            started = self._start_attempt(node_id, now)
+            now = None
             if started is not None:
                 (inline if started[2].cancelled is _NEVER_CANCELLED else pooled).append(started)
                 prepared += len(self.states[node_id].input_text or "")
@@ -356,24 +377,27 @@ class Run:
                        self.states[node_id].attempts, self._ended_on_pool, self._result_text,
                        cancelled=ctx.cancelled)
         for node_id, data, ctx in inline:
-            if time.monotonic() < self.deadline:
+            if time.monotonic() < deadline:
                 outcome, text = call(self.nodes[node_id], data, ctx, self._result_text)
-                if time.monotonic() < self.deadline:
-                    self._finish_attempt(node_id, outcome, text)
+                ended = time.monotonic()
+                if ended < deadline:
+                    self._finish_attempt(node_id, outcome, text, ended)
                     continue
             # Started, but the run deadline came first: _stop judges it, as it
             # judges a pooled handler whose outcome ended past the deadline.
-            self.running[node_id] = (self.states[node_id].attempts, self.deadline, Cancel())
-        self.ready[:0] = waiting
+            self.running[node_id] = (self.states[node_id].attempts, deadline, Cancel())
+        if waiting is not None:
+            ready[:0] = waiting
         return taken > 0
 
-    def _start_attempt(self, node_id: str):
-        """Resolve and check the input; ``(node_id, data, ctx)`` for the caller to run
-        (pooled handlers first, then inline ones on this thread), or None."""
+    def _start_attempt(self, node_id: str, now: float):
+        """Resolve and check the input of an attempt starting ``now`` (monotonic);
+        ``(node_id, data, ctx)`` for the caller to run (pooled handlers first, then
+        inline ones on this thread), or None."""
         node, state = self.nodes[node_id], self.states[node_id]
         frame = self.frames.get(node_id)
-        epoch = time.time()
-        state.begin_attempt(epoch, time.monotonic())
+        epoch = now + self.epoch_offset
+        state.begin_attempt(epoch, now)
         self.started_cu += node.node_type.cu_per_attempt
         self.changes += 1
         if self.events is not None:
@@ -383,8 +407,10 @@ class Run:
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
             budget = Budget(self.max_input, check)
-            value = node.resolve_input(self.scope.lookup_in(frame), budget)
-            state.input_text, state.input = self._text(value, check), value
+            value = node.resolve_input(
+                self.scope.lookup if frame is None else self.scope.lookup_in(frame), budget)
+            state.input_text = dumps(self.redactor.value(value, check))  # self._text
+            state.input = value
             if frame is not None:
                 frame.held += len(state.input_text)
                 self.held += len(state.input_text)
@@ -407,13 +433,16 @@ class Run:
             return None
         # Exactly the run deadline when that comes first, so the deadline (not the
         # attempt's limit a few microseconds before it) decides: RUN_TIMEOUT.
-        limit = min(self.deadline, time.monotonic() + limit_ms(node, data) / 1000)
-        inline = node.node_type.runs_inline(data)
+        own_ms = node.static_limit_ms
+        limit = time.monotonic() + (limit_ms(node, data) if own_ms is None else own_ms) / 1000
+        if limit > self.deadline:
+            limit = self.deadline
+        inline = node.always_inline or node.node_type.runs_inline(data)
         ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
                           # an inline handler is bounded by ctx.check() against its limit
                           cancelled=_NEVER_CANCELLED if inline else _new_flag(),
                           settings=self.settings, resolve=keys,
-                          logger=node_logger(node.type))
+                          logger=node.logger)
         if not inline:
             self.running[node_id] = (state.attempts, limit, ctx.cancelled)
         return node_id, data, ctx
@@ -427,7 +456,7 @@ class Run:
     def _result_text(self, result: Any, check: Callable[[], None]) -> str:
         """A result as it leaves the process; OUTPUT_TOO_LARGE past the cap (SPEC §3)."""
         try:
-            text = self._text(result, check)
+            text = dumps(self.redactor.value(result, check))  # self._text
         except (ValueError, TypeError, RecursionError):
             raise NodeError("INTERNAL", "The node's result is not a JSON value.") from None
         if len(text) > self.max_result:
@@ -437,10 +466,13 @@ class Run:
 
     # -- finishing nodes -----------------------------------------------------
 
-    def _finish_attempt(self, node_id: str, outcome: Any, text: str | None = None) -> None:
+    def _finish_attempt(self, node_id: str, outcome: Any, text: str | None = None,
+                        ended: float | None = None) -> None:
+        """An attempt's outcome, ``ended`` (monotonic) when the caller just read it."""
         node, state = self.nodes[node_id], self.states[node_id]
         if not isinstance(outcome, NodeError):
-            state.end_attempt(time.time(), None)
+            state.end_attempt((time.monotonic() if ended is None else ended)
+                              + self.epoch_offset, None)
             state.status, state.result, state.error = "success", outcome, None
             state.result_text = text
             if text is not None and node_id in self.frames:  # what the loop's result holds
@@ -453,7 +485,8 @@ class Run:
             return
         error = outcome.as_dict()
         error["message"] = self.redactor.text(error["message"])
-        state.end_attempt(time.time(), error)
+        state.end_attempt((time.monotonic() if ended is None else ended) + self.epoch_offset,
+                          error)
         state.error = error
         if outcome.code == "BLOCKED_DESTINATION":
             metrics.count(metrics.BLOCKED)
@@ -474,18 +507,28 @@ class Run:
     def _settle_children(self, node_id: str) -> None:
         """Each child whose parents are now all final runs or is skipped, recursively.
         A node's children are in its own body (or outside loops, with it)."""
+        nodes, states, waiting, frames = self.nodes, self.states, self.waiting, self.frames
         todo = [node_id]
         while todo:
             parent_id = todo.pop()
-            suffix = self._suffix(parent_id)
-            for child in self.nodes[parent_id].children:
+            frame = frames.get(parent_id)
+            suffix = frame.suffix if frame is not None else ""
+            for child in nodes[parent_id].children:
                 child_id = child + suffix
-                self.waiting[child_id] -= 1
-                if self.waiting[child_id]:
+                left = waiting[child_id] = waiting[child_id] - 1
+                if left:
                     continue
-                node = self.nodes[child_id]
-                reason = skip_reason(node, ((self.nodes[p + suffix], self.states[p + suffix])
-                                            for p in node.parents))
+                node = nodes[child_id]
+                # Parents that all succeeded, none an "if": the child runs (skip_reason's
+                # answer, without its walk).
+                for parent in node.parents:
+                    if states[parent + suffix].status != "success" or \
+                            nodes[parent + suffix].type == "if":
+                        reason = skip_reason(node, ((nodes[p + suffix], states[p + suffix])
+                                                    for p in node.parents))
+                        break
+                else:
+                    reason = None
                 if reason is None:
                     self.ready.append(child_id)
                 else:
@@ -502,7 +545,11 @@ class Run:
         that ran no iteration lists its body as skipped; an iteration whose last instance
         this was ends."""
         node, state, frame = self.nodes[node_id], self.states[node_id], self.frames.get(node_id)
-        self._write_entry(node_id, node, state, frame)
+        if self.events is None:  # _write_entry's work, when nothing is streamed
+            self.body.settle(node_id, node, state, frame)
+            self.changes += 1
+        else:
+            self._write_entry(node_id, node, state, frame)
         state.input_text = state.result_text = None  # in the entry now
         if node.body and (node_id not in self.loops or not self.loops[node_id].next):
             self._skip_body(node_id, node, state)
@@ -533,7 +580,7 @@ class Run:
         self.stopped = why
         code, message = STOPS[why]
         error = NodeError("TIMEOUT" if why == "run_timeout" else code, message, True).as_dict()
-        now = time.time()
+        now = time.monotonic() + self.epoch_offset
         for node_id, state in list(self.states.items()):
             if node_id in self.running:
                 self.running[node_id][2].set()
@@ -569,7 +616,7 @@ class Run:
                                   bare)
 
         return self.body.partial_text(
-            summary(self.run_id, "running", round((time.time() - self.started_at) * 1000),
+            summary(self.run_id, "running", round((time.monotonic() - self.began) * 1000),
                     self.started_cu, None), self.plan.top, view)
 
     # -- the response ----------------------------------------------------------
@@ -597,7 +644,7 @@ class Run:
             error = {"code": "NODE_FAILED", "message": message}
         else:
             error = None
-        duration_ms = round((time.time() - self.started_at) * 1000)
+        duration_ms = round((time.monotonic() - self.began) * 1000)
         status = "cancelled" if self.stopped == "cancelled" else \
             "failure" if error else "success"
         total_cu = self.started_attempts
@@ -729,7 +776,6 @@ class Run:
                                 self.states[placeholder])
 
 
-_NEVER_CANCELLED = Cancel()
 # Cancel flags of pooled attempts whose handlers returned with the flag unset: as good
 # as new, and a new one (a threading.Event) costs as much as the rest of a pooled
 # attempt's start. Shared by this process's runs (list.append and pop are atomic).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,28 @@ class PlanNode:
     def worst_case_cu(self) -> int:
         """Every attempt started, at its type's cost (SPEC §8)."""
         return self.max_attempts * self.node_type.cu_per_attempt
+
+    @functools.cached_property
+    def always_inline(self) -> bool:
+        """Whether every attempt runs on the scheduling thread, whatever its input."""
+        return self.node_type.inline
+
+    @functools.cached_property
+    def static_limit_ms(self) -> float | None:
+        """An attempt's time limit when its input cannot change it (``attempts.limit_ms``
+        without a ``timeout_field``), else None."""
+        node_type = self.node_type
+        if node_type.timeout_field:
+            return None
+        limits = [node_type.max_timeout_ms]
+        if self.timeout_ms:
+            limits.append(self.timeout_ms)
+        return max(0.0, min(limits))
+
+    @functools.cached_property
+    def logger(self) -> logging.Logger:
+        """The logger its handler writes to (``app.nodes.<type>``)."""
+        return logging.getLogger(f"app.nodes.{self.type}")
 
     @functools.cached_property
     def _compiled(self) -> tuple[Resolver, frozenset[str]]:
@@ -106,6 +129,16 @@ class Plan:
                 out.append([])
             out[level].append(node_id)
         return out
+
+    @functools.cached_property
+    def top_nodes(self) -> dict[str, PlanNode]:
+        """The nodes outside loop bodies by id: what a run copies to start from."""
+        return {node_id: self.nodes[node_id] for node_id in self.top}
+
+    @functools.cached_property
+    def parent_counts(self) -> dict[str, int]:
+        """Each node outside loop bodies: how many parents it waits for (copied per run)."""
+        return {node_id: len(self.nodes[node_id].parents) for node_id in self.top}
 
     @functools.cached_property
     def shape_text(self) -> str:

@@ -148,6 +148,23 @@ def test_execution_state_order_levels_and_shape():
 
 # -- time limits -------------------------------------------------------------------
 
+def test_inline_attempts_times_follow_the_wall_clock_and_each_other():
+    # An inline attempt's start and end are read from the run's clock (the readings
+    # that check the deadline): still epoch times, in order along the chain.
+    before = time.time()
+    out = run_nodes("root>a", "a>b", "b>c", a={"type": "log", "payload": {"message": "1"}},
+                    b={"type": "log", "payload": {"message": "2"}},
+                    c={"type": "log", "payload": {"message": "3"}})
+    after = time.time()
+    assert out["status"] == "success", out
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(before))
+    stamps = [out["executionState"][n][f] for n in ("root", "a", "b", "c")
+              for f in ("startedAt", "finishedAt")]
+    assert stamps == sorted(stamps), stamps
+    assert iso <= stamps[0] and stamps[-1] <= time.strftime(
+        "%Y-%m-%dT%H:%M:%S.999Z", time.gmtime(after)), (before, stamps, after)
+
+
 def test_run_deadline_answers_at_once_with_partial_state(test_nodes):
     started = time.monotonic()
     out = run_engine({"definition": definition(
