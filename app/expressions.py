@@ -364,6 +364,15 @@ class Budget:
         if self._check is not None and not self._calls & 255:
             self._check()
 
+    def spend_size(self, value: Any) -> None:
+        """``spend(size(value))`` in one call (every lone hole spends its value's size)."""
+        self.left -= len(value) + 2 if value.__class__ is str else self.size(value)
+        if self.left < 0:
+            raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
+        self._calls += 1
+        if self._check is not None and not self._calls & 255:
+            self._check()
+
     def afford(self, value: Any) -> None:
         """Fail before writing ``value`` into text when its JSON alone is over the budget
         (text is never longer than the JSON, so nothing large is built in vain)."""
@@ -390,10 +399,13 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str,
 def _json_text(value: dict | list) -> str:
     """``_JSON.encode(value)``, calling the C encoder directly (as ``encode`` does, less
     the Python around it); a new one each time, for its own circular-reference marks."""
-    if json.encoder.c_make_encoder is None:
+    if _make_encoder is None:
         return _JSON.encode(value)
-    return "".join(json.encoder.c_make_encoder(
-        {}, str, json.encoder.encode_basestring, None, ":", ",", False, True, True)(value, 0))
+    return "".join(_make_encoder(
+        {}, str, _encode_basestring, None, ":", ",", False, True, True)(value, 0))
+
+
+_make_encoder, _encode_basestring = json.encoder.c_make_encoder, json.encoder.encode_basestring
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
@@ -449,7 +461,7 @@ def walk(value: Any, segments: tuple[Segment, ...]) -> Any:
     """Follow ``segments`` into a JSON value; ``MISSING`` where it leads nowhere."""
     for segment in segments:
         if isinstance(value, dict):
-            value = value.get(str(segment), MISSING)
+            value = value.get(segment if segment.__class__ is str else str(segment), MISSING)
         elif isinstance(value, list) and isinstance(segment, int):
             value = value[segment] if segment < len(value) else MISSING
         else:
@@ -582,14 +594,14 @@ def _compile_single(hole: Hole) -> Resolver:
         def resolve_path(lookup: Lookup, budget: Budget | None = None) -> Any:
             value = lookup(path)
             if budget is not None:
-                budget.spend(budget.size(value))
+                budget.spend_size(value)
             return None if value is MISSING else value
         return resolve_path
 
     def resolve_hole(lookup: Lookup, budget: Budget | None = None) -> Any:
         value = evaluate(hole, lookup)
         if budget is not None:
-            budget.spend(budget.size(value))
+            budget.spend_size(value)
         return None if value is MISSING else value
     return resolve_hole
 
