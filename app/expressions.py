@@ -67,6 +67,14 @@ class Path:
         """The segments after the head."""
         return self.segments[1:]
 
+    @functools.cached_property
+    def key(self) -> str | None:
+        """The last segment of ``head.field.key``, the usual path, when it names an
+        object's key (None for any other path)."""
+        if len(self.segments) == 3 and self.segments[2].__class__ is str:
+            return self.segments[2]
+        return None
+
     def __str__(self) -> str:
         return ".".join(str(s) for s in self.segments)
 
