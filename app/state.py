@@ -144,18 +144,23 @@ def node_view_text(node, state: NodeState, frame=None, bare: bool = False) -> st
             # max(0, round(ms)) without the calls for a node quicker than half a
             # millisecond (round(0.5) is 0)
             ms = (state.finished - state.started) * 1000
+            duration = round(ms) if ms > 0.5 else 0
             parts.append(f',"startedAt":"{started}","finishedAt":"'
                          f'{started if ms == 0 else iso(state.finished)}",'
-                         f'"durationMs":{round(ms) if ms > 0.5 else 0}')
+                         f'"durationMs":{_NUMBERS[duration] if duration < 1000 else duration}')
         else:
             parts.append(f',"startedAt":"{started}"')
-    if node.id != "root" and state.attempts:
-        parts.append(f',"attempts":{state.attempts}')
+    attempts = state.attempts
+    if node.id != "root" and attempts:  # counts and durations: small ones looked up
+        parts.append(f',"attempts":{_NUMBERS[attempts] if attempts < 1000 else attempts}')
     if state.attempt_log is not None:
         parts += (',"attemptLog":', dumps([_attempt_entry(*attempt)
                                            for attempt in state.attempt_log]))
     parts.append("}")
     return "".join(parts)
+
+
+_NUMBERS = tuple(str(count) for count in range(1000))
 
 
 @functools.lru_cache(maxsize=1024)
