@@ -221,8 +221,11 @@ class RunBody:
     def text(self, summary: Mapping[str, Any], order: Iterable[str]) -> str:
         """The whole body: ``summary`` (see ``summary``), then the entries in ``order``,
         each followed by those nested after it."""
-        return body_text(summary, ((entry_id, self.entries[entry_id])
-                                   for entry_id in self._ordered(order)))
+        # body_text's work, without a generator per entry: every run ends here
+        entries, parts = self.entries, _body_start(summary)
+        for entry_id in self._ordered(order) if self.nested else order:
+            parts += ('"', entry_id, '":', entries[entry_id], ",")
+        return _body_end(parts)
 
     def partial_text(self, summary: Mapping[str, Any], order: Iterable[str],
                      view: Callable[[str], str | None]) -> str:
@@ -283,9 +286,21 @@ class Outcome:
 def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> str:
     """The response body of SPEC §1: ``summary``'s fields, then ``executionState`` built
     from ``(node id, node_view_text)`` pairs in order."""
-    parts = [dumps(dict(summary))[:-1], ',"executionState":{']
+    parts = _body_start(summary)
     for node_id, view in views:  # one join: the views may add up to the run's whole cap
         parts += ('"', node_id, '":', view, ",")  # ids are [A-Za-z0-9_-] (and "[i]")
+    return _body_end(parts)
+
+
+def _body_start(summary: Mapping[str, Any]) -> list[str]:
+    """A body's first pieces: ``summary``'s fields, and ``executionState`` opened."""
+    return [dumps(summary if summary.__class__ is dict else dict(summary))[:-1],
+            ',"executionState":{']
+
+
+def _body_end(parts: list[str]) -> str:
+    """The body of ``_body_start``'s pieces and the entries after them (each followed by
+    a comma), closed."""
     if parts[-1] == ",":
         parts.pop()
     parts.append("}}")
