@@ -374,7 +374,16 @@ class Budget:
 
     def spend_size(self, value: Any) -> None:
         """``spend(size(value))`` in one call (every lone hole spends its value's size)."""
-        self.left -= len(value) + 2 if value.__class__ is str else self.size(value)
+        kind = value.__class__
+        if kind is str:
+            self.left -= len(value) + 2
+        elif kind is list or kind is dict:  # size(value), without the call
+            known = self._sizes.get(id(value))
+            if known is None:
+                known = self._sizes[id(value)] = len(_json_text(value))
+            self.left -= known
+        else:
+            self.left -= self.size(value)
         if self.left < 0:
             raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
         self._calls += 1

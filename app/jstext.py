@@ -60,7 +60,19 @@ def stringify(value: Any, check: Callable[[], None] | None = None) -> str:
     return _FLOATS.sub(js_float, text)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _encode(value: Any) -> str:
+    """``_ENCODER.encode(value)``, calling the C encoder directly as ``encode`` does (a new
+    one each time, for its own circular-reference marks), less the Python around it."""
+    if isinstance(value, str) or json.encoder.c_make_encoder is None:
+        return _ENCODER.encode(value)
+    return "".join(_make_encoder({}, _ENCODER.default, json.encoder.encode_basestring, None,
+                                 ":", ",", False, False, True)(value, 0))
+
+
+_make_encoder = json.encoder.c_make_encoder
 # Python writes a float with a '.' or an exponent: text without a digit followed by
 # one of those holds no float.
 _MAYBE_FLOAT = re.compile(r"[0-9][.eE]")
