@@ -188,7 +188,11 @@ def compile_load(schema_class: type[Schema], payload: Mapping[str, Any],
                 if absent is not None:
                     out[name] = absent()
                     continue
-                value = _loaded(data[key], key, data, as_is, items_as_is, validators, field_)
+                value = data[key]
+                if not validators and type(value) in as_is:  # a fixed value, as a rule
+                    out[name] = value
+                    continue
+                value = _loaded(value, key, data, as_is, items_as_is, validators, field_)
                 if value is not missing:
                     out[name] = value
         except ValidationError:

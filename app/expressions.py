@@ -67,6 +67,14 @@ class Path:
         """The segments after the head."""
         return self.segments[1:]
 
+    @functools.cached_property
+    def key(self) -> str | None:
+        """The last segment of ``head.field.key``, the usual path, when it names an
+        object's key (None for any other path)."""
+        if len(self.segments) == 3 and self.segments[2].__class__ is str:
+            return self.segments[2]
+        return None
+
     def __str__(self) -> str:
         return ".".join(str(s) for s in self.segments)
 
@@ -364,6 +372,24 @@ class Budget:
         if self._check is not None and not self._calls & 255:
             self._check()
 
+    def spend_size(self, value: Any) -> None:
+        """``spend(size(value))`` in one call (every lone hole spends its value's size)."""
+        kind = value.__class__
+        if kind is str:
+            self.left -= len(value) + 2
+        elif kind is list or kind is dict:  # size(value), without the call
+            known = self._sizes.get(id(value))
+            if known is None:
+                known = self._sizes[id(value)] = len(_json_text(value))
+            self.left -= known
+        else:
+            self.left -= self.size(value)
+        if self.left < 0:
+            raise ExpressionError(f"the resolved payload would exceed {self.limit} characters")
+        self._calls += 1
+        if self._check is not None and not self._calls & 255:
+            self._check()
+
     def afford(self, value: Any) -> None:
         """Fail before writing ``value`` into text when its JSON alone is over the budget
         (text is never longer than the JSON, so nothing large is built in vain)."""
@@ -390,10 +416,13 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str,
 def _json_text(value: dict | list) -> str:
     """``_JSON.encode(value)``, calling the C encoder directly (as ``encode`` does, less
     the Python around it); a new one each time, for its own circular-reference marks."""
-    if json.encoder.c_make_encoder is None:
+    if _make_encoder is None:
         return _JSON.encode(value)
-    return "".join(json.encoder.c_make_encoder(
-        {}, str, json.encoder.encode_basestring, None, ":", ",", False, True, True)(value, 0))
+    return "".join(_make_encoder(
+        {}, str, _encode_basestring, None, ":", ",", False, True, True)(value, 0))
+
+
+_make_encoder, _encode_basestring = json.encoder.c_make_encoder, json.encoder.encode_basestring
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
@@ -449,7 +478,7 @@ def walk(value: Any, segments: tuple[Segment, ...]) -> Any:
     """Follow ``segments`` into a JSON value; ``MISSING`` where it leads nowhere."""
     for segment in segments:
         if isinstance(value, dict):
-            value = value.get(str(segment), MISSING)
+            value = value.get(segment if segment.__class__ is str else str(segment), MISSING)
         elif isinstance(value, list) and isinstance(segment, int):
             value = value[segment] if segment < len(value) else MISSING
         else:
@@ -582,14 +611,14 @@ def _compile_single(hole: Hole) -> Resolver:
         def resolve_path(lookup: Lookup, budget: Budget | None = None) -> Any:
             value = lookup(path)
             if budget is not None:
-                budget.spend(budget.size(value))
+                budget.spend_size(value)
             return None if value is MISSING else value
         return resolve_path
 
     def resolve_hole(lookup: Lookup, budget: Budget | None = None) -> Any:
         value = evaluate(hole, lookup)
         if budget is not None:
-            budget.spend(budget.size(value))
+            budget.spend_size(value)
         return None if value is MISSING else value
     return resolve_hole
 

@@ -40,9 +40,10 @@ class Scope:
         }
 
     def lookup(self, path: Path, frame: Frame | None = None) -> Any:
-        head, rest = path.head, path.rest
+        head, rest, leaf = path.head, path.rest, path.key
         node = self.nodes.get(head)  # node ids never start with "$": a namespace's do
         if node is None:
+            leaf = None  # ``$nodes.id.field.key`` is one segment longer
             if head != "$nodes":
                 return self._namespace(head, rest, frame)
             if not rest:
@@ -67,6 +68,8 @@ class Scope:
         value = state.result if key == "result" else state.field(str(key), node.payload)
         if value is MISSING:
             return MISSING
+        if leaf is not None and value.__class__ is dict:  # node.field.key: no walk
+            return value.get(leaf, MISSING)
         return walk(value, rest[1:])
 
     def _namespace(self, head: str, rest: tuple, frame: Frame | None) -> Any:

@@ -8,6 +8,7 @@ grows (SPEC §3's caps).
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -124,10 +125,9 @@ def node_view_text(node, state: NodeState, frame=None, bare: bool = False) -> st
     Type names, statuses, reasons, timestamps and node ids are plain ASCII words of
     ours, written as they are; everything else goes through ``dumps``.
     """
-    parts = ['{"type":"', node.type, '","status":"', state.status, '","level":',
-             str(node.level)]
+    parts = [_head(node.type, state.status, node.level)]
     if frame is not None:
-        parts += (',"iteration":', str(frame.index), ',"loop":"', frame.loop, '"')
+        parts.append(f',"iteration":{frame.index},"loop":"{frame.loop}"')
     if state.input_text is not None and not bare:
         parts += (',"input":', state.input_text)
     # A result is shown once a node succeeded, and on a loop stopped by a failed
@@ -137,21 +137,36 @@ def node_view_text(node, state: NodeState, frame=None, bare: bool = False) -> st
     if state.error is not None and state.status == "failure":
         parts += (',"error":', dumps(state.error))
     if state.reason:
-        parts += (',"reason":"', state.reason, '"')
+        parts.append(f',"reason":"{state.reason}"')
     if state.started is not None:
         started = iso(state.started)
-        parts += (',"startedAt":"', started, '"')
         if state.finished is not None and state.status != "running":
-            duration = max(0, round((state.finished - state.started) * 1000))
-            parts += (',"finishedAt":"', started if state.finished == state.started else
-                      iso(state.finished), '","durationMs":', str(duration))
-    if node.id != "root" and state.attempts:
-        parts += (',"attempts":', str(state.attempts))
+            # max(0, round(ms)) without the calls for a node quicker than half a
+            # millisecond (round(0.5) is 0)
+            ms = (state.finished - state.started) * 1000
+            duration = round(ms) if ms > 0.5 else 0
+            parts.append(f',"startedAt":"{started}","finishedAt":"'
+                         f'{started if ms == 0 else iso(state.finished)}",'
+                         f'"durationMs":{_NUMBERS[duration] if duration < 1000 else duration}')
+        else:
+            parts.append(f',"startedAt":"{started}"')
+    attempts = state.attempts
+    if node.id != "root" and attempts:  # counts and durations: small ones looked up
+        parts.append(f',"attempts":{_NUMBERS[attempts] if attempts < 1000 else attempts}')
     if state.attempt_log is not None:
         parts += (',"attemptLog":', dumps([_attempt_entry(*attempt)
                                            for attempt in state.attempt_log]))
     parts.append("}")
     return "".join(parts)
+
+
+_NUMBERS = tuple(str(count) for count in range(1000))
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(type_: str, status: str, level: int) -> str:
+    """An entry's first fields: the same for every node of a type, status and level."""
+    return f'{{"type":"{type_}","status":"{status}","level":{level}'
 
 
 def _attempt_entry(started: float, finished: float | None, error: dict | None) -> dict:
@@ -184,7 +199,12 @@ class RunBody:
         instance); past the cap, its result and then its input are left out (the result
         that pushed the answer over is dropped)."""
         entry = node_view_text(node, state, frame)
-        if self.size + len(entry) > self.max_chars and state.result_text is not None:
+        size = self.size + len(entry)
+        if size <= self.max_chars:  # the usual case: well within the cap
+            self.size = size
+            self.entries[entry_id] = entry
+            return
+        if state.result_text is not None:
             self.too_large, state.result_text = True, None
             entry = node_view_text(node, state, frame)
         if self.size + len(entry) > self.max_chars and state.input_text is not None:
@@ -201,8 +221,11 @@ class RunBody:
     def text(self, summary: Mapping[str, Any], order: Iterable[str]) -> str:
         """The whole body: ``summary`` (see ``summary``), then the entries in ``order``,
         each followed by those nested after it."""
-        return body_text(summary, ((entry_id, self.entries[entry_id])
-                                   for entry_id in self._ordered(order)))
+        # body_text's work, without a generator per entry: every run ends here
+        entries, parts = self.entries, _body_start(summary)
+        for entry_id in self._ordered(order) if self.nested else order:
+            parts += ('"', entry_id, '":', entries[entry_id], ",")
+        return _body_end(parts)
 
     def partial_text(self, summary: Mapping[str, Any], order: Iterable[str],
                      view: Callable[[str], str | None]) -> str:
@@ -263,9 +286,21 @@ class Outcome:
 def body_text(summary: Mapping[str, Any], views: Iterable[tuple[str, str]]) -> str:
     """The response body of SPEC §1: ``summary``'s fields, then ``executionState`` built
     from ``(node id, node_view_text)`` pairs in order."""
-    parts = [dumps(dict(summary))[:-1], ',"executionState":{']
+    parts = _body_start(summary)
     for node_id, view in views:  # one join: the views may add up to the run's whole cap
         parts += ('"', node_id, '":', view, ",")  # ids are [A-Za-z0-9_-] (and "[i]")
+    return _body_end(parts)
+
+
+def _body_start(summary: Mapping[str, Any]) -> list[str]:
+    """A body's first pieces: ``summary``'s fields, and ``executionState`` opened."""
+    return [dumps(summary if summary.__class__ is dict else dict(summary))[:-1],
+            ',"executionState":{']
+
+
+def _body_end(parts: list[str]) -> str:
+    """The body of ``_body_start``'s pieces and the entries after them (each followed by
+    a comma), closed."""
     if parts[-1] == ",":
         parts.pop()
     parts.append("}}")

@@ -75,32 +75,47 @@ def run(data: dict, ctx: NodeContext) -> dict:
     Each piece is counted before the next is written, so a template repeating
     a large value fails after about ``MAX_TEXT_CHARS`` of text, not after all of it.
     """
-    parts = compile_template(data["template"])  # checked by the schema: it compiles
+    steps = _steps(data["template"])  # checked by the schema: it compiles
     value, separator = data["data"], data["separator"]
     items = value if isinstance(value, list) else [value]
     pieces: list[str] = []
     length = 0
     check = ctx.check
+    many = len(steps) >= CHECK_EVERY  # a template of many holes: checked within items too
     for index, item in enumerate(items):
         check()
+        count = 0
         if index:
             length += len(separator)
             pieces.append(separator)
-        for count, part in enumerate(parts, 1):
+        for part, key in steps:
             if part.__class__ is not str:  # an item path: its value as text
-                found = walk(item, part)
-                part = found if found.__class__ is str else to_text(
-                    None if found is MISSING else found, check)
+                found = item.get(key, MISSING) if key is not None and \
+                    item.__class__ is dict else walk(item, part)
+                part = found if found.__class__ is str else f"{found}" if \
+                    found.__class__ is int else to_text(None if found is MISSING else found,
+                                                        check)
             length += len(part)
             if length > MAX_TEXT_CHARS:
                 break
             pieces.append(part)
-            if not count % CHECK_EVERY:  # a template of many holes
-                check()
+            if many:
+                count += 1
+                if not count % CHECK_EVERY:
+                    check()
         if length > MAX_TEXT_CHARS:  # also when separators alone are too long
             raise NodeError("INVALID_INPUT",
                             f"The formatted text would exceed {MAX_TEXT_CHARS} characters.")
     return {"formatted": "".join(pieces)}
+
+
+@cache_short_texts(maxsize=512)
+def _steps(template: str) -> tuple[tuple[Part, str | None], ...]:
+    """``compile_template(template)``, each part with the key it reads when it is an
+    item path of one name (read from an object item without ``walk``)."""
+    return tuple((part, part[0] if part.__class__ is tuple and len(part) == 1 and
+                  part[0].__class__ is str else None)
+                 for part in compile_template(template))
 
 
 NODE = NodeType("format", Payload, run, inline_when=inline,

@@ -17,7 +17,9 @@ class Payload(PayloadSchema):
 
 def run(data: dict, ctx: NodeContext) -> dict:
     """Log ``message`` with the run and node ids."""
-    message = to_text(data["message"], ctx.check)
+    message = data["message"]
+    if message.__class__ is not str:  # a string, as a rule: as it is
+        message = to_text(message, ctx.check)
     logconfig.info(ctx.logger, message, {"runId": ctx.run_id, "nodeId": ctx.node_id})
     return {"message": message, "loggedAt": iso_now()}
 

@@ -18,6 +18,7 @@ from .base import SMALL_ARRAY, NodeContext, NodeError, NodeType, PayloadSchema, 
 from .values import at_path, check_path, parse_path, present
 
 MAX_VALUES = 1_000_000  # items × fields: beyond it the result is refused, not built
+_EMPTY_CHARS = len('{"values":[]}')
 
 
 class Payload(PayloadSchema):
@@ -57,20 +58,23 @@ def run(data: dict, ctx: NodeContext) -> dict:
     if len(array) * len(names) > MAX_VALUES:
         raise NodeError("INVALID_INPUT", f"{len(array)} items × {len(names)} fields "
                         f"is more than {MAX_VALUES} values.")
-    paths = {name: parse_path(name) for name in names}
-    limit = ctx.settings.get("MAX_RESULT_CHARS", config.default("MAX_RESULT_CHARS"))
-    sizes: dict[int, int] = {}
-    length = len('{"values":[]}')
+    settings = ctx.settings
+    limit = settings["MAX_RESULT_CHARS"] if "MAX_RESULT_CHARS" in settings else \
+        config.default("MAX_RESULT_CHARS")
+    length = _EMPTY_CHARS
     values: list = []
     if len(names) == 1:
         # Each value is a different part of the input, whose text the engine bounds
         # at half the result cap: only what pluck adds (nulls) can grow, so neither
         # containers nor long strings need measuring here.
-        path = paths[names[0]]
+        path = parse_path(names[0])
+        key = path[0] if len(path) == 1 and path[0].__class__ is str else None
         for index, item in enumerate(array):
             if not index % CHECK_EVERY:
                 ctx.check()
-            value = walk(item, path)
+            # a one-name path on an object item read at once (what walk does)
+            value = item.get(key, MISSING) if key is not None and item.__class__ is dict \
+                else walk(item, path)
             if value is MISSING:
                 value = None
             length += json_length(value, None) + 1
@@ -78,6 +82,8 @@ def run(data: dict, ctx: NodeContext) -> dict:
                 raise _too_large(limit)
             values.append(value)
         return {"values": values}
+    paths = {name: parse_path(name) for name in names}
+    sizes: dict[int, int] = {}
     keys = sum(len(name) + 4 for name in paths) + 1  # "name": and a comma each, braces
     for item in array:
         ctx.check()  # each item is many values

@@ -107,3 +107,9 @@ def test_data_resolving_to_a_number_is_invalid_input():
 def test_output_larger_than_the_text_limit_is_refused():
     error = node_error(format_, {"data": [0] * 1000, "template": "y" * 5000})
     assert error.code == "INVALID_INPUT" and str(MAX_TEXT_CHARS) in error.message
+
+
+def test_a_one_name_path_reads_objects_only_and_writes_integers_in_full():
+    items = [{"n": 12345678901234567890}, ["n"], "n", 7, {"n": -3}, {"n": True}, {"m": 1}]
+    assert formatted(items, "<{{@n}}>", separator="") == (
+        "<12345678901234567890><><><><-3><true><>")

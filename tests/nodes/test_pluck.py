@@ -109,3 +109,9 @@ def test_field_resolving_to_a_bad_path_is_invalid_input():
 def test_too_many_values_are_refused_not_built():
     error = node_error(pluck, {"array": [{}] * 2000, "fields": [f"f{i}" for i in range(600)]})
     assert error.code == "INVALID_INPUT"
+
+
+def test_a_one_name_path_reads_objects_only():
+    array = [{"a": 1}, ["a"], "a", {"b": 2}, {"a": None}, {"a": {"x": [1]}}]
+    assert call(pluck, {"array": array, "field": "a"})["values"] == [
+        1, None, None, None, None, {"x": [1]}]
