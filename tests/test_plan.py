@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 
@@ -20,7 +21,8 @@ from tests.helpers import definition, run_engine
 
 # Types whose results depend on time or chance (or that start a JavaScript engine; an
 # outbound node's own timeout races its refused destination): they become hello-world
-# nodes, whose results hold only a timestamp.
+# nodes, whose results hold only a timestamp — a fixed one, as the root's triggeredAt
+# (see ``answer``).
 UNSTEADY = {"code-transform", "delay", "generate-id", "http-request", "send-webhook"}
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -52,9 +54,18 @@ def compiled(plan) -> None:
         node.__dict__.pop("load_input", None)
 
 
+FIXED_TIME = "2000-01-01T00:00:00.000Z"
+
+
 def answer(request, run_id: str) -> dict:
-    """The run's answer, its times left out (they differ from run to run)."""
-    out = json.loads(ISO.sub("T", Run(request, run_id, settings={}).run().text))
+    """The run's answer, its times left out (they differ from run to run). The times a
+    node can read (the root's ``triggeredAt``, a hello-world's ``timestamp``) are fixed:
+    a generated regex or condition over their digits would answer differently in the
+    next millisecond."""
+    with mock.patch("app.engine.iso", lambda _epoch: FIXED_TIME), \
+            mock.patch("app.nodes.hello_world.iso_now", lambda: FIXED_TIME):
+        text = Run(request, run_id, settings={}).run().text
+    out = json.loads(ISO.sub("T", text))
     out.pop("durationMs")
     for state in out["executionState"].values():
         state.pop("durationMs", None)
