@@ -477,14 +477,19 @@ def test_the_code_counts_problems_left_out():
     assert code == 400229 and "definition.nodes.a.type" in errors and "_truncated" in errors
 
 
+# The tests of linear work below bound this process's CPU time, not the wall clock: a
+# quadratic step would take minutes here, and other work on a shared machine does not
+# count against them.
+
+
 def test_a_large_bad_definition_answers_a_small_body_quickly():
     import json
     import time
     body = {"definition": bad_nodes(6000, pad=100)}
     assert len(json.dumps(body)) > 900_000
-    started = time.perf_counter()
+    started = time.process_time()
     _, errors = problems(body)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert sum(len(m) for k, m in errors.items() if k != "_truncated") == 1000
     assert len(json.dumps(errors)) < 200_000
 
@@ -505,7 +510,7 @@ def test_validation_is_linear_on_hostile_payloads():
     holes = "{{root.result.a}}" * 60_000  # 1 MiB of expressions in one string
     huge_key = {"k" * 400_000: ["{{@item}}", "{{ nope.result }}"] * 20_000}
     many_children = {f"n{i}": log() for i in range(40_000)}
-    started = time.perf_counter()
+    started = time.process_time()
     check_request({"definition": definition("root>a", a=log(holes))}, Limits())
     _, errors = problems({"definition": definition("root>a", a={
         "type": "log", "payload": {"message": "hi", **huge_key}})})
@@ -513,14 +518,14 @@ def test_validation_is_linear_on_hostile_payloads():
     _, errors = problems({"definition": definition(
         *[f"root>{n}" for n in many_children], **many_children)})
     assert "definition.nodes" in errors
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_validation_is_linear_on_misread_paths_and_unclosed_quotes():
     import time
     # Paths into a large payload as written and into a fixed result, each one different
     # (no cache helps), and quotes that never close, each before a hole.
-    started = time.perf_counter()
+    started = time.process_time()
     wide = {"type": "log", "payload": {"message": "x", **{f"k{i}": i for i in range(30_000)}}}
     misread = "".join(f"{{{{a.payload.q{i}}}}}{{{{h.result.mesage{i}}}}}"
                       for i in range(15_000))
@@ -537,7 +542,7 @@ def test_validation_is_linear_on_misread_paths_and_unclosed_quotes():
     _, errors = problems({"definition": definition(*[f"root>{g}" for g in ghosts], **nodes)},
                          Limits(max_nodes=100))
     assert len(errors) == 1001
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_the_known_types_are_listed_once():
