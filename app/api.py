@@ -18,7 +18,8 @@ import functools
 import logging
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.datastructures import Headers
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from . import config as config_module
@@ -162,7 +163,7 @@ def run_sync():
     life = _reserved(check_request(state.body, _limits(app.config)), app, state,
                      stream=_wants_stream())
     if life.stream:
-        return _event_stream(life.passes())
+        return _event_stream(life.passes(), app, state.request_id)
     with _refusals():
         outcome = life.finish()
     return app.response_class(outcome.text, content_type="application/json")
@@ -242,10 +243,13 @@ def _hard_stop(stop: runs.HardStop) -> dict:
             "limit)", "runId": stop.run_id}
 
 
-def _event_stream(batches: sse.Batches):
+def _event_stream(batches: sse.Batches, app=None, request_id: str | None = None):
     """A stream of ``batches`` (the first taken now, so what it does before its first
     event — the run's set-up — is done before the answer starts). What would have been
-    a 503 once the stream has begun is its last event, ``error``, with the same body."""
+    a 503 once the stream has begun is its last event, ``error``, with the same body.
+    (``app`` and ``request_id``: the request's, when the caller has them at hand.)"""
+    if app is None:
+        app, request_id = current_app._get_current_object(), g.request_id
     first = next(batches, [])
 
     def chunks():
@@ -254,20 +258,28 @@ def _event_stream(batches: sse.Batches):
             yield from batches
         except runs.HardStop as stop:
             yield [("error", dumps({"code": 503000, **_hard_stop(stop),
-                                    "requestId": g_request_id}))]
+                                    "requestId": request_id}))]
         except StoreUnavailable as error:  # (a run's books wait for it: runs.settle)
             log.error("store unavailable: %s", error)
             yield [("error", dumps({"code": 503000, "message": STORE_UNAVAILABLE,
-                                    "requestId": g_request_id}))]
+                                    "requestId": request_id}))]
         finally:
             batches.close()
 
-    g_request_id = g.request_id
-    keep_alive_s = current_app.config["STREAM_KEEPALIVE_MS"] / 1000
+    keep_alive_s = app.config["STREAM_KEEPALIVE_MS"] / 1000
     stream = sse.paced(sse.encode(chunks(), keep_alive_s),
                        request.environ.get("gunicorn.socket"))
-    return current_app.response_class(stream, mimetype="text/event-stream",
-                                      headers=sse.HEADERS)
+    # Its body handed to the server as it is (``direct_passthrough``: Werkzeug would wrap
+    # it in two more iterators, to encode text and to close the answer, which closing
+    # the stream does), its headers made from those Werkzeug checked once.
+    headers = Headers()
+    headers._list = list(_STREAM_HEADERS)
+    return app.response_class(stream, headers=headers, direct_passthrough=True)
+
+
+# A stream's headers (SPEC §12), as Werkzeug makes them for ``sse.HEADERS`` and the type.
+_STREAM_HEADERS = tuple(Response(mimetype="text/event-stream", headers=sse.HEADERS).headers
+                        .to_wsgi_list())
 
 
 def _run_settings(app) -> dict:

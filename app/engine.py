@@ -175,11 +175,12 @@ class Run:
             pass
         return self.outcome()
 
-    def passes(self) -> Iterator[None]:
+    def passes(self) -> Iterator[bool]:
         """The scheduling loop, pausing whenever it is about to wait (a streaming caller
         writes the ``events`` so far meanwhile), and at least every ``PAUSE_S`` while it
-        has work to do without waiting; ``outcome`` once it is exhausted. A run that
-        never waits (inline nodes only) pauses once, at its end: one write of its events.
+        has work to do without waiting; ``outcome`` once it is exhausted. Each pause
+        yields whether the loop is over: its last pause, at its end (a run that never
+        waits — inline nodes only — pauses only then: one write of its events).
         The run's ``lock`` is held throughout (pauses included), but for the waits, and
         is kept once it is over (however it ended): late outcomes then only queue up."""
         self.lock.acquire()
@@ -200,10 +201,10 @@ class Run:
                     now = time.monotonic()  # the tick may have taken a while
                 if self.ready and self._start_ready(now=now):
                     if now - paused >= PAUSE_S:
-                        yield
+                        yield False
                         paused = time.monotonic()
                     continue
-                yield
+                yield False
                 paused = time.monotonic()
                 wake = [self.deadline] + [d for _, d, _ in self.running.values()] + \
                     [t for t, _ in self.timers[:1]]
@@ -211,7 +212,7 @@ class Run:
                     wake.append(next_tick)
                 self._wait(min(wake))
                 self._expire(time.monotonic())
-            yield
+            yield True
         finally:
             self.ended = True
 

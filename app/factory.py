@@ -72,8 +72,8 @@ class _Response(Response):
 
     def get_wsgi_headers(self, environ):
         """The headers themselves, not a copy fixed for the environ, when there is nothing
-        to fix: a status with a body, its Content-Length set, no Location or
-        Content-Location to make a URL of."""
+        to fix: a status with a body, its Content-Length set (or a streamed body, whose
+        length Werkzeug never sets), no Location or Content-Location to make a URL of."""
         status = self.status_code
         if status < 200 or status == 204 or status == 304:
             return super().get_wsgi_headers(environ)
@@ -84,7 +84,8 @@ class _Response(Response):
                 length = True
             elif name == "location" or name == "content-location":
                 return super().get_wsgi_headers(environ)
-        return self.headers if length else super().get_wsgi_headers(environ)
+        return self.headers if length or not self.is_sequence else \
+            super().get_wsgi_headers(environ)
 
     def get_app_iter(self, environ):
         """The body's list of bytes itself, rather than a generator over it in an iterator
@@ -266,7 +267,7 @@ def _compress(response, req, seen: dict[str, str], minimum: int):
     """A JSON answer of at least ``minimum`` bytes, gzipped for a client that accepts
     it. Never a stream (Server-Sent Events go out event by event). ``seen``: the
     answer's headers, each name's first value by its lower-case name."""
-    if not minimum or response.is_streamed or response.direct_passthrough:
+    if not minimum or response.direct_passthrough or response.is_streamed:
         return response
     length, kind = seen.get("content-length"), seen.get("content-type")
     if (not length or not length.isdigit() or int(length) < minimum or not kind

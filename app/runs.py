@@ -147,7 +147,10 @@ class Life:
         ``run.started`` first, ``run.finished`` with the answer's text last, after the
         answer is stored; else nothing). A pass without events yields an empty batch
         (at least every ``engine.TICK_S``), so the stream's keep-alive is written while a
-        node waits. Closed early (the client left), the run goes on to its end unseen."""
+        node waits. The events of the engine's last pass go with ``run.finished`` (one
+        write at the run's end), or before the error when its books cannot be written.
+        Closed early (the client left), the run goes on to its end unseen, its engine
+        making no more events."""
         with logconfig.batched():  # the run's log lines, written together at its end
             engine = self._engine()
             listening = self.stream
@@ -156,18 +159,26 @@ class Life:
                     yield [("run.started", dumps({"runId": self.run_id}))]
                 except GeneratorExit:  # the client left: run on, unseen
                     listening = False
+                    engine.events = None
             with _Running(self, engine):
-                for _ in engine.passes():
-                    if listening:
+                for over in engine.passes():
+                    if listening and not over:
                         events, engine.events = engine.events, []
                         try:
                             yield events
                         except GeneratorExit:  # the client left: run on, unseen
                             listening = False
+                            engine.events = None
                 self.outcome = engine.outcome()
-            self._books()
+            try:
+                self._books()
+            except Exception:
+                if listening and engine.events:
+                    yield engine.events  # what the run did, then the error (the caller's)
+                raise
         if listening:
-            yield [("run.finished", self.outcome.text)]
+            engine.events.append(("run.finished", self.outcome.text))
+            yield engine.events
 
     def _engine(self) -> Run:
         """The run's engine, its progress and cancels going through the store."""

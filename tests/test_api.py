@@ -552,3 +552,24 @@ def test_a_runs_graph_is_json_whatever_its_client_run_id(client):
         graph = json.loads(answer.get_data(as_text=True))
         assert graph["runId"] == run_id and graph["deadlineMs"] == 700
         assert graph["startedAt"] <= ran.json["executionState"]["root"]["startedAt"]
+
+
+def test_a_streamed_runs_headers_are_werkzeugs_for_an_event_stream(app):
+    """A stream's headers are copied from a list Werkzeug made once (api._STREAM_HEADERS),
+    its body handed over as it is: the headers are what Werkzeug makes of the type and
+    sse.HEADERS, in that order, with the request id and no length; the answer's
+    iterable is the stream itself, closed once read."""
+    environ = EnvironBuilder(path="/v1/runs/sync", method="POST", json=TWO_NODES, headers={
+        **DEV_AUTH, "Accept": "text/event-stream", "X-Request-ID": "req-1"}).get_environ()
+    started = []
+    answer = app(environ, lambda status, headers, exc_info=None: started.append(
+        (status, headers)))
+    try:
+        body = b"".join(answer)
+    finally:
+        answer.close()
+    assert started == [("200 OK", [
+        ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
+        ("Content-Type", "text/event-stream; charset=utf-8"), ("X-Request-ID", "req-1")])]
+    assert body.startswith(b"id: 1\nevent: run.started\ndata: {\"runId\":\"run_")
+    assert b"\nevent: run.finished\n" in body and body.endswith(b"}\n\n")

@@ -493,6 +493,32 @@ def test_a_run_whose_stream_is_closed_runs_on_and_is_stored_and_charged(tmp_path
     assert store.balance(token.id) == Balance(balance=8, reserved=0, used=2)
 
 
+def test_the_last_passs_events_come_with_run_finished_after_the_run_is_stored(tmp_path):
+    """``runs.Life.passes``: the events of the engine's last pass are written together
+    with ``run.finished`` (one batch, the run stored first), every event once, in order."""
+    store = open_store(f"sqlite:///{tmp_path / 'runner.sqlite3'}")
+    store.migrate()
+    token = store.token(store.create_token("last", 10))
+    request = check_request(DIAMOND, Limits())
+    life = runs.Life(store, config.defaults(), request, token.id, "request-1",
+                     time.monotonic(), stream=True)
+    life.reserve()
+    batches = []
+    for batch in life.passes():
+        if batch and batch[-1][0] == "run.finished":  # the run is stored by then
+            assert store.run_text(life.run_id, token.id) == batch[-1][1]
+        batches.append([(name, json.loads(data)) for name, data in batch])
+    assert [name for name, _ in batches[0]] == ["run.started"]
+    assert [(name, data.get("nodeId")) for name, data in batches[-1]][-3:] == [
+        ("node.started", "d"), ("node.finished", "d"), ("run.finished", None)]
+    events = [(name, data.get("nodeId")) for batch in batches for name, data in batch]
+    assert events[0] == ("run.started", None) and events[-1] == ("run.finished", None)
+    assert sorted(events[1:-1]) == sorted(
+        [("node.finished", "root")] + [(name, node) for node in "abcd"
+                                       for name in ("node.started", "node.finished")])
+    assert events.index(("node.finished", "b")) < events.index(("node.started", "d"))
+
+
 def _logged(server: Server, run_id: str) -> str | None:
     """The status in the run's summary line of the shared log file."""
     return _summary_line(server, run_id)["status"]
