@@ -357,6 +357,8 @@ class Budget:
     limit resolution stops with ``ExpressionError``.
     """
 
+    __slots__ = ("limit", "left", "_sizes", "_check", "_calls")  # one per attempt
+
     def __init__(self, limit: int, check: Callable[[], None] | None = None,
                  sizes: dict[int, tuple[int, Any]] | None = None):
         self.limit, self.left = limit, limit
