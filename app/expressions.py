@@ -357,7 +357,7 @@ class Budget:
     limit resolution stops with ``ExpressionError``.
     """
 
-    __slots__ = ("limit", "left", "_sizes", "_check", "_calls")  # one per attempt
+    __slots__ = ("_calls", "_check", "_sizes", "left", "limit")  # one made per attempt
 
     def __init__(self, limit: int, check: Callable[[], None] | None = None,
                  sizes: dict[int, tuple[int, Any]] | None = None):
@@ -421,14 +421,16 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str,
 
 def _json_text(value: dict | list) -> str:
     """``_JSON.encode(value)``, calling the C encoder directly (as ``encode`` does, less
-    the Python around it); a new one each time, for its own circular-reference marks."""
-    if _make_encoder is None:
+    the Python around it). One encoder serves every call: without circular-reference
+    marks (``markers`` None), as state.dumps's — values are JSON trees, never cyclic."""
+    if _ENCODE is None:
         return _JSON.encode(value)
-    return "".join(_make_encoder(
-        {}, str, _encode_basestring, None, ":", ",", False, True, True)(value, 0))
+    return "".join(_ENCODE(value, 0))
 
 
-_make_encoder, _encode_basestring = json.encoder.c_make_encoder, json.encoder.encode_basestring
+_ENCODE = json.encoder.c_make_encoder(
+    None, str, json.encoder.encode_basestring, None, ":", ",", False, True, True
+) if json.encoder.c_make_encoder else None
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:
