@@ -153,6 +153,10 @@ class Run:
         self.max_result = self._setting("MAX_RESULT_CHARS")
         self.body = RunBody(self._setting("MAX_RUN_CHARS"))
         self.scope = Scope(request, run_id, self.states)
+        # The JSON sizes of values read by the inputs of nodes outside loops (see Budget):
+        # several nodes reading one result measure it once. (Loop iterations measure
+        # theirs apart: what they read is let go when the iteration ends.)
+        self.sizes: dict[int, tuple[int, Any]] = {}
 
     def _setting(self, name: str) -> Any:
         settings = self.settings
@@ -407,7 +411,7 @@ class Run:
         check = self.check
         state.input, state.input_text = MISSING, None  # shown only once resolved in full
         try:
-            budget = Budget(self.max_input, check)
+            budget = Budget(self.max_input, check, self.sizes if frame is None else None)
             value = node.resolve_input(
                 self.scope.lookup if frame is None else self.scope.lookup_in(frame), budget)
             state.input_text = dumps(self.redactor.value(value, check))  # self._text
@@ -439,11 +443,12 @@ class Run:
         if limit > self.deadline:
             limit = self.deadline
         inline = node.always_inline or node.node_type.runs_inline(data)
-        ctx = NodeContext(run_id=self.run_id, node_id=node_id, deadline=limit,
-                          # an inline handler is bounded by ctx.check() against its limit
-                          cancelled=_NEVER_CANCELLED if inline else _new_flag(),
-                          settings=self.settings, resolve=keys,
-                          logger=node.logger)
+        # (run_id, node_id, deadline, cancelled, settings, resolve, logger): given by
+        # position, at half the cost of keywords; an inline handler is bounded by
+        # ctx.check() against its limit
+        ctx = NodeContext(self.run_id, node_id, limit,
+                          _NEVER_CANCELLED if inline else _new_flag(),
+                          self.settings, keys, node.logger)
         if not inline:
             self.running[node_id] = (state.attempts, limit, ctx.cancelled)
         return node_id, data, ctx

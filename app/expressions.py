@@ -357,9 +357,15 @@ class Budget:
     limit resolution stops with ``ExpressionError``.
     """
 
-    def __init__(self, limit: int, check: Callable[[], None] | None = None):
+    __slots__ = ("_calls", "_check", "_sizes", "left", "limit")  # one made per attempt
+
+    def __init__(self, limit: int, check: Callable[[], None] | None = None,
+                 sizes: dict[int, tuple[int, Any]] | None = None):
         self.limit, self.left = limit, limit
-        self._sizes: dict[int, int] = {}  # id → JSON size of containers seen
+        # id → (JSON size, the container) of containers seen, the container kept so its
+        # id names it while the entry lasts; ``sizes``: the caller's, shared by budgets
+        # that read the same values (a run's nodes reading one result: measured once).
+        self._sizes = {} if sizes is None else sizes
         # Called now and then (it raises at the run's deadline): a payload of many
         # small holes is cheap per hole but not in all.
         self._check, self._calls = check, 0
@@ -380,8 +386,8 @@ class Budget:
         elif kind is list or kind is dict:  # size(value), without the call
             known = self._sizes.get(id(value))
             if known is None:
-                known = self._sizes[id(value)] = len(_json_text(value))
-            self.left -= known
+                known = self._sizes[id(value)] = (len(_json_text(value)), value)
+            self.left -= known[0]
         else:
             self.left -= self.size(value)
         if self.left < 0:
@@ -404,8 +410,8 @@ class Budget:
             return 5 if value is None or isinstance(value, bool) else len(str(value))
         known = self._sizes.get(id(value))
         if known is None:
-            known = self._sizes[id(value)] = len(_json_text(value))
-        return known
+            known = self._sizes[id(value)] = (len(_json_text(value)), value)
+        return known[0]
 
 
 # Any value a handler returns is measured: keys JSON cannot hold are skipped, odd types
@@ -415,14 +421,16 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str,
 
 def _json_text(value: dict | list) -> str:
     """``_JSON.encode(value)``, calling the C encoder directly (as ``encode`` does, less
-    the Python around it); a new one each time, for its own circular-reference marks."""
-    if _make_encoder is None:
+    the Python around it). One encoder serves every call: without circular-reference
+    marks (``markers`` None), as state.dumps's — values are JSON trees, never cyclic."""
+    if _ENCODE is None:
         return _JSON.encode(value)
-    return "".join(_make_encoder(
-        {}, str, _encode_basestring, None, ":", ",", False, True, True)(value, 0))
+    return "".join(_ENCODE(value, 0))
 
 
-_make_encoder, _encode_basestring = json.encoder.c_make_encoder, json.encoder.encode_basestring
+_ENCODE = json.encoder.c_make_encoder(
+    None, str, json.encoder.encode_basestring, None, ":", ",", False, True, True
+) if json.encoder.c_make_encoder else None
 
 
 def resolve(value: Any, lookup: Lookup, budget: Budget | None = None) -> Any:

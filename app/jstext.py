@@ -64,15 +64,17 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(value: Any) -> str:
-    """``_ENCODER.encode(value)``, calling the C encoder directly as ``encode`` does (a new
-    one each time, for its own circular-reference marks), less the Python around it."""
-    if isinstance(value, str) or json.encoder.c_make_encoder is None:
+    """``_ENCODER.encode(value)``, calling the C encoder directly as ``encode`` does, less
+    the Python around it. One encoder serves every call: without circular-reference
+    marks (``markers`` None), as state.dumps's — values are JSON trees, never cyclic."""
+    if isinstance(value, str) or _C_ENCODE is None:
         return _ENCODER.encode(value)
-    return "".join(_make_encoder({}, _ENCODER.default, json.encoder.encode_basestring, None,
-                                 ":", ",", False, False, True)(value, 0))
+    return "".join(_C_ENCODE(value, 0))
 
 
-_make_encoder = json.encoder.c_make_encoder
+_C_ENCODE = json.encoder.c_make_encoder(
+    None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+) if json.encoder.c_make_encoder else None
 # Python writes a float with a '.' or an exponent: text without a digit followed by
 # one of those holds no float.
 _MAYBE_FLOAT = re.compile(r"[0-9][.eE]")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 
@@ -322,3 +323,23 @@ def test_the_run_deadline_decides_even_when_the_scheduler_is_slow(monkeypatch):
                                                after={"type": "t-echo"}), "timeoutMs": 50})
     assert out["error"]["code"] == "RUN_TIMEOUT"
     assert states(out)["after"] == ("skipped", "run_timeout")
+
+
+@pytest.mark.parametrize("room", [0, -1])
+def test_nodes_reading_one_result_each_spend_its_whole_size(room):
+    """A value several inputs read is measured once per run, and each input still spends
+    its whole size: at a limit of exactly two copies, reading it twice fits; one
+    character less, every node that reads it twice fails, and one reading it once not."""
+    items = [{"name": "x" * 40, "qty": n} for n in range(20)]
+    size = len(json.dumps(items, separators=(",", ":")))
+    twice = {"type": "format", "payload": {"data": "{{root.result.items}}", "template": "t",
+                                          "again": "{{root.result.items}}"}}
+    once = {"type": "format", "payload": {"data": "{{root.result.items}}", "template": "t"}}
+    body = {"definition": definition("root>a", "root>b", "root>c", a=twice, b=twice, c=once),
+            "payload": {"items": items}}
+    state = run_engine(body, settings={"MAX_INPUT_CHARS": 2 * size + room})["executionState"]
+    assert state["c"]["status"] == "success"
+    for node in ("a", "b"):
+        assert state[node]["status"] == ("success" if room == 0 else "failure"), state[node]
+        if room:
+            assert "would exceed" in state[node]["error"]["message"]
