@@ -174,6 +174,24 @@ def test_concurrency_limit_counts_live_runs_only(store):
     store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
 
 
+def test_refusals_at_the_concurrency_limit_keep_their_order(store):
+    """A token at its limit that is also disabled, or short, is refused for that first."""
+    token = store.token(store.create_token("t", 3))
+    store.start_run("run_a", token.id, None, 1, LATER, max_concurrent=1)
+    with pytest.raises(InsufficientBalance) as short:
+        store.start_run("run_b", token.id, None, 5, LATER, max_concurrent=1)
+    assert (short.value.balance, short.value.required) == (2, 5)
+    store.set_enabled("t", False)
+    with pytest.raises(TokenDisabled):
+        store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
+    store.set_enabled("t", True)
+    with pytest.raises(TooManyRuns):
+        store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=1)
+    store.start_run("run_b", token.id, None, 1, LATER, max_concurrent=2)
+    assert store.token_by_name("t").balance == 1  # the refused runs reserved nothing
+    assert stored(store, "run_b", token.id)["status"] == "running"
+
+
 def test_runs_of_a_dead_worker_are_aborted_and_released(store):
     token = store.token(store.create_token("t", 10))
     store.start_run("run_a", token.id, None, 4, LATER)

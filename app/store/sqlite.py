@@ -137,21 +137,18 @@ class SQLiteStore:
                      running_text(run_id), graph)).lastrowid
             except sqlite3.IntegrityError:
                 raise DuplicateRun(run_id) from None
-            if not db.execute("UPDATE tokens SET balance = balance - ? "
-                              "WHERE id = ? AND balance >= ? AND enabled",
-                              (reserve, token_id, reserve)).rowcount:
-                token = db.execute("SELECT balance, enabled FROM tokens WHERE id = ?",
-                                   (token_id,)).fetchone()
+            # One statement reserves and, with a limit, counts the token's runs and streams
+            # in flight (each holds a worker; this run is one of them): a statement costs
+            # more than its count. Only a refusal reads why (the order of SPEC §8).
+            if not (db.execute(_RESERVE_WITHIN, (reserve, token_id, now, max_concurrent))
+                    if max_concurrent else
+                    db.execute(_RESERVE, (reserve, token_id))).rowcount:
+                token = db.execute(_REFUSED, (reserve, token_id, now)).fetchone()
                 if token is not None and not token["enabled"]:
                     raise TokenDisabled
-                raise InsufficientBalance(token["balance"] if token else 0, reserve)
-            if max_concurrent:  # the token's runs and streams in flight: each holds a worker
-                running = db.execute(
-                    "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' "
-                    "AND token_id = ?1 AND expires_at > ?2) + (SELECT COUNT(*) FROM followers "
-                    "WHERE token_id = ?1 AND expires_at > ?2)", (token_id, now)).fetchone()[0]
-                if running > max_concurrent:  # this run is one of them
-                    raise TooManyRuns(running - 1)
+                if token is None or token["balance"] < reserve:
+                    raise InsufficientBalance(token["balance"] if token else 0, reserve)
+                raise TooManyRuns(token["running"] - 1)
         self._hold(token_id, run_id, row_id, reserve)  # committed
 
     def reserve_more(self, run_id: str, token_id: int, amount: int) -> bool:
@@ -393,6 +390,17 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+# A run's reservation (start_run): its cost taken from the token's balance, unless the
+# token is disabled or short; with a limit, also unless the token's runs and streams in
+# flight (this run included) would exceed it; why it was refused, read after.
+_RESERVE = "UPDATE tokens SET balance = balance - ?1 WHERE id = ?2 AND balance >= ?1 AND enabled"
+_IN_FLIGHT = ("(SELECT COUNT(*) FROM runs WHERE status = 'running' AND token_id = ?2 "
+              "AND expires_at > ?3) + (SELECT COUNT(*) FROM followers WHERE token_id = ?2 "
+              "AND expires_at > ?3)")
+_RESERVE_WITHIN = f"{_RESERVE} AND {_IN_FLIGHT} <= ?4"
+_REFUSED = f"SELECT balance, enabled, {_IN_FLIGHT} AS running FROM tokens WHERE id = ?2"
 
 
 class _Refused(Exception):
