@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .jsonread import finite_float
 from .jstext import to_text
 from .textcache import cache_short_texts
 
@@ -129,8 +130,9 @@ def _no_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
-# String and array literals: strict JSON (no NaN or Infinity), scanned from "\"" or "[".
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+# Literals: strict JSON (no NaN or Infinity, no number beyond a double, as a request's
+# own JSON), strings and arrays scanned from "\"" or "[".
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=finite_float)
 
 
 def is_template(text: str) -> bool:
@@ -262,7 +264,10 @@ class _Scanner:
         start = self.pos
         number = self.match(_NUMBER)
         if number is not None and self.at_term_end():
-            return Literal(json.loads(number))
+            try:
+                return Literal(_DECODER.decode(number))
+            except ValueError:  # 1e400: no double holds it, no answer could write it
+                raise self.fail(f"the number {number[:40]} is out of range") from None
         self.pos = start
         name = self.match(_NAME)
         if name is None:
@@ -317,7 +322,7 @@ class _Scanner:
         """A JSON array literal (``[]``, ``[1, "a"]``); it must end the term."""
         try:
             value, end = _DECODER.raw_decode(self.text, self.pos)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, 1e400
             raise self.fail("malformed array literal") from None
         self.pos = end
         if not self.at_term_end():

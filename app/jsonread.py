@@ -15,7 +15,8 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite(text: str) -> float:
+def finite_float(text: str) -> float:
+    """A JSON number's float, refused (``ValueError``) beyond a double's range."""
     value = float(text)
     if math.isinf(value):  # 1e400: valid JSON, but no double holds it
         raise ValueError(f"the number {text[:40]} is out of range")
@@ -24,7 +25,7 @@ def _finite(text: str) -> float:
 
 # One decoder for every call: json.loads with hooks builds a decoder (and its scanner)
 # per call. It is shared as json's own default decoder is, threads included.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=finite_float)
 
 
 class TooDeep(ValueError):

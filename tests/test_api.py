@@ -573,3 +573,10 @@ def test_a_streamed_runs_headers_are_werkzeugs_for_an_event_stream(app):
         ("Content-Type", "text/event-stream; charset=utf-8"), ("X-Request-ID", "req-1")])]
     assert body.startswith(b"id: 1\nevent: run.started\ndata: {\"runId\":\"run_")
     assert b"\nevent: run.finished\n" in body and body.endswith(b"}\n\n")
+
+
+def test_a_literal_no_double_holds_is_refused_where_it_is_written(client):
+    response = post_run(client, {"definition": definition("root>a", a={
+        "type": "log", "payload": {"message": "{{ root.result.x || 1e400 }}"}})})
+    assert response.status_code == 400 and response.json["code"] == 400228
+    assert "out of range" in response.json["errors"]["definition.nodes.a.payload.message"][0]

@@ -302,10 +302,24 @@ def test_an_array_literal_is_a_fresh_copy_each_time():
 
 @pytest.mark.parametrize("text", ["{{ a || [1 }}", "{{ a || [1] b }}", "{{ a || [NaN] }}",
                                   "{{ a || [Infinity] }}", "{{ a || [1,] }}",
+                                  "{{ a || [1, 1e400] }}", "{{ a || [[-1e309]] }}",
                                   "{{ a || " + "[" * 40 + "]" * 40 + " }}"])
 def test_bad_array_literals_raise(text):
     with pytest.raises(ExpressionError):
         parse(text)
+
+
+@pytest.mark.parametrize("text", ["{{ 1e400 }}", "{{ a || -1e400 }}", "x {{ a || 2e308 }}"])
+def test_a_number_no_double_holds_is_refused(text):
+    # It would be Infinity: no answer, stored run or log line could write it.
+    with pytest.raises(ExpressionError, match="out of range"):
+        parse(text)
+
+
+def test_numbers_a_double_holds_are_literals():
+    assert r("{{ root.result.nope || 1.7e308 }}") == 1.7e308
+    assert r("{{ root.result.nope || [-1e-400, 10000000000000000000000] }}") == [
+        -0.0, 10**22]
 
 
 def test_item_holes_are_kept_as_text_and_listed():
