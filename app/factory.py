@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, g, request
-from flask.ctx import RequestContext
+from flask.ctx import RequestContext, _AppCtxGlobals
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
@@ -43,9 +43,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["store"] = store
 
     errors.register(app)
-    app.before_request(_assign_request_id)
+    # One hook each way: the request id, then a CORS preflight's answer (which carries
+    # it); the answer finished, then a refusal noted (errors.note_refusal).
+    app.before_request(_begin)
     app.after_request(_finish_response)
-    cors.register(app)  # after the request id: a preflight's answer carries it too
+    cors.register(app)
     app.register_blueprint(api.bp, url_prefix="/v1")
     # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
@@ -57,8 +59,30 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class _Once:
+    """A property of Flask's request worked out at its first use, then kept in the
+    request's own dict, where later uses find it without a call: for those that depend
+    only on the route matched, which Flask sets before any hook or view runs."""
+
+    def __init__(self, prop: property):
+        self._get = prop.fget
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, req, owner=None):
+        if req is None:
+            return self
+        value = req.__dict__[self._name] = self._get(req)
+        return value
+
+
 class _Request(Request):
-    """Flask's request."""
+    """Flask's request, its blueprints (read before each hook list of every request,
+    and by the finishing hook) worked out once."""
+
+    blueprint = _Once(Request.blueprint)
+    blueprints = _Once(Request.blueprints)
 
     def close(self) -> None:
         """Werkzeug's, which closes the files of a form it parsed: none when it parsed no
@@ -101,6 +125,12 @@ class _Sessions(SecureCookieSessionInterface):
     """Flask's sessions; without a secret key (the API has no sessions) one empty session
     that refuses writes, shared by every request, rather than one made for each."""
 
+    def open_session(self, app: Flask, request: Request):
+        """Flask's, which finds no session without a secret key: the null one at once."""
+        if not app.secret_key:
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
     def make_null_session(self, app: Flask):
         null = app.extensions.get("null_session")
         if null is None:
@@ -130,11 +160,19 @@ class _RequestContext(RequestContext):
             routes[key] = rule
 
 
+class _Globals(_AppCtxGlobals):
+    """Flask's ``g``, its attributes set as any object's: Flask's ``__setattr__`` (there
+    for type checkers) does the same in a Python call."""
+
+    __setattr__ = object.__setattr__
+
+
 class _Flask(Flask):
     """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
     each hook and view of every request, and it never changes; and its URL adapter made
     with the request's host found once."""
 
+    app_ctx_globals_class = _Globals
     request_class = _Request
     response_class = _Response
     session_interface = _Sessions()
@@ -165,7 +203,10 @@ class _Flask(Flask):
         TRUSTED_HOSTS, host or subdomain matching, WebSocket upgrade), with the request's
         host as Werkzeug checks it and its IDNA form remembered by Host header: Flask
         checks it, then Werkzeug's ``bind_to_environ`` again, on every request."""
-        config, environ = self.config, request.environ if request is not None else {}
+        config = self.config
+        if request is None:  # (an app context's: none without a SERVER_NAME)
+            return None if config["SERVER_NAME"] is None else super().create_url_adapter(None)
+        environ = request.environ
         given = environ.get("HTTP_HOST")
         if (given is None or config["SERVER_NAME"] is not None
                 or config["TRUSTED_HOSTS"] is not None or request.trusted_hosts is not None
@@ -242,10 +283,14 @@ class _Forgetting:
         logconfig.request_id.set(None)
 
 
-def _assign_request_id() -> None:
-    given = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
+def _begin():
+    """The request's id (``X-Request-ID`` as given, else a new one), then a CORS
+    preflight's answer (``cors.preflight``, which carries the id)."""
+    req, state = request._get_current_object(), g._get_current_object()
+    given = req.environ.get("HTTP_X_REQUEST_ID", "")
+    state.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
     logconfig.request_id.set(request_id)
+    return cors.preflight(req)
 
 
 def _new_request_id() -> str:
@@ -287,8 +332,9 @@ def _compress(response, req, seen: dict[str, str], minimum: int):
 
 def _finish_response(response):
     """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
-    data, requestId}``; then gzip it (``_compress``)."""
-    request_id = g.get("request_id")
+    data, requestId}``; then gzip it (``_compress``); then note a refusal
+    (``errors.note_refusal``)."""
+    request_id = getattr(g._get_current_object(), "request_id", None)
     req, app = request._get_current_object(), current_app._get_current_object()
     if (req.blueprint == "b3os" and 200 <= response.status_code < 300
             and response.is_json and not response.is_streamed):
@@ -305,4 +351,4 @@ def _finish_response(response):
         headers["X-Request-ID"] = request_id or ""
     else:
         headers.add("X-Request-ID", request_id or "")
-    return _compress(response, req, seen, app.config["GZIP_MIN_BYTES"])
+    return errors.note_refusal(_compress(response, req, seen, app.config["GZIP_MIN_BYTES"]))
