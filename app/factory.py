@@ -8,8 +8,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, g, request
+from flask import Flask, Request, Response, g, request
 from flask.ctx import RequestContext, _AppCtxGlobals
+from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
@@ -228,7 +229,7 @@ class _Flask(Flask):
                 hosts.clear()
             hosts[scheme, given] = host, adapter.server_name
             return adapter
-        request.host = known[0]
+        request.__dict__["host"] = known[0]  # (as Werkzeug's cached_property sets it)
         return MapAdapter(self.url_map, known[1], script_name or "/", subdomain, scheme,
                           path_info or "/", method, query)
 
@@ -287,8 +288,9 @@ def _begin():
     """The request's id (``X-Request-ID`` as given, else a new one), then a CORS
     preflight's answer (``cors.preflight``, which carries the id)."""
     req, state = request._get_current_object(), g._get_current_object()
-    given = req.environ.get("HTTP_X_REQUEST_ID", "")
-    state.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
+    given = req.environ.get("HTTP_X_REQUEST_ID")  # (none matches no pattern: not tried)
+    state.request_id = request_id = (
+        given if given and REQUEST_ID.match(given) else _new_request_id())
     logconfig.request_id.set(request_id)
     return cors.preflight(req)
 
@@ -311,18 +313,20 @@ def _compress(response, req, seen: dict[str, str], minimum: int):
     """A JSON answer of at least ``minimum`` bytes, gzipped for a client that accepts
     it. Never a stream (Server-Sent Events go out event by event). ``seen``: the
     answer's headers, each name's first value by its lower-case name."""
-    if not minimum or response.is_streamed or response.direct_passthrough:
+    # (A body held as a list is no stream: is_streamed's answer, without its call.)
+    if (not minimum or (type(response.response) is not list and response.is_streamed)
+            or response.direct_passthrough):
         return response
     length, kind = seen.get("content-length"), seen.get("content-type")
     if (not length or not length.isdigit() or int(length) < minimum or not kind
-            or kind.split(";")[0].strip() != "application/json"
+            or (kind != "application/json" and kind.split(";")[0].strip() != "application/json")
             or "content-encoding" in seen):
         return response
     # Most answers have no Vary yet (CORS off): added directly, not parsed and written back.
     if "vary" in seen:
         response.vary.add("Accept-Encoding")
-    else:
-        response.headers.add("Vary", "Accept-Encoding")
+    else:  # (Headers.add, without its check of a value known to hold no newline)
+        response.headers._list.append(("Vary", "Accept-Encoding"))
     # No Accept-Encoding accepts no gzip: its header is parsed only when there is one.
     if req.environ.get("HTTP_ACCEPT_ENCODING") and req.accept_encodings["gzip"] > 0:
         response.set_data(gzip.compress(response.get_data(), GZIP_LEVEL, mtime=0))
@@ -335,8 +339,9 @@ def _finish_response(response):
     data, requestId}``; then gzip it (``_compress``); then note a refusal
     (``errors.note_refusal``)."""
     request_id = getattr(g._get_current_object(), "request_id", None)
-    req, app = request._get_current_object(), current_app._get_current_object()
-    if (req.blueprint == "b3os" and 200 <= response.status_code < 300
+    context = request_ctx._get_current_object()
+    req, app, status = context.request, context.app, response.status_code
+    if (req.blueprint == "b3os" and 200 <= status < 300
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
@@ -351,4 +356,7 @@ def _finish_response(response):
         headers["X-Request-ID"] = request_id or ""
     else:
         headers.add("X-Request-ID", request_id or "")
-    return errors.note_refusal(_compress(response, req, seen, app.config["GZIP_MIN_BYTES"]))
+    response = _compress(response, req, seen, app.config["GZIP_MIN_BYTES"])
+    if status in errors.REFUSED:  # (its status, which nothing above changes)
+        errors.note_refusal(response)
+    return response
