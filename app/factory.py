@@ -56,7 +56,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)  # /runs, /runs/<runId>, /playground (SPEC §14)
     cli.register(app)
-    app.wsgi_app = _forgetting_the_request_id(app.wsgi_app)
     return app
 
 
@@ -184,6 +183,14 @@ class _Flask(Flask):
         self._hosts: dict[tuple[str, str], tuple[str, str]] = {}
         self.extensions["routes"] = {}
 
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        """Flask's, the request id cleared once the answer is closed, after the work that
+        follows it (a stream's events, a run started without waiting): a line logged
+        between two requests (gunicorn's "Worker exiting") carries no request's id. A
+        body of bytes (a list) is answered as a list that does so, iterated in C."""
+        answer = self.wsgi_app(environ, start_response)
+        return _ForgettingList(answer) if type(answer) is list else _Forgetting(answer)
+
     def request_context(self, environ: dict) -> RequestContext:
         """Flask's request context, its routes remembered (``_RequestContext``)."""
         return _RequestContext(self, environ)
@@ -256,13 +263,13 @@ class _JSONProvider(DefaultJSONProvider):
                                         mimetype=self.mimetype)
 
 
-def _forgetting_the_request_id(wsgi_app):
-    """The request id is cleared once the answer is closed, after the work that follows
-    it (a stream's events, a run started without waiting): a line logged between two
-    requests (gunicorn's "Worker exiting") carries no request's id."""
-    def wsgi(environ, start_response):
-        return _Forgetting(wsgi_app(environ, start_response))
-    return wsgi
+class _ForgettingList(list):
+    """A body of bytes whose ``close`` clears the request id."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        logconfig.request_id.set(None)
 
 
 class _Forgetting:
