@@ -19,6 +19,7 @@ import logging
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
+from flask.globals import request_ctx
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 from . import config as config_module
@@ -167,9 +168,10 @@ def _app_limits(app) -> Limits:
 def run_sync():
     """Validate, then the run's life (``runs.Life``); its refusals as error answers. With
     ``Accept: text/event-stream``, its events as they happen (SPEC §12)."""
-    app, state = current_app._get_current_object(), g._get_current_object()
+    context, state = request_ctx._get_current_object(), g._get_current_object()
+    app = context.app  # (and the request: one lookup for both)
     life = _reserved(check_request(state.body, _app_limits(app)), app, state,
-                     stream=_wants_stream(request.environ.get("HTTP_ACCEPT")))
+                     stream=_wants_stream(context.request.environ.get("HTTP_ACCEPT")))
     if life.stream:
         return _event_stream(life.passes())
     with _Refusals():
