@@ -167,6 +167,22 @@ class _Globals(_AppCtxGlobals):
     __setattr__ = object.__setattr__
 
 
+class _Synced(dict):
+    """Flask's ``ensure_sync`` answers by function, each worked out at its first use."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: Flask):
+        super().__init__()
+        self._app = app
+
+    def __missing__(self, func: Callable) -> Callable:
+        synced = Flask.ensure_sync(self._app, func)
+        if len(self) < 1024:  # (hooks, views and handlers: a few dozen)
+            self[func] = synced
+        return synced
+
+
 class _Flask(Flask):
     """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
     each hook and view of every request, and it never changes; and its URL adapter made
@@ -179,7 +195,9 @@ class _Flask(Flask):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._synced: dict[Callable, Callable] = {}
+        # ensure_sync's answers looked up by a dict's own __getitem__: no Python call for
+        # a function seen before (every hook, view and handler is a hashable function).
+        self.ensure_sync = _Synced(self).__getitem__
         self._hosts: dict[tuple[str, str], tuple[str, str]] = {}
         self.extensions["routes"] = {}
 
@@ -194,17 +212,6 @@ class _Flask(Flask):
     def request_context(self, environ: dict) -> RequestContext:
         """Flask's request context, its routes remembered (``_RequestContext``)."""
         return _RequestContext(self, environ)
-
-    def ensure_sync(self, func: Callable) -> Callable:
-        try:
-            return self._synced[func]
-        except KeyError:
-            synced = super().ensure_sync(func)
-            if len(self._synced) < 1024:  # (hooks and views: a few dozen)
-                self._synced[func] = synced
-            return synced
-        except TypeError:  # not hashable
-            return super().ensure_sync(func)
 
     def create_url_adapter(self, request):
         """Flask's adapter, for a request as this app serves them (no SERVER_NAME,
