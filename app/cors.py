@@ -21,20 +21,21 @@ PREFLIGHT_MAX_AGE_S = 600
 
 
 def register(app: Flask) -> None:
-    """Answer preflights first, and add the CORS headers to every API answer."""
+    """Add the CORS headers to every API answer (the app's first hook answers
+    preflights: ``preflight``)."""
     origins = app.extensions["cors_origins"] = frozenset(app.config["CORS_ORIGINS"])
-    app.before_request(_preflight)
     if origins:  # (off: no answer has a CORS header to add)
         app.after_request(_headers)
 
 
-def _on_the_api() -> bool:
-    return request.path.startswith(API_PREFIXES)
+def _on_the_api(req) -> bool:
+    return req.path.startswith(API_PREFIXES)
 
 
-def _preflight() -> Response | None:
-    """An ``OPTIONS`` request to an API route: 204 and what it may do, with no token."""
-    if request.method != "OPTIONS" or not _on_the_api() or request.routing_exception:
+def preflight(req) -> Response | None:
+    """An ``OPTIONS`` request (``req``) to an API route: 204 and what it may do, with no
+    token."""
+    if req.method != "OPTIONS" or not _on_the_api(req) or req.routing_exception:
         return None  # (an unknown route stays a 404)
     response = current_app.response_class(status=204)
     del response.headers["Content-Type"]
@@ -52,7 +53,7 @@ def _allowed_origin() -> str | None:
 
 
 def _headers(response: Response) -> Response:
-    if not _on_the_api():
+    if not _on_the_api(request):
         return response
     response.vary.add("Origin")
     origin = _allowed_origin()

@@ -74,9 +74,8 @@ def note_refusal(response):
 
 
 def register(app: Flask) -> None:
-    """JSON handlers for our errors, Werkzeug's (404/405/413/…) and anything else; a
-    line and a count for each refused request."""
-    app.after_request(note_refusal)
+    """JSON handlers for our errors, Werkzeug's (404/405/413/…) and anything else (the
+    app's finishing hook notes each refusal: ``note_refusal``)."""
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):

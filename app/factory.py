@@ -8,8 +8,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, g, request
-from flask.ctx import RequestContext
+from flask import Flask, Request, Response, g, request
+from flask.ctx import RequestContext, _AppCtxGlobals
+from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter
@@ -43,9 +44,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["store"] = store
 
     errors.register(app)
-    app.before_request(_assign_request_id)
+    # One hook each way: the request id, then a CORS preflight's answer (which carries
+    # it); the answer finished, then a refusal noted (errors.note_refusal).
+    app.before_request(_begin)
     app.after_request(_finish_response)
-    cors.register(app)  # after the request id: a preflight's answer carries it too
+    cors.register(app)
     app.register_blueprint(api.bp, url_prefix="/v1")
     # B3OS's own clients: the same routes, 2xx bodies in B3OS's envelope (SPEC §7).
     app.register_blueprint(api.bp, url_prefix="/b3os/v1", name="b3os")
@@ -53,12 +56,33 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)  # /runs, /runs/<runId>, /playground (SPEC §14)
     cli.register(app)
-    app.wsgi_app = _forgetting_the_request_id(app.wsgi_app)
     return app
 
 
+class _Once:
+    """A property of Flask's request worked out at its first use, then kept in the
+    request's own dict, where later uses find it without a call: for those that depend
+    only on the route matched, which Flask sets before any hook or view runs."""
+
+    def __init__(self, prop: property):
+        self._get = prop.fget
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, req, owner=None):
+        if req is None:
+            return self
+        value = req.__dict__[self._name] = self._get(req)
+        return value
+
+
 class _Request(Request):
-    """Flask's request."""
+    """Flask's request, its blueprints (read before each hook list of every request,
+    and by the finishing hook) worked out once."""
+
+    blueprint = _Once(Request.blueprint)
+    blueprints = _Once(Request.blueprints)
 
     def close(self) -> None:
         """Werkzeug's, which closes the files of a form it parsed: none when it parsed no
@@ -102,6 +126,12 @@ class _Sessions(SecureCookieSessionInterface):
     """Flask's sessions; without a secret key (the API has no sessions) one empty session
     that refuses writes, shared by every request, rather than one made for each."""
 
+    def open_session(self, app: Flask, request: Request):
+        """Flask's, which finds no session without a secret key: the null one at once."""
+        if not app.secret_key:
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
     def make_null_session(self, app: Flask):
         null = app.extensions.get("null_session")
         if null is None:
@@ -131,42 +161,68 @@ class _RequestContext(RequestContext):
             routes[key] = rule
 
 
+class _Globals(_AppCtxGlobals):
+    """Flask's ``g``, its attributes set as any object's: Flask's ``__setattr__`` (there
+    for type checkers) does the same in a Python call."""
+
+    __setattr__ = object.__setattr__
+
+
+class _Synced(dict):
+    """Flask's ``ensure_sync`` answers by function, each worked out at its first use."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: Flask):
+        super().__init__()
+        self._app = app
+
+    def __missing__(self, func: Callable) -> Callable:
+        synced = Flask.ensure_sync(self._app, func)
+        if len(self) < 1024:  # (hooks, views and handlers: a few dozen)
+            self[func] = synced
+        return synced
+
+
 class _Flask(Flask):
     """Flask, with ``ensure_sync``'s answer kept per function: Flask asks for it before
     each hook and view of every request, and it never changes; and its URL adapter made
     with the request's host found once."""
 
+    app_ctx_globals_class = _Globals
     request_class = _Request
     response_class = _Response
     session_interface = _Sessions()
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._synced: dict[Callable, Callable] = {}
+        # ensure_sync's answers looked up by a dict's own __getitem__: no Python call for
+        # a function seen before (every hook, view and handler is a hashable function).
+        self.ensure_sync = _Synced(self).__getitem__
         self._hosts: dict[tuple[str, str], tuple[str, str]] = {}
         self.extensions["routes"] = {}
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        """Flask's, the request id cleared once the answer is closed, after the work that
+        follows it (a stream's events, a run started without waiting): a line logged
+        between two requests (gunicorn's "Worker exiting") carries no request's id. A
+        body of bytes (a list) is answered as a list that does so, iterated in C."""
+        answer = self.wsgi_app(environ, start_response)
+        return _ForgettingList(answer) if type(answer) is list else _Forgetting(answer)
 
     def request_context(self, environ: dict) -> RequestContext:
         """Flask's request context, its routes remembered (``_RequestContext``)."""
         return _RequestContext(self, environ)
-
-    def ensure_sync(self, func: Callable) -> Callable:
-        try:
-            return self._synced[func]
-        except KeyError:
-            synced = super().ensure_sync(func)
-            if len(self._synced) < 1024:  # (hooks and views: a few dozen)
-                self._synced[func] = synced
-            return synced
-        except TypeError:  # not hashable
-            return super().ensure_sync(func)
 
     def create_url_adapter(self, request):
         """Flask's adapter, for a request as this app serves them (no SERVER_NAME,
         TRUSTED_HOSTS, host or subdomain matching, WebSocket upgrade), with the request's
         host as Werkzeug checks it and its IDNA form remembered by Host header: Flask
         checks it, then Werkzeug's ``bind_to_environ`` again, on every request."""
-        config, environ = self.config, request.environ if request is not None else {}
+        config = self.config
+        if request is None:  # (an app context's: none without a SERVER_NAME)
+            return None if config["SERVER_NAME"] is None else super().create_url_adapter(None)
+        environ = request.environ
         given = environ.get("HTTP_HOST")
         if (given is None or config["SERVER_NAME"] is not None
                 or config["TRUSTED_HOSTS"] is not None or request.trusted_hosts is not None
@@ -188,7 +244,7 @@ class _Flask(Flask):
                 hosts.clear()
             hosts[scheme, given] = host, adapter.server_name
             return adapter
-        request.host = known[0]
+        request.__dict__["host"] = known[0]  # (as Werkzeug's cached_property sets it)
         return MapAdapter(self.url_map, known[1], script_name or "/", subdomain, scheme,
                           path_info or "/", method, query)
 
@@ -215,13 +271,13 @@ class _JSONProvider(DefaultJSONProvider):
                                         mimetype=self.mimetype)
 
 
-def _forgetting_the_request_id(wsgi_app):
-    """The request id is cleared once the answer is closed, after the work that follows
-    it (a stream's events, a run started without waiting): a line logged between two
-    requests (gunicorn's "Worker exiting") carries no request's id."""
-    def wsgi(environ, start_response):
-        return _Forgetting(wsgi_app(environ, start_response))
-    return wsgi
+class _ForgettingList(list):
+    """A body of bytes whose ``close`` clears the request id."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        logconfig.request_id.set(None)
 
 
 class _Forgetting:
@@ -243,10 +299,15 @@ class _Forgetting:
         logconfig.request_id.set(None)
 
 
-def _assign_request_id() -> None:
-    given = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = request_id = given if REQUEST_ID.match(given) else _new_request_id()
+def _begin():
+    """The request's id (``X-Request-ID`` as given, else a new one), then a CORS
+    preflight's answer (``cors.preflight``, which carries the id)."""
+    req, state = request._get_current_object(), g._get_current_object()
+    given = req.environ.get("HTTP_X_REQUEST_ID")  # (none matches no pattern: not tried)
+    state.request_id = request_id = (
+        given if given and REQUEST_ID.match(given) else _new_request_id())
     logconfig.request_id.set(request_id)
+    return cors.preflight(req)
 
 
 def _new_request_id() -> str:
@@ -267,18 +328,20 @@ def _compress(response, req, seen: dict[str, str], minimum: int):
     """A JSON answer of at least ``minimum`` bytes, gzipped for a client that accepts
     it. Never a stream (Server-Sent Events go out event by event). ``seen``: the
     answer's headers, each name's first value by its lower-case name."""
-    if not minimum or response.direct_passthrough or response.is_streamed:
+    # (A body held as a list is no stream: is_streamed's answer, without its call.)
+    if (not minimum or response.direct_passthrough
+            or (type(response.response) is not list and response.is_streamed)):
         return response
     length, kind = seen.get("content-length"), seen.get("content-type")
     if (not length or not length.isdigit() or int(length) < minimum or not kind
-            or kind.split(";")[0].strip() != "application/json"
+            or (kind != "application/json" and kind.split(";")[0].strip() != "application/json")
             or "content-encoding" in seen):
         return response
     # Most answers have no Vary yet (CORS off): added directly, not parsed and written back.
     if "vary" in seen:
         response.vary.add("Accept-Encoding")
-    else:
-        response.headers.add("Vary", "Accept-Encoding")
+    else:  # (Headers.add, without its check of a value known to hold no newline)
+        response.headers._list.append(("Vary", "Accept-Encoding"))
     # No Accept-Encoding accepts no gzip: its header is parsed only when there is one.
     if req.environ.get("HTTP_ACCEPT_ENCODING") and req.accept_encodings["gzip"] > 0:
         response.set_data(gzip.compress(response.get_data(), GZIP_LEVEL, mtime=0))
@@ -288,10 +351,12 @@ def _compress(response, req, seen: dict[str, str], minimum: int):
 
 def _finish_response(response):
     """Echo the request id; wrap a 2xx JSON body of a /b3os route as ``{code: 0, message,
-    data, requestId}``; then gzip it (``_compress``)."""
-    request_id = g.get("request_id")
-    req, app = request._get_current_object(), current_app._get_current_object()
-    if (req.blueprint == "b3os" and 200 <= response.status_code < 300
+    data, requestId}``; then gzip it (``_compress``); then note a refusal
+    (``errors.note_refusal``)."""
+    request_id = getattr(g._get_current_object(), "request_id", None)
+    context = request_ctx._get_current_object()
+    req, app, status = context.request, context.app, response.status_code
+    if (req.blueprint == "b3os" and 200 <= status < 300
             and response.is_json and not response.is_streamed):
         # Spliced as text: a body of up to 32 MiB is neither parsed nor written again.
         data = response.get_data()
@@ -306,4 +371,7 @@ def _finish_response(response):
         headers["X-Request-ID"] = request_id or ""
     else:
         headers.add("X-Request-ID", request_id or "")
-    return _compress(response, req, seen, app.config["GZIP_MIN_BYTES"])
+    response = _compress(response, req, seen, app.config["GZIP_MIN_BYTES"])
+    if status in errors.REFUSED:  # (its status, which nothing above changes)
+        errors.note_refusal(response)
+    return response

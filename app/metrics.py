@@ -117,16 +117,17 @@ class _InProgress:
     """``with RUN_IN_PROGRESS:`` around a run counts it in runner_runs_in_progress."""
 
     def __enter__(self) -> None:
-        _add_running(1)
+        add_running(1)
 
     def __exit__(self, *exc_info) -> None:
-        _add_running(-1)
+        add_running(-1)
 
 
 RUN_IN_PROGRESS = _InProgress()
 
 
-def _add_running(change: int) -> None:
+def add_running(change: int) -> None:
+    """Runs in progress in this process: 1 more as one starts, -1 as it ends."""
     global _running
     with _lock:
         _running += change

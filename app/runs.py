@@ -55,13 +55,18 @@ PRUNE_EVERY_S = 3600  # runs past their retention are deleted
 SWEEP_EVERY_S = 60
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits → 2 digits
+# A random byte → a digit from its low 5 bits (a translation table for bytes.translate).
+_DIGIT_OF_BYTE = bytes(ord(_CROCKFORD[byte & 31]) for byte in range(256))
 
 
 def new_run_id() -> str:
-    """``run_`` + a ULID in lowercase: 48 bits of milliseconds, then 80 random bits (its
-    26 digits taken two at a time)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "run_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+    """``run_`` + a ULID in lowercase: 48 bits of milliseconds (10 digits, taken two at a
+    time), then 80 random bits: 16 digits of 5 random bits each, each a random byte's low
+    five (no arithmetic on a 128-bit number: a third of the instructions)."""
+    ms, pairs = int(time.time() * 1000), _PAIRS
+    return (f"run_{pairs[ms >> 40 & 1023]}{pairs[ms >> 30 & 1023]}{pairs[ms >> 20 & 1023]}"
+            f"{pairs[ms >> 10 & 1023]}{pairs[ms & 1023]}"
+            f"{os.urandom(16).translate(_DIGIT_OF_BYTE).decode()}")
 
 
 class HardStop(Exception):
@@ -222,12 +227,12 @@ class _Running:
 
     def __enter__(self) -> None:
         self.redacting = logconfig.redactor.set(self.engine.redactor)
-        metrics.RUN_IN_PROGRESS.__enter__()
+        metrics.add_running(1)  # (what `with metrics.RUN_IN_PROGRESS:` does)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: object) -> bool:
         try:
-            metrics.RUN_IN_PROGRESS.__exit__(kind, error, traceback)
+            metrics.add_running(-1)
             if kind is None:
                 return False
             life, engine = self.life, self.engine

@@ -56,6 +56,23 @@ def test_generated_run_ids_are_time_sortable_and_unique(client):
     assert value < 2 ** 128 and before <= value >> 80 <= time.time() * 1000
 
 
+def test_a_run_id_is_its_millisecond_then_its_random_bits_digit_by_digit(monkeypatch):
+    from app import runs
+    for ms, random in ((1_700_000_000_123, bytes(range(1, 17))), (2 ** 48 - 1, b"\xff" * 16),
+                       (0, bytes(16)), (1, bytes(range(240, 256)))):
+        monkeypatch.setattr(runs.time, "time", lambda ms=ms: (ms + 0.5) / 1000)
+        monkeypatch.setattr(runs.os, "urandom", lambda n, random=random: random[:n])
+        run_id = runs.new_run_id()
+        assert run_id.startswith("run_") and len(run_id) == 30
+        value = 0
+        for digit in run_id[4:]:
+            value = value * 32 + "0123456789abcdefghjkmnpqrstvwxyz".index(digit)
+        bits = 0  # 80 random bits: each random byte's low five
+        for byte in random:
+            bits = bits << 5 | byte & 31
+        assert value == ms << 80 | bits
+
+
 def test_unknown_route_and_method(client):
     assert_error(client.get("/v1/nothing", headers=DEV_AUTH), 404, 404000)
     assert_error(client.get("/nothing"), 404, 404000)

@@ -173,3 +173,41 @@ def test_werkzeugs_development_server_reads_bodies_of_either_kind(app):
     finally:
         server.shutdown()
         thread.join()
+
+
+def test_an_app_contexts_url_adapter_is_flasks(app):
+    assert app.create_url_adapter(None) is None is Flask.create_url_adapter(app, None)
+    app.config["SERVER_NAME"] = "example.com"
+    assert adapter_fields(app.create_url_adapter(None)) == adapter_fields(
+        Flask.create_url_adapter(app, None))
+
+
+def test_a_requests_blueprints_are_flasks(app):
+    for path in ["/v1/runs/sync", "/b3os/v1/runs/sync", "/v1/runs/x", "/healthz", "/nothing"]:
+        environ = EnvironBuilder(path=path, method="POST").get_environ()
+        ours, flasks = app.request_context(environ), RequestContext(app, environ)
+        ours.match_request()
+        flasks.match_request()
+        for _ in range(2):  # worked out, then kept
+            assert ours.request.blueprint == Flask.request_class.blueprint.fget(flasks.request)
+            assert ours.request.blueprints == Flask.request_class.blueprints.fget(
+                flasks.request)
+
+
+def test_sessions_are_flasks(app):
+    """Without a secret key the null session, opened at once; with one, Flask's."""
+    interface = app.session_interface
+    request = app.request_class(EnvironBuilder(path="/").get_environ())
+    session = interface.open_session(app, request)
+    assert interface.is_null_session(session)
+    assert type(super(type(interface), interface).open_session(app, request)) is type(None)
+    app.secret_key = "a secret"
+    assert not interface.is_null_session(interface.open_session(app, request))
+
+
+def test_g_is_flasks(app):
+    with app.app_context():
+        from flask import g
+        g.one = 1
+        assert g.one == 1 and g.get("one") == 1 and "one" in g and list(g) == ["one"]
+        assert g.pop("one") == 1 and g.get("one") is None and not hasattr(g, "one")
