@@ -7,7 +7,7 @@ CLI), the process's own default registry is served.
 
 Each write of a sample takes a lock and stores it in a memory-mapped file: done
 for every run, they cost almost 4 % of its CPU. So a process keeps what it counts
-in memory (``record_run``, ``count``, ``RUN_IN_PROGRESS``) and writes it to the
+in memory (``record_run``, ``count``, ``add_running``) and writes it to the
 samples at most once a second, from a daemon thread of its own (started at the
 first count, again in a forked child). The first count after a quiet second is
 written at once; the rest of that second's at its end. A process also writes
@@ -113,21 +113,9 @@ def count(metric: Counter, *labels: str) -> None:
             _changed()
 
 
-class _InProgress:
-    """``with RUN_IN_PROGRESS:`` around a run counts it in runner_runs_in_progress."""
-
-    def __enter__(self) -> None:
-        add_running(1)
-
-    def __exit__(self, *exc_info) -> None:
-        add_running(-1)
-
-
-RUN_IN_PROGRESS = _InProgress()
-
-
 def add_running(change: int) -> None:
-    """Runs in progress in this process: 1 more as one starts, -1 as it ends."""
+    """Runs in progress in this process (runner_runs_in_progress): 1 more as one starts,
+    -1 as it ends."""
     global _running
     with _lock:
         _running += change

@@ -227,7 +227,7 @@ class _Running:
 
     def __enter__(self) -> None:
         self.redacting = logconfig.redactor.set(self.engine.redactor)
-        metrics.add_running(1)  # (what `with metrics.RUN_IN_PROGRESS:` does)
+        metrics.add_running(1)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: object) -> bool:
