@@ -45,6 +45,23 @@ def test_an_inline_handler_stops_at_the_run_deadline(test_nodes):
     assert out["executionState"]["spin"]["error"]["code"] == "TIMEOUT"
 
 
+@pytest.mark.parametrize("mib", [0, 30])
+def test_a_large_answer_ends_its_run_early_by_the_time_it_takes_to_store_and_send(mib):
+    """SPEC §3: the answer arrives within 100 ms of the deadline, so a run whose answer
+    is large stops as much earlier as storing and sending that answer takes."""
+    body = {"definition": definition("root>wait", wait={
+        "type": "delay", "payload": {"delayMs": 10_000}}),
+        "payload": {"big": "x" * (mib * 1024 * 1024)}, "timeoutMs": 1000}
+    out = run_engine(body)
+    assert out["error"]["code"] == "RUN_TIMEOUT"
+    assert out["executionState"]["wait"]["error"]["code"] == "TIMEOUT"
+    early_ms = mib * 1024 * 1024 * engine.BOOKS_S_PER_CHAR * 1000  # 0, or ≈ 120 ms
+    if mib:
+        assert 1000 - 3 * early_ms < out["durationMs"] < 1000 - early_ms / 2
+    else:  # a small answer: the run lasts until its deadline
+        assert out["durationMs"] >= 1000
+
+
 def test_a_result_over_the_cap_is_output_too_large_and_not_retried(test_nodes):
     body = {"definition": definition("root>big", big={
         "type": "t-big", "payload": {"failures": 5000},
