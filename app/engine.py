@@ -22,14 +22,16 @@ timer firing, or the run deadline. Invariants:
   ones have been started (within a run's bounds, which only loops reach: at
   most ``MAX_POOLED`` attempts on pool threads, ``PREPARED_CHARS`` of inputs
   prepared in one pass; see ``_start_ready``);
-- the wait never extends past the earliest attempt limit or the run deadline (a
+- the wait never extends past the earliest attempt limit or the run's stop (a
   pool thread that starts an attempt with an earlier limit wakes it), so a
   handler that never returns delays nothing: its attempt is failed with
   ``TIMEOUT`` when its limit passes and its late outcome is ignored;
-- at the run deadline the response is built from the state as it stands; so it is
-  when the run is cancelled (SPEC §12), which ``tick`` reports: the caller's look
-  at the world (partial state written, a cancel asked for) every ``TICK_S`` while
-  the run lasts — a run shorter than that is never interrupted for it.
+- the run stops at its deadline (earlier by the time a large answer takes to be
+  stored and sent: ``stop_at``) and the response is built from the state as it
+  stands; so it is when the run is cancelled (SPEC §12), which ``tick`` reports:
+  the caller's look at the world (partial state written, a cancel asked for)
+  every ``TICK_S`` while the run lasts — a run shorter than that is never
+  interrupted for it.
 
 A caller that streams the run (SPEC §12) drives the loop itself (``passes``) and,
 whenever it pauses (before it waits, and every ``PAUSE_S`` of work without a wait),
