@@ -79,12 +79,6 @@ HELD_CHARS = 64 * 1024 * 1024  # inputs and results held by loop iterations in f
 MAX_POOLED = 64
 TICK_S = 0.5  # how often a run in flight calls ``tick`` (after its first TICK_S)
 PAUSE_S = 0.05  # a run busy without waiting pauses (for its stream) at least this often
-# After the run stops, its answer is stored, its last log lines written and the answer
-# sent, in time that grows with the answer's size: about 4 ms per MiB on SQLite through
-# gunicorn (a 31.8 MiB answer: 135 ms from the run's stop to the client's last byte, its
-# commit 60–80 ms of them). A run stops that much before its deadline, so a large answer
-# still arrives within the deadline's 100 ms (SPEC §3), not 120–170 ms after it.
-BOOKS_S_PER_CHAR = 4e-3 / (1024 * 1024)
 PARTIAL_FULL_CHARS = 1024 * 1024  # a partial state with inputs and results, at most
 STREAM_FULL_CHARS = 1024 * 1024  # node.finished events with inputs and results, at most
 STOPS = {  # why a run stopped before its end → its error, and why nodes not started skip
@@ -101,7 +95,8 @@ class Run:
                  on_progress: Callable[[int], None] | None = None,
                  started: float | None = None,
                  reserve: Callable[[int], bool] | None = None,
-                 tick: Callable[[Run], bool] | None = None, stream: bool = False):
+                 tick: Callable[[Run], bool] | None = None, stream: bool = False,
+                 books_s_per_char: float = 0.0):
         plan = request.plan
         self.request, self.plan, self.run_id = request, plan, run_id
         self.settings = settings or {}
@@ -152,6 +147,9 @@ class Run:
         self.epoch_offset = self.started_at - started
         self.began = started  # monotonic
         self.deadline = started + (request.timeout_ms or deadline_ms) / 1000
+        # How long the caller's books take per character of the answer, after the run
+        # stops (the store's ``books_s_per_char``): the run stops that much earlier.
+        self.books_s_per_char = books_s_per_char
         self.check = until(self.deadline)  # raises TIMEOUT once the deadline has passed
         self.stopped: str | None = None  # a key of STOPS once the run stopped early
         # SPEC §3's size limits, in characters of JSON: a node's resolved input,
@@ -231,8 +229,8 @@ class Run:
 
     def stop_at(self) -> float:
         """When the run stops at the latest (monotonic): its deadline, less the time its
-        answer so far will take to be stored and sent (``BOOKS_S_PER_CHAR``)."""
-        return self.deadline - self.body.size * BOOKS_S_PER_CHAR
+        answer so far will take to be stored and sent (``books_s_per_char``)."""
+        return self.deadline - self.body.size * self.books_s_per_char
 
     def _emit(self, name: str, data: str) -> None:
         """An event for the stream (callers check that the run is streamed: the text of

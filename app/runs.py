@@ -195,7 +195,7 @@ class Life:
                        run_id, token_id, attempts),
                    reserve=lambda cu: store.reserve_more(run_id, token_id, cu),
                    started=self.received, tick=_watch(store, run_id, token_id),
-                   stream=self.stream)
+                   stream=self.stream, books_s_per_char=store.books_s_per_char)
 
     def _books(self) -> None:
         """The outcome stored and charged (before it is answered), counted and logged."""

@@ -81,6 +81,12 @@ def token_hash(secret: str) -> str:
 class Store(Protocol):
     """Every operation the app calls on a store, whichever backend serves it."""
 
+    # About how long a finished run's books take per character of its answer: storing
+    # it (``finish_run``), with writing its last log lines and sending it. The engine
+    # stops a run that much before its deadline, so a large answer still arrives within
+    # the deadline's 100 ms (SPEC §3). Measured on each backend, the worst of JSON texts.
+    books_s_per_char: float
+
     def migrate(self) -> None:
         """Create or upgrade the schema; ``SchemaTooNew`` if the database is ahead."""
 

@@ -41,6 +41,10 @@ MAX_HELD = 1024  # runs a process notes as started by it and not yet finished
 class SQLiteStore:
     """The store in one SQLite file, for the workers of one host."""
 
+    # Measured through gunicorn: a 31.8 MiB answer is at the client 135 ms after its run
+    # stopped, its commit 60–80 ms of them; any JSON text alike (nothing is compressed).
+    books_s_per_char = 4e-3 / (1024 * 1024)
+
     def __init__(self, path: str, busy_ms: int = 5000, synchronous: str = "NORMAL"):
         self._db = Connection(path, busy_ms, synchronous)
         # The runs this process started and has not finished: (token id, runId) → their
