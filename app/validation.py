@@ -12,6 +12,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
@@ -52,8 +53,29 @@ FIELD_CODES = {"payload": INVALID_PAYLOAD, "propValues": INVALID_PAYLOAD,
 
 def check_request(body: dict, limits: Limits, validate_only: bool = False) -> RunRequest:
     """The checked run request, or ``Invalid`` listing every problem."""
-    problems = Invalid(limits.max_problems)
     schema = ValidateRequestSchema if validate_only else RunRequestSchema
+    # Most requests are valid and send a definition checked before: taken here without
+    # the list of problems (making one costs as much as these lookups), by the rules of
+    # ``_checked_request`` (timeoutMs's bounds are written in both; tests/test_validation
+    # holds them together). Any other goes the whole way, which lists every problem.
+    try:
+        request = load(schema, body)
+    except ValidationError:
+        pass
+    else:
+        timeout = request.get("timeoutMs")
+        found = _cached_plan(request["definition"], limits)
+        if found is not None and (timeout is None or 1 <= timeout <= limits.run_deadline_ms
+                                  ) and next(_input_problems(found[0], request["payload"]),
+                                             None) is None:
+            return RunRequest(found[1], request["payload"], request["propValues"],
+                              request.get("runId"), timeout)
+    return _checked_request(schema, body, limits)
+
+
+def _checked_request(schema: type[Schema], body: dict, limits: Limits) -> RunRequest:
+    """``check_request``'s whole way: every problem found, in the order they are listed."""
+    problems = Invalid(limits.max_problems)
     request = _load_request(schema, body, problems)
     timeout = request.get("timeoutMs")
     if timeout is not None and not 1 <= timeout <= limits.run_deadline_ms:
@@ -61,7 +83,8 @@ def check_request(body: dict, limits: Limits, validate_only: bool = False) -> Ru
     plan = None
     if "definition" in request:
         definition, plan = _checked_definition(request["definition"], limits, problems)
-        _check_inputs(definition, request.get("payload", {}), problems)
+        problems.extend(_input_problems(definition, request.get("payload", {})),
+                        INVALID_PAYLOAD)
     if problems.errors:
         raise problems
     return RunRequest(plan, request["payload"], request["propValues"],
@@ -88,24 +111,40 @@ def _cache_key_text(definition: dict) -> bytes | str:
         return json.dumps(definition, separators=(",", ":"), default=str)
 
 
+def _plan_key(raw: Any, limits: Limits) -> tuple | None:
+    """The plan cache's key of a definition (None: not kept, too long or not an object)."""
+    if not isinstance(raw, dict):
+        return None
+    text = _cache_key_text(raw)
+    if len(text) > CACHEABLE_CHARS:
+        return None
+    # The limits' values rather than the dataclass: hashed and compared in C.
+    return (text, *limits.__dict__.values())
+
+
+def _cached_plan(raw: Any, limits: Limits) -> tuple[dict, Plan] | None:
+    """The loaded definition and plan of ``raw`` checked before, if cached."""
+    key = _plan_key(raw, limits)
+    if key is None:
+        return None
+    with _plans_lock:
+        found = _plans.get(key)
+        if found is not None:
+            _plans.move_to_end(key)
+        return found
+
+
 def _checked_definition(raw: Any, limits: Limits, problems: Invalid
                         ) -> tuple[dict, Plan | None]:
     """The loaded definition and its plan (None if invalid); seen before, from the cache."""
-    key = None
-    if isinstance(raw, dict):
-        text = _cache_key_text(raw)
-        if len(text) <= CACHEABLE_CHARS:
-            # The limits' values rather than the dataclass: hashed and compared in C.
-            key = (text, *limits.__dict__.values())
-            with _plans_lock:
-                found = _plans.get(key)
-                if found is not None:
-                    _plans.move_to_end(key)
-                    return found
+    found = _cached_plan(raw, limits)
+    if found is not None:
+        return found
     definition = _load(DefinitionSchema, raw, "definition", problems)
     if not isinstance(definition.get("nodes"), dict):
         return definition, None
     plan = _check_definition(definition, limits, problems)
+    key = _plan_key(raw, limits)
     if plan is not None and key is not None and not problems.errors:
         with _plans_lock:
             _plans[key] = definition, plan
@@ -318,8 +357,8 @@ def _check_branches(nodes: dict, parents: dict[str, list[str]], problems: Invali
             problems.add(where, "Only allowed on a child of an 'if' node.")
 
 
-def _check_inputs(definition: dict, payload: Any, problems: Invalid) -> None:
-    """``payload`` against ``inputSchema`` (400230)."""
+def _input_problems(definition: dict, payload: Any) -> Iterator[tuple[str, str]]:
+    """``payload`` against ``inputSchema`` (400230): each problem's location and message."""
     if not isinstance(payload, dict):
         return  # already reported as not an object
     for item in definition.get("inputSchema", []):
@@ -328,10 +367,10 @@ def _check_inputs(definition: dict, payload: Any, problems: Invalid) -> None:
         key, where = item["key"], f"payload.{location_key(item['key'])}"
         if key not in payload:
             if item.get("required"):
-                problems.add(where, "Missing required input.", INVALID_PAYLOAD)
+                yield where, "Missing required input."
             continue
         value, kind = payload[key], item["type"]
         ok = isinstance(value, JSON_TYPES[kind]) and not (
             kind == "number" and isinstance(value, bool))
         if not ok:
-            problems.add(where, f"Must be of type {kind}.", INVALID_PAYLOAD)
+            yield where, f"Must be of type {kind}."

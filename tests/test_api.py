@@ -9,8 +9,13 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from app.errors import ApiError
+from app.jsonbody import parse_json
+from app.jsonread import TooDeep, loads_strict
 from tests.helpers import DEV_AUTH, definition, post_run
 
 TWO_NODES = {"definition": definition("root>greet", greet={
@@ -132,6 +137,57 @@ def test_token_is_checked_before_content_type(client):
                                   b"[" * 5000 + b"]" * 5000, b""])
 def test_bodies_that_are_not_a_json_object(client, data):
     assert_error(raw_post(client, data), 400, 400000)
+
+
+def json_way(raw: bytes, max_depth: int = 64):
+    """A body as json reads it (``loads_strict``), or the 400's message: what
+    ``parse_json`` must give, whichever reader it takes."""
+    try:
+        value = loads_strict((raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw).decode(),
+                             max_depth)
+    except TooDeep:
+        return f"JSON is nested deeper than {max_depth} levels"
+    except (UnicodeDecodeError, ValueError) as error:
+        return f"Body is not valid JSON: {error}"
+    return json.dumps(value)  # (an int and a float of one value write differently)
+
+
+def parse_json_way(raw: bytes, max_depth: int = 64):
+    try:
+        return json.dumps(parse_json(raw, max_depth))
+    except ApiError as error:
+        return error.message
+
+
+BODIES = [b'{"n": 18446744073709551615}', b'{"n": 18446744073709551616}',
+          b'{"n": -9223372036854775809}', b'{"n": 1234567890123456789012}',
+          b'{"n": 0.1, "m": 1e5, "o": 1E-400, "p": 2.2250738585072011e-308}',
+          b'{"n": -0, "m": -0.0, "s": "v2.0 1e5 12345678901234567890"}',
+          b'{"s": "\\ud800", "t": "\\ud83d\\ude00", "a": 1, "a": 2}',
+          b'{"a": ' + b"[" * 63 + b"]" * 63 + b"}", b'{"a": ' + b"[" * 64 + b"]" * 64 + b"}",
+          b'{"a": ' + b"[{}," * 70 + b"1" + b"]" * 70 + b"}", b"[" * 1100 + b"]" * 1100,
+          b"\xef\xbb\xbf{}", b"\xef\xbb\xbf\xef\xbb\xbf{}", b'{"a": NaN}', b"", b" ",
+          b'{"a": 1,}', b'{"a": "\x01"}', b'{"a": 01}', b"\xff{}", b'{"a": 1} x',
+          b'{"\xc3\xa9": "\xe2\x80\xa8"}', b'{"a": [true, false, null]}']
+
+
+@pytest.mark.parametrize("raw", BODIES)
+def test_a_body_is_read_as_json_reads_it(raw):
+    # parse_json reads most bodies with orjson, the others with json: the same either way.
+    assert parse_json_way(raw) == json_way(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-10**25, 10**25)
+                    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+       st.integers(0, 40), st.sampled_from(["", "x", ",", "]", "}", "\\", "9" * 20, "\ud800"]))
+def test_any_body_is_read_as_json_reads_it(value, at, mangled):
+    raw = json.dumps({"v": value}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert parse_json_way(raw, 3) == json_way(raw, 3)
+    broken = raw[:at] + mangled.encode("utf-8", "surrogatepass") + raw[at:]
+    assert parse_json_way(broken, 3) == json_way(broken, 3)
 
 
 def test_a_body_may_begin_with_one_byte_order_mark_only(client):

@@ -235,6 +235,22 @@ def test_checked_definitions_are_reused_but_each_request_is_still_checked():
     assert problems({"definition": definition}, Limits(max_nodes=1))[0] == 400228
 
 
+def test_a_cached_definition_still_has_its_request_checked_as_a_new_one():
+    # check_request takes a valid request with a cached plan without listing problems:
+    # its timeoutMs and inputs must be judged as on the whole way (the first request).
+    limits = Limits(run_deadline_ms=5000)
+    fresh = {**definition_with_input(), "props": {"fresh": 1}}
+    refused = [{"payload": {"k": "a"}, "timeoutMs": timeout} for timeout in (0, 5001)]
+    refused += [{"payload": {"k": 1}}, {"payload": {"k": "a"}, "timeoutMs": 0, "runId": "x"}]
+    first = [problems({"definition": fresh, **body}, limits) for body in refused]
+    check_request({"definition": fresh, "payload": {"k": "a"}}, limits)  # now cached
+    assert [problems({"definition": fresh, **body}, limits) for body in refused] == first
+    assert first[0] == (400228, {"timeoutMs": ["Must be between 1 and 5000."]})
+    for timeout in (1, 5000):
+        assert check_request({"definition": fresh, "payload": {"k": "a"}, "timeoutMs": timeout},
+                             limits).timeout_ms == timeout
+
+
 def definition_with_input():
     return {**definition("root>a", a=log()),
             "inputSchema": [{"key": "k", "type": "string", "required": True}]}
