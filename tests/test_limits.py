@@ -15,7 +15,7 @@ from app.pool import ElasticPool
 from app.store import open_store
 from app.validation import Limits, check_request
 from tests.helpers import definition, run_engine
-from tests.server import Server
+from tests.server import Server, cpu_stall
 
 MIB = 1024 * 1024
 
@@ -82,7 +82,8 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
     """A 30 MiB answer of JSON numbers (for PostgreSQL, which compresses what it stores,
     as costly as JSON gets: 2.4 s to store with its default pglz) due as the deadline
     passes: the run stopped earlier by its store's time per character, and the answer is
-    stored and at the client within the deadline's 100 ms (and a busy machine's slack)."""
+    stored and at the client within the deadline's 100 ms (and a busy machine's slack: 0.3 s
+    and whatever time the machine kept the request waiting for a CPU)."""
     numbers = ", ".join(str(random.Random(7).random()) for _ in range(30_000))[:500_000]
     fields = [" " * (i // 25) + "v" + " " * (i % 25) for i in range(14)]  # 7 MB each
     nodes = {f"p{i}": {"type": "pluck", "payload": {
@@ -97,10 +98,10 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
                                      {"Authorization": "Bearer dev-token",
                                       "Content-Type": "application/json"})
     try:
-        started = time.monotonic()
+        started, stall = time.monotonic(), cpu_stall()
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read()  # to its last byte (parsing it is the client's time)
-        answered = time.monotonic() - started
+        answered, stalled = time.monotonic() - started, cpu_stall() - stall
     finally:
         server.stop()
     out = json.loads(text)
@@ -112,7 +113,7 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
     early_ms = size * store.books_s_per_char * 1000
     store.close()
     assert out["durationMs"] < 2000 - early_ms / 2
-    assert answered < 2.0 + 0.1 + 0.3, answered
+    assert answered < 2.0 + 0.1 + 0.3 + stalled, (answered, stalled)
 
 
 def test_a_result_over_the_cap_is_output_too_large_and_not_retried(test_nodes):
