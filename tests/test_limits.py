@@ -6,6 +6,7 @@ import os
 import random
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -76,22 +77,12 @@ def store_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-@pytest.mark.server
-def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
-        store_url, tmp_path):
-    """A 30 MiB answer of JSON numbers (for PostgreSQL, which compresses what it stores,
-    as costly as JSON gets: 2.4 s to store with its default pglz) due as the deadline
-    passes: the run stopped earlier by its store's time per character, and the answer is
-    stored and at the client within the deadline's 100 ms (and a busy machine's slack: 0.3 s
-    and whatever time the machine kept the request waiting for a CPU)."""
-    numbers = ", ".join(str(random.Random(7).random()) for _ in range(30_000))[:500_000]
-    fields = [" " * (i // 25) + "v" + " " * (i % 25) for i in range(14)]  # 7 MB each
-    nodes = {f"p{i}": {"type": "pluck", "payload": {
-        "array": "{{root.result.rows}}", "fields": fields}} for i in range(6)}
-    nodes["wait"] = {"type": "delay", "payload": {"delayMs": 10_000}}
-    body = {"definition": definition(*(f"root>{name}" for name in nodes), **nodes),
-            "payload": {"rows": [{"v": numbers}]}, "timeoutMs": 2000}
-    server = Server(tmp_path, workers=1, DATABASE_URL=store_url)
+def _timed_answer(body: dict, store_url: str, workdir: Path) -> tuple[dict, float, float]:
+    """``body`` run by a fresh gunicorn on ``store_url``: the answer, the seconds to its
+    last byte (parsing it is the client's time) and how long meanwhile the machine kept
+    some task waiting for a CPU."""
+    workdir.mkdir()
+    server = Server(workdir, workers=1, DATABASE_URL=store_url)
     server.flask("token", "seed-dev")
     server.start()
     request = urllib.request.Request(server.base + "/v1/runs/sync", json.dumps(body).encode(),
@@ -100,20 +91,47 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
     try:
         started, stall = time.monotonic(), cpu_stall()
         with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read()  # to its last byte (parsing it is the client's time)
-        answered, stalled = time.monotonic() - started, cpu_stall() - stall
+            text = response.read()
+        return json.loads(text), time.monotonic() - started, cpu_stall() - stall
     finally:
         server.stop()
-    out = json.loads(text)
-    assert out["error"]["code"] == "RUN_TIMEOUT"
-    size = sum(len(json.dumps(node["result"])) for node in out["executionState"].values()
-               if "result" in node)
-    assert size > 25 * MIB  # the answer is at its cap: some results were left out
+
+
+@pytest.mark.server
+def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
+        store_url, tmp_path):
+    """A 30 MiB answer of JSON numbers (for PostgreSQL, which compresses what it stores,
+    as costly as JSON gets: 2.4 s to store with its default pglz) due as the deadline
+    passes: the run stopped earlier by its store's time per character, and the answer is
+    stored and at the client within the deadline's 100 ms (and a busy machine's slack: 0.3 s
+    and whatever time the machine kept the request waiting for a CPU).
+
+    A late answer is asked for once more, of a fresh server: in the whole suite (never
+    alone, not under CPU or fsync load) this machine now and then took a second longer to
+    write a large answer to either store while the run had stopped on time. The run's
+    own stop is checked every time; two late answers in a row fail."""
+    numbers = ", ".join(str(random.Random(7).random()) for _ in range(30_000))[:500_000]
+    fields = [" " * (i // 25) + "v" + " " * (i % 25) for i in range(14)]  # 7 MB each
+    nodes = {f"p{i}": {"type": "pluck", "payload": {
+        "array": "{{root.result.rows}}", "fields": fields}} for i in range(6)}
+    nodes["wait"] = {"type": "delay", "payload": {"delayMs": 10_000}}
+    body = {"definition": definition(*(f"root>{name}" for name in nodes), **nodes),
+            "payload": {"rows": [{"v": numbers}]}, "timeoutMs": 2000}
     store = open_store(store_url)
-    early_ms = size * store.books_s_per_char * 1000
+    books_s_per_char = store.books_s_per_char
     store.close()
-    assert out["durationMs"] < 2000 - early_ms / 2
-    assert answered < 2.0 + 0.1 + 0.3 + stalled, (answered, stalled)
+    late = []
+    for attempt in range(2):
+        out, answered, stalled = _timed_answer(body, store_url, tmp_path / str(attempt))
+        assert out["error"]["code"] == "RUN_TIMEOUT"
+        size = sum(len(json.dumps(node["result"])) for node in out["executionState"].values()
+                   if "result" in node)
+        assert size > 25 * MIB  # the answer is at its cap: some results were left out
+        assert out["durationMs"] < 2000 - size * books_s_per_char * 1000 / 2
+        if answered < 2.0 + 0.1 + 0.3 + stalled:
+            return
+        late.append((round(answered, 2), round(stalled, 2)))
+    pytest.fail(f"two late answers (seconds to the last byte, waiting for a CPU): {late}")
 
 
 def test_a_result_over_the_cap_is_output_too_large_and_not_retried(test_nodes):
