@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logbatch import FLUSH_BYTES  # the largest write of a run's log lines
-from tests.server import Server, cpu_stall, tree_cpu
+from tests.server import Server, cpu_stall, tree_cpu, tree_faults
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -224,6 +224,9 @@ class Row:
     log_text: str = ""
     problems: list[str] = field(default_factory=list)
     answer_bytes: int = ANSWER_BYTES  # the bound on what is sent
+    faults: int = 0  # the tree's page faults during the request (tests.server.tree_faults)
+    kernel_s: float = 0.0  # and its CPU seconds in the kernel
+    late: bool = False  # answered past the deadline and its slack
 
     @property
     def state(self) -> dict:
@@ -269,8 +272,11 @@ class Row:
             self.problems.append(f"the answer is {answer.error}")
         if (self.deadline_s is not None
                 and answer.seconds > self.deadline_s + ASSERT_SLACK_S + answer.stalled):
+            self.late = True
             self.problems.append(f"answered {answer.seconds - self.deadline_s:.2f} s after "
-                                 f"the deadline ({answer.stalled:.2f} s waiting for a CPU)")
+                                 f"the deadline ({answer.stalled:.2f} s waiting for a CPU; "
+                                 f"{self.faults:,} page faults, {self.kernel_s:.2f} s in "
+                                 "the kernel)")
         if self.cpu_s is not None and self.cpu_s > CPU_AFTER_S:
             self.problems.append(f"{self.cpu_s:.2f} CPU s after the answer")
         if self.rss > self.memory_mib * MIB:
@@ -341,11 +347,14 @@ class Bench:
         events: their entries, bare past 1 MiB (engine.STREAM_FULL_CHARS), and framing."""
         timeout = (deadline_s or 10.0) + CLIENT_GRACE_S
         with PeakRss(self.server) as memory:
+            faults, kernel_s = tree_faults(self.server.tree_pids())
             answer = self.send(body, path=path, method=method, token=token, timeout=timeout,
                                streamed=streamed)
             done = time.monotonic()
+            faults_after, kernel_s_after = tree_faults(self.server.tree_pids())
             cpu = self._cpu_window(done)
-        row = Row(name, deadline_s, memory_mib, answer, statuses, cpu, memory.growth)
+        row = Row(name, deadline_s, memory_mib, answer, statuses, cpu, memory.growth,
+                  faults=faults_after - faults, kernel_s=kernel_s_after - kernel_s)
         if streamed:
             row.answer_bytes = ANSWER_BYTES + MIB + STREAM_FRAMING_BYTES
         if memory.killed:
