@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,16 +41,21 @@ def process_tree(root: int) -> list[int]:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu(pids: list[int]) -> float:
-    """CPU seconds of ``pids``, each with its reaped children's (utime, stime, cu-, cstime)."""
-    ticks = 0
+def _stats(pids: list[int]) -> Iterator[list[bytes]]:
+    """The fields of /proc/PID/stat after the command's name (field 3 of stat(5) first),
+    for each of ``pids`` still there."""
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
+                yield stat.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        ticks += sum(int(value) for value in fields[11:15])  # fields 14–17 of stat(5)
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of ``pids``, each with its reaped children's (utime, stime, cu-, cstime)."""
+    ticks = sum(int(value) for fields in _stats(pids)
+                for value in fields[11:15])  # fields 14–17 of stat(5)
     return ticks / CLK_TCK
 
 
@@ -63,12 +68,7 @@ def tree_faults(pids: list[int]) -> tuple[int, float]:
     32 MiB answer then spent a second in the kernel building, storing and sending copies of
     itself), which no CPU pressure shows."""
     faults = ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
+    for fields in _stats(pids):
         faults += int(fields[7]) + int(fields[8])  # fields 10–11 of stat(5)
         ticks += int(fields[12]) + int(fields[14])  # fields 15 and 17
     return faults, ticks / CLK_TCK
