@@ -60,8 +60,8 @@ def tree_cpu(pids: list[int]) -> float:
 
 
 def tree_faults(pids: list[int]) -> tuple[int, float]:
-    """Page faults that found no page (minor faults) of ``pids`` and their reaped children,
-    and their CPU seconds in the kernel (stime, cstime).
+    """Minor page faults (served without I/O) of ``pids`` and their reaped children, and
+    their CPU seconds in the kernel (stime, cstime).
 
     A late answer prints both. This machine's faults usually cost 2–3 µs each; now and then,
     when it is given memory its host had taken back, 10–40 µs (measured per worker here: a
