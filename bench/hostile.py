@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logbatch import FLUSH_BYTES  # the largest write of a run's log lines
-from tests.server import Server, cpu_stall, tree_cpu, tree_faults
+from tests.server import Server, Strain, tree_cpu
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -51,7 +51,7 @@ KIB, MIB = 1024, 1024 * 1024
 DEADLINE_SLACK_S = 0.1  # an answer comes by the run deadline + 100 ms (SPEC §3)
 # What the assertions allow past the deadline instead: this shared 2-core machine
 # stalls a process for a few hundred ms now and then, and more while the request waited
-# for a CPU (``Answer.stalled``, added on top). The table prints the real figures.
+# for a CPU (``Answer.strain.cpu_wait``, added on top). The table prints the real figures.
 ASSERT_SLACK_S = 0.4
 CPU_AFTER_S = 0.05  # CPU of the whole tree from 0.1 s to 1.1 s after the answer (≈ 0)
 HELPER_MIB = 256  # one code-transform helper process, all of its memory (SPEC §3)
@@ -141,7 +141,7 @@ class Answer:
     text: bytes = b""  # the first KEEP_BYTES
     content_type: str = ""
     error: str = ""  # why there is no answer or no data
-    stalled: float = 0.0  # seconds the machine had a task waiting for a CPU meanwhile
+    strain: Strain = field(default_factory=Strain)  # what the machine made it pay meanwhile
 
 
 def send(server: Server, method: str, path: str, body: bytes | None, token: str | None,
@@ -155,7 +155,8 @@ def send(server: Server, method: str, path: str, body: bytes | None, token: str 
     keep = KEEP_BYTES + (2 * MIB if streamed else 0)  # a stream's events besides
     if body is not None:
         headers["Content-Type"] = "application/json"
-    start, stall = time.monotonic(), cpu_stall()
+    strained = Strain.now(server.tree_pids())  # read before the clock starts
+    start = time.monotonic()
     kept, size = bytearray(), 0
     try:
         connection.request(method, path, body=body, headers=headers)
@@ -168,15 +169,15 @@ def send(server: Server, method: str, path: str, body: bytes | None, token: str 
                 raise TimeoutError
     except TimeoutError:
         return Answer(None, time.monotonic() - start, size, error=f"no answer in {timeout:.1f} s",
-                      stalled=cpu_stall() - stall)
+                      strain=Strain.now(server.tree_pids()) - strained)
     except (OSError, http.client.HTTPException) as error:
         return Answer(None, time.monotonic() - start, size, error=f"connection: {error!r}",
-                      stalled=cpu_stall() - stall)
+                      strain=Strain.now(server.tree_pids()) - strained)
     finally:
         connection.close()
     answer = Answer(response.status, time.monotonic() - start, size, text=bytes(kept),
                     content_type=response.getheader("Content-Type") or "",
-                    stalled=cpu_stall() - stall)
+                    strain=Strain.now(server.tree_pids()) - strained)
     if streamed and answer.content_type.startswith("text/event-stream"):
         finished = kept.rfind(b"\nevent: run.finished\ndata: ")
         if size > keep or finished < 0:
@@ -224,8 +225,6 @@ class Row:
     log_text: str = ""
     problems: list[str] = field(default_factory=list)
     answer_bytes: int = ANSWER_BYTES  # the bound on what is sent
-    faults: int = 0  # the tree's page faults during the request (tests.server.tree_faults)
-    kernel_s: float = 0.0  # and its CPU seconds in the kernel
     late: bool = False  # answered past the deadline and its slack
 
     @property
@@ -271,12 +270,10 @@ class Row:
         if answer.error.startswith("not strict JSON"):
             self.problems.append(f"the answer is {answer.error}")
         if (self.deadline_s is not None
-                and answer.seconds > self.deadline_s + ASSERT_SLACK_S + answer.stalled):
+                and answer.seconds > self.deadline_s + ASSERT_SLACK_S + answer.strain.cpu_wait):
             self.late = True
             self.problems.append(f"answered {answer.seconds - self.deadline_s:.2f} s after "
-                                 f"the deadline ({answer.stalled:.2f} s waiting for a CPU; "
-                                 f"{self.faults:,} page faults, {self.kernel_s:.2f} s in "
-                                 "the kernel)")
+                                 f"the deadline ({answer.strain})")
         if self.cpu_s is not None and self.cpu_s > CPU_AFTER_S:
             self.problems.append(f"{self.cpu_s:.2f} CPU s after the answer")
         if self.rss > self.memory_mib * MIB:
@@ -347,14 +344,11 @@ class Bench:
         events: their entries, bare past 1 MiB (engine.STREAM_FULL_CHARS), and framing."""
         timeout = (deadline_s or 10.0) + CLIENT_GRACE_S
         with PeakRss(self.server) as memory:
-            faults, kernel_s = tree_faults(self.server.tree_pids())
             answer = self.send(body, path=path, method=method, token=token, timeout=timeout,
                                streamed=streamed)
             done = time.monotonic()
-            faults_after, kernel_s_after = tree_faults(self.server.tree_pids())
             cpu = self._cpu_window(done)
-        row = Row(name, deadline_s, memory_mib, answer, statuses, cpu, memory.growth,
-                  faults=faults_after - faults, kernel_s=kernel_s_after - kernel_s)
+        row = Row(name, deadline_s, memory_mib, answer, statuses, cpu, memory.growth)
         if streamed:
             row.answer_bytes = ANSWER_BYTES + MIB + STREAM_FRAMING_BYTES
         if memory.killed:

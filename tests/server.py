@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,12 +62,7 @@ def tree_cpu(pids: list[int]) -> float:
 
 def tree_faults(pids: list[int]) -> tuple[int, float]:
     """Minor page faults (served without I/O) of ``pids`` and their reaped children, and
-    their CPU seconds in the kernel (stime, cstime).
-
-    A late answer prints both. This machine's faults usually cost 2–3 µs each; now and then,
-    when it is given memory its host had taken back, 10–40 µs (measured per worker here: a
-    32 MiB answer then spent a second in the kernel building, storing and sending copies of
-    itself), which no CPU pressure shows."""
+    their CPU seconds in the kernel (stime, cstime)."""
     faults = ticks = 0
     for fields in _stats(pids):
         faults += int(fields[7]) + int(fields[8])  # fields 10–11 of stat(5)
@@ -76,17 +72,43 @@ def tree_faults(pids: list[int]) -> tuple[int, float]:
 
 def cpu_stall() -> float:
     """Seconds for which some runnable task of this machine has waited for a CPU since boot
-    (the "some" line of Linux's /proc/pressure/cpu); 0.0 where the kernel does not say.
-
-    Its growth across a request is how long a busy machine (another job, a second suite)
-    held the request back: a timed assertion allows that on top of its fixed slack, so it
-    stays strict on a quiet machine (where a request stalls 5–50 ms) without failing on a
-    shared one (measured: 1.3–1.5 s of a 2 s request with three busy loops running)."""
+    (the "some" line of Linux's /proc/pressure/cpu); 0.0 where the kernel does not say."""
     try:
         with open("/proc/pressure/cpu", "rb") as pressure:
             return int(pressure.readline().rsplit(b"total=", 1)[1]) / 1e6
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+class Strain(NamedTuple):
+    """What the machine made a request pay besides its own work: ``Strain.now(pids)``
+    before and after it, then ``after - before``.
+
+    ``cpu_wait``: the growth of ``cpu_stall`` is how long a busy machine (another job, a
+    second suite) held the request back. A timed assertion allows that on top of its fixed
+    slack, so it stays strict on a quiet machine (where a request stalls 5–50 ms) without
+    failing on a shared one (measured: 1.3–1.5 s of a 2 s request with three busy loops).
+
+    ``faults`` and ``kernel_s`` (``tree_faults`` of the server's tree) are only printed
+    with a late answer. This machine's faults usually cost 2–3 µs each; now and then,
+    when it is given memory its host had taken back, 10–40 µs (measured per worker here: a
+    32 MiB answer then spent a second in the kernel building, storing and sending copies of
+    itself), which no CPU pressure shows."""
+
+    cpu_wait: float = 0.0
+    faults: int = 0
+    kernel_s: float = 0.0
+
+    @classmethod
+    def now(cls, pids: list[int]) -> Strain:
+        return cls(cpu_stall(), *tree_faults(pids))
+
+    def __sub__(self, before: Strain) -> Strain:
+        return Strain(*(now - then for now, then in zip(self, before, strict=True)))
+
+    def __str__(self) -> str:
+        return (f"{self.cpu_wait:.2f} s waiting for a CPU; {self.faults:,} page faults, "
+                f"{self.kernel_s:.2f} s in the kernel")
 
 
 def _signal(pid: int, signum: int) -> None:

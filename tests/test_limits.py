@@ -16,7 +16,7 @@ from app.pool import ElasticPool
 from app.store import open_store
 from app.validation import Limits, check_request
 from tests.helpers import definition, run_engine
-from tests.server import Server, cpu_stall, tree_faults
+from tests.server import Server, Strain
 
 MIB = 1024 * 1024
 
@@ -77,10 +77,10 @@ def store_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-def _timed_answer(body: dict, store_url: str, workdir: Path) -> tuple[dict, float, float, str]:
+def _timed_answer(body: dict, store_url: str, workdir: Path) -> tuple[dict, float, Strain]:
     """``body`` run by a fresh gunicorn on ``store_url``: the answer, the seconds to its
-    last byte (parsing it is the client's time), how long meanwhile the machine kept
-    some task waiting for a CPU, and the server's page faults and kernel seconds."""
+    last byte (parsing it is the client's time) and what the machine made it pay
+    meanwhile (tests.server.Strain)."""
     workdir.mkdir()
     server = Server(workdir, workers=1, DATABASE_URL=store_url)
     server.flask("token", "seed-dev")
@@ -89,15 +89,12 @@ def _timed_answer(body: dict, store_url: str, workdir: Path) -> tuple[dict, floa
                                      {"Authorization": "Bearer dev-token",
                                       "Content-Type": "application/json"})
     try:
-        started, stall = time.monotonic(), cpu_stall()
-        faults, kernel_s = tree_faults(server.tree_pids())
+        strained = Strain.now(server.tree_pids())  # read before the clock starts
+        started = time.monotonic()
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read()
-        answered, stalled = time.monotonic() - started, cpu_stall() - stall
-        faults_after, kernel_s_after = tree_faults(server.tree_pids())
-        return (json.loads(text), answered, stalled,
-                f"{faults_after - faults:,} page faults, {kernel_s_after - kernel_s:.2f} s "
-                "in the kernel")
+        answered = time.monotonic() - started
+        return json.loads(text), answered, Strain.now(server.tree_pids()) - strained
     finally:
         server.stop()
 
@@ -112,7 +109,7 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
     and whatever time the machine kept the request waiting for a CPU).
 
     A late answer is asked for once more, of a fresh server: this machine now and then
-    takes 10–40 µs per page fault instead of 2–3 (tests.server.tree_faults), and a large
+    takes 10–40 µs per page fault instead of 2–3 (tests.server.Strain), and a large
     answer then arrives up to a second late while the run stopped on time. The run's own
     stop is checked every time; two late answers in a row fail."""
     numbers = ", ".join(str(random.Random(7).random()) for _ in range(30_000))[:500_000]
@@ -127,16 +124,15 @@ def test_a_large_answer_due_at_its_deadline_arrives_within_it_on_either_store(
     store.close()
     late = []
     for attempt in range(2):
-        out, answered, stalled, kernel = _timed_answer(body, store_url, tmp_path / str(attempt))
+        out, answered, strain = _timed_answer(body, store_url, tmp_path / str(attempt))
         assert out["error"]["code"] == "RUN_TIMEOUT"
         size = sum(len(json.dumps(node["result"])) for node in out["executionState"].values()
                    if "result" in node)
         assert size > 25 * MIB  # the answer is at its cap: some results were left out
         assert out["durationMs"] < 2000 - size * books_s_per_char * 1000 / 2
-        if answered < 2.0 + 0.1 + 0.3 + stalled:
+        if answered < 2.0 + 0.1 + 0.3 + strain.cpu_wait:
             return
-        late.append(f"{answered:.2f} s to the last byte, {stalled:.2f} s waiting for a CPU, "
-                    + kernel)
+        late.append(f"{answered:.2f} s to the last byte ({strain})")
     pytest.fail("two late answers: " + "; ".join(late))
 
 
